@@ -1,0 +1,136 @@
+#include "lib/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static _Atomic int cur_level = LOG_INFO;
+static _Atomic int file_fd = -1;
+static _Atomic int to_stderr = 1;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error", "fatal"};
+
+void log_set_level(enum log_level level)
+{
+	cur_level = level;
+}
+
+enum log_level log_get_level(void)
+{
+	return (enum log_level)cur_level;
+}
+
+int log_level_parse(const char *s)
+{
+	for (int i = 0; i < LOG_FATAL; i++)
+		if (strcmp(s, level_names[i]) == 0)
+			return i;
+	return -1;
+}
+
+int log_open_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -1;
+	int old = atomic_exchange(&file_fd, fd);
+	if (old >= 0)
+		close(old);
+	return 0;
+}
+
+void log_close_file(void)
+{
+	int old = atomic_exchange(&file_fd, -1);
+	if (old >= 0)
+		close(old);
+}
+
+void log_set_stderr(int enabled)
+{
+	to_stderr = enabled;
+}
+
+void log_vwrite(enum log_level level, const char *fmt, va_list ap)
+{
+	if ((int)level < cur_level)
+		return;
+	char line[4096];
+	struct timeval tv;
+	struct tm tm;
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s ",
+			 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+			 tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level]);
+	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	if (m < 0)
+		m = 0;
+	size_t len = (size_t)n + (size_t)m;
+	if (len > sizeof(line) - 5) {
+		/* Cut long lines visibly rather than silently. */
+		len = sizeof(line) - 5;
+		memcpy(line + len, "...", 3);
+		len += 3;
+	}
+	line[len++] = '\n';
+	int saved = errno;
+	if (to_stderr && write(STDERR_FILENO, line, len) < 0) {
+		/* nothing sensible to do */
+	}
+	int fd = file_fd;
+	if (fd >= 0 && write(fd, line, len) < 0) {
+		/* nothing sensible to do */
+	}
+	errno = saved;
+}
+
+void log_write(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vwrite(level, fmt, ap);
+	va_end(ap);
+}
+
+const char *log_quote(char *buf, size_t bufsize, const char *s, size_t max)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0, i;
+	int need_quotes = (s == NULL || *s == '\0');
+	if (s == NULL)
+		s = "";
+	for (i = 0; s[i] != '\0' && i < max; i++)
+		if (s[i] == ' ' || s[i] == '=' || s[i] == '"')
+			need_quotes = 1;
+	if (need_quotes)
+		buf[o++] = '"';
+	for (i = 0; s[i] != '\0'; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (o + 8 >= bufsize || i >= max) {
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (c < 0x20 || c >= 0x7f) {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[c >> 4];
+			buf[o++] = hex[c & 15];
+		} else if (c == '"' || c == '\\') {
+			buf[o++] = '\\';
+			buf[o++] = (char)c;
+		} else {
+			buf[o++] = (char)c;
+		}
+	}
+	if (need_quotes)
+		buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}

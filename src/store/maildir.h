@@ -1,0 +1,38 @@
+/*
+ * Maildir++ mailboxes: DATA_DIR/mail/DOMAIN/LOCAL/ with cur/ new/ tmp/ and
+ * subfolders as .Name directories (Drafts, Sent, Junk, Trash, Archive are
+ * created with every account). The IMAP index (a later part) is built on
+ * top of these files and can always be rebuilt from them.
+ */
+#ifndef POSTERN_MAILDIR_H
+#define POSTERN_MAILDIR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Path of the account's Maildir root (allocated). */
+char *maildir_path(const char *data_dir, const char *address);
+
+/* Create the Maildir root and the standard folders (mode 0700). 0 / -1 errno. */
+int maildir_create(const char *path);
+/* Remove the whole Maildir tree. 0 / -1 errno. */
+int maildir_remove(const char *path);
+
+/*
+ * Deliver one message durably into the INBOX of the Maildir at `path`:
+ * write `prefix` (headers added for this recipient, e.g. Return-Path and
+ * Delivered-To) followed by the `len` bytes of `data` (or, if data is NULL,
+ * the contents of file descriptor `fd` from offset 0) into tmp/, fsync it,
+ * link it into new/ and fsync new/. The file name is derived from
+ * `unique` (a string that identifies this delivery, e.g. "QUEUEID.N"), so
+ * that a redelivery after a crash can be detected with maildir_has().
+ * On success *size_r gets the stored size. 0 / -1 with errno (ENOSPC, EDQUOT...).
+ */
+int maildir_deliver(const char *path, const char *unique, time_t when, const char *prefix,
+		    const void *data, size_t len, int fd, uint64_t *size_r);
+
+/* 1 if a message delivered with `unique` exists in new/ or cur/, 0 if not, -1 error. */
+int maildir_has(const char *path, const char *unique);
+
+#endif
