@@ -1,0 +1,115 @@
+/*
+ * Shared pieces of the `postern` command line: the command tables, option
+ * parsing (every command accepts `-c FILE` and `--help`), loading the
+ * configuration, opening the directory, error printing and giving files to
+ * the service user when run as root.
+ *
+ * Exit codes: 0 success, 1 failure, 2 usage error (sendmail uses sysexits.h).
+ */
+#ifndef POSTERN_CLI_COMMON_H
+#define POSTERN_CLI_COMMON_H
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1
+#define CLI_EXIT_USAGE 2
+
+struct config;
+struct directory;
+
+/* State of one invocation. */
+struct cli {
+	const char *config_path; /* -c FILE, NULL = config_find() */
+	struct config *cfg;      /* loaded by cli_config() */
+	/* service user, looked up once by cli_chown() */
+	bool owner_looked_up;
+	bool owner_known;
+	uid_t owner_uid;
+	gid_t owner_gid;
+};
+
+struct cli_cmd;
+typedef int cli_run_fn(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv);
+
+/*
+ * One subcommand of a group. `name` is the word after the group
+ * ("add"); NULL marks what runs when the group is given no subcommand
+ * (`postern config`, `postern serve`). The table ends with run == NULL.
+ */
+struct cli_cmd {
+	const char *group;   /* "domain" */
+	const char *name;    /* "add", or NULL */
+	const char *args;    /* synopsis of the arguments, "" if none */
+	const char *summary; /* one line */
+	cli_run_fn *run;
+};
+
+extern const struct cli_cmd cmd_serve_cmds[];
+extern const struct cli_cmd cmd_init_cmds[];
+extern const struct cli_cmd cmd_domain_cmds[];
+extern const struct cli_cmd cmd_user_cmds[];
+extern const struct cli_cmd cmd_alias_cmds[];
+extern const struct cli_cmd cmd_config_cmds[];
+extern const struct cli_cmd cmd_sendmail_cmds[];
+
+/* Print "usage: postern [-c FILE] GROUP NAME ARGS" and the summary. */
+void cli_usage(FILE *out, const struct cli_cmd *cmd);
+
+/* An option of a command: a flag (`flag_r`) or one taking a value (`value_r`). */
+struct cli_opt {
+	const char *name; /* "--json" */
+	bool *flag_r;
+	const char **value_r;
+};
+
+/*
+ * Parse the arguments of `cmd`: the options in `opts` (terminated by
+ * name == NULL; "--opt VALUE" and "--opt=VALUE"), `-c FILE`, `--help`/`-h`
+ * and between `min` and `max` positional arguments, stored in `pos`.
+ * Returns true to go on; false when the caller must return *exit_r
+ * (help printed: 0; usage error printed on stderr: 2).
+ */
+bool cli_parse(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv,
+	       const struct cli_opt *opts, const char **pos, int min, int max, int *npos_r,
+	       int *exit_r);
+
+/* "postern: message" on stderr. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The configuration (loaded once); NULL after printing the error. */
+struct config *cli_config(struct cli *cli);
+
+/*
+ * Open the directory database of the configured data_dir (which must have
+ * been created by `postern init`). As root, the database files are given
+ * to the service user. NULL after printing the error.
+ */
+struct directory *cli_directory_open(struct cli *cli);
+/* Close it, and as root give the database files to the service user. */
+void cli_directory_close(struct cli *cli, struct directory **dir);
+
+/*
+ * As root, give `path` (and, if `recursive`, everything below it, without
+ * following symbolic links) to the configured service user. Does nothing
+ * when not root. Returns the number of entries whose owner changed, or -1
+ * after printing an error. A missing service user is a warning (once).
+ */
+int cli_chown(struct cli *cli, const char *path, bool recursive);
+
+/* Give the database files (postern.db, -wal, -shm) to the service user. */
+void cli_chown_db(struct cli *cli);
+
+/*
+ * Read a new password: the first line of stdin (without its newline) if
+ * `from_stdin`, else prompted twice without echo when stdin is a terminal.
+ * Never empty. Allocated; NULL after printing the error.
+ */
+char *cli_read_password(bool from_stdin);
+/* Wipe and free. */
+void cli_password_free(char **pw);
+
+#endif
