@@ -112,4 +112,22 @@ char *cli_read_password(bool from_stdin);
 /* Wipe and free. */
 void cli_password_free(char **pw);
 
+/* A growing list of distinct strings. */
+struct cli_strlist {
+	char **v;
+	size_t n, cap;
+};
+void cli_strlist_free(struct cli_strlist *l);
+
+/*
+ * (cmd_sendmail.c) Parse an RFC 5322 address-list as found in To/Cc/Bcc or
+ * a sendmail argument: display names, <angle-addr>, comments, quoted
+ * strings, groups. Each mailbox is checked as an RFC 5321 address (a bare
+ * local part gets @hostname) and added to `out` in canonical form, once.
+ * ADDRESS_* flags of the addresses are or-ed into *flags_r.
+ * 0 ok, -1 malformed (the error printed).
+ */
+int sendmail_address_list(const char *s, const char *hostname, struct cli_strlist *out,
+			  unsigned *flags_r);
+
 #endif

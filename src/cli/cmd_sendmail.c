@@ -62,12 +62,7 @@ struct message {
 	uint64_t size;
 };
 
-struct strlist {
-	char **v;
-	size_t n, cap;
-};
-
-static void strlist_add_unique(struct strlist *l, const char *s)
+static void strlist_add_unique(struct cli_strlist *l, const char *s)
 {
 	for (size_t i = 0; i < l->n; i++)
 		if (strcmp(l->v[i], s) == 0)
@@ -76,7 +71,7 @@ static void strlist_add_unique(struct strlist *l, const char *s)
 	l->v[l->n++] = xstrdup(s);
 }
 
-static void strlist_free(struct strlist *l)
+void cli_strlist_free(struct cli_strlist *l)
 {
 	for (size_t i = 0; i < l->n; i++)
 		free(l->v[i]);
@@ -198,9 +193,20 @@ static char *field_value(const struct message *m, size_t i, size_t *next_r)
  * Check one address (local@domain, or a bare local part that gets
  * @hostname) and add it in canonical form. 0 ok, -1 bad (printed).
  */
-static int add_address(const char *addr, const char *hostname, struct strlist *out,
+static int add_address(const char *addr, const char *hostname, struct cli_strlist *out,
 		       unsigned *flags_r)
 {
+	bool quoted = false;
+	for (const char *p = addr; *p != '\0'; p++) {
+		if (*p == '\\' && quoted && p[1] != '\0')
+			p++;
+		else if (*p == '"')
+			quoted = !quoted;
+		else if ((*p == ' ' || *p == '\t') && !quoted) {
+			cli_error("sendmail: bad address %s: separate addresses with commas", addr);
+			return -1;
+		}
+	}
 	char *path = strchr(addr, '@') != NULL ? xasprintf("<%s>", addr)
 					       : xasprintf("<%s@%s>", addr, hostname);
 	struct address a;
@@ -236,8 +242,8 @@ static char *trimmed(const char *s, size_t len)
  * quoted strings, groups) as found in To/Cc/Bcc or on the command line,
  * adding each mailbox to `out`. 0 ok, -1 malformed (printed).
  */
-static int parse_address_list(const char *s, const char *hostname, struct strlist *out,
-			      unsigned *flags_r)
+int sendmail_address_list(const char *s, const char *hostname, struct cli_strlist *out,
+			  unsigned *flags_r)
 {
 	size_t n = strlen(s);
 	char *item = xmalloc(n + 1), *angle = NULL;
@@ -574,7 +580,7 @@ static char *build_data(const struct message *m, const char *added, size_t *len_
 	return d;
 }
 
-static int submit(struct config *cfg, const char *sender, const struct strlist *rcpts,
+static int submit(struct config *cfg, const char *sender, const struct cli_strlist *rcpts,
 		  bool utf8, bool eight_bit, const char *data, size_t dlen, uint64_t size)
 {
 	size_t count;
@@ -738,7 +744,7 @@ static int run_sendmail(struct cli *cli, const struct cli_cmd *cmd, int argc, ch
 
 	int ret = 0;
 	unsigned flags = 0;
-	struct strlist rcpts = {0}, senders = {0};
+	struct cli_strlist rcpts = {0}, senders = {0};
 	struct message m = {0};
 	char *added = NULL, *data = NULL;
 
@@ -748,7 +754,7 @@ static int run_sendmail(struct cli *cli, const struct cli_cmd *cmd, int argc, ch
 		sender = ""; /* null sender, for bounces and autoreplies */
 	} else {
 		const char *s = sender_opt != NULL ? sender_opt : login_name();
-		if (parse_address_list(s, cfg->hostname, &senders, &flags) < 0) {
+		if (sendmail_address_list(s, cfg->hostname, &senders, &flags) < 0) {
 			ret = EX_DATAERR;
 			goto out;
 		}
@@ -760,7 +766,7 @@ static int run_sendmail(struct cli *cli, const struct cli_cmd *cmd, int argc, ch
 	}
 
 	for (; i < argc; i++) {
-		if (parse_address_list(argv[i], cfg->hostname, &rcpts, &flags) < 0) {
+		if (sendmail_address_list(argv[i], cfg->hostname, &rcpts, &flags) < 0) {
 			ret = EX_DATAERR;
 			goto out;
 		}
@@ -787,7 +793,7 @@ static int run_sendmail(struct cli *cli, const struct cli_cmd *cmd, int argc, ch
 		bool bcc = is_field(l, "Bcc");
 		size_t next;
 		char *v = field_value(&m, j, &next);
-		if (opt_t && rcpt_field && parse_address_list(v, cfg->hostname, &rcpts, &flags) < 0)
+		if (opt_t && rcpt_field && sendmail_address_list(v, cfg->hostname, &rcpts, &flags) < 0)
 			ret = EX_DATAERR;
 		free(v);
 		if (ret != 0)
@@ -851,8 +857,8 @@ out:
 	free(data);
 	free(added);
 	message_free(&m);
-	strlist_free(&rcpts);
-	strlist_free(&senders);
+	cli_strlist_free(&rcpts);
+	cli_strlist_free(&senders);
 	return ret;
 }
 
