@@ -185,6 +185,18 @@ static bool owner_lookup(struct cli *cli)
 	struct config *cfg = cli_config(cli);
 	if (cfg == NULL)
 		return false;
+	/*
+	 * A data directory that belongs to an ordinary user (a server run
+	 * without root) keeps its owner: handing its files to the service
+	 * user would lock that server out.
+	 */
+	struct stat st;
+	if (!cli->to_service_user && stat(cfg->data_dir, &st) == 0 && st.st_uid != 0) {
+		cli->owner_uid = st.st_uid;
+		cli->owner_gid = st.st_gid;
+		cli->owner_known = true;
+		return true;
+	}
 	struct passwd *pw = getpwnam(cfg->user);
 	if (pw == NULL) {
 		cli_warn("service user %s does not exist (run `postern init` as root); "

@@ -24,7 +24,8 @@ struct directory;
 struct cli {
 	const char *config_path; /* -c FILE, NULL = config_find() */
 	struct config *cfg;      /* loaded by cli_config() */
-	/* service user, looked up once by cli_chown() */
+	/* owner for new files, looked up once by cli_chown() */
+	bool to_service_user; /* always the service user (init), not the data_dir owner */
 	bool owner_looked_up;
 	bool owner_known;
 	uid_t owner_uid;
@@ -94,9 +95,12 @@ void cli_directory_close(struct cli *cli, struct directory **dir);
 
 /*
  * As root, give `path` (and, if `recursive`, everything below it, without
- * following symbolic links) to the configured service user. Does nothing
- * when not root. Returns the number of entries whose owner changed, or -1
- * after printing an error. A missing service user is a warning (once).
+ * following symbolic links) to the service user. Does nothing when not
+ * root. The owner is the configured service user, except that a data
+ * directory owned by another non-root user (a server run without root)
+ * keeps that owner, unless cli->to_service_user is set. Returns the number
+ * of entries whose owner changed, or -1 after printing an error. A missing
+ * service user is a warning (once).
  */
 int cli_chown(struct cli *cli, const char *path, bool recursive);
 

@@ -265,6 +265,7 @@ static int run_init(struct cli *cli, const struct cli_cmd *cmd, int argc, char *
 		return CLI_EXIT_FAIL;
 	int changes = 0;
 	bool root = geteuid() == 0;
+	cli->to_service_user = true;
 
 	if (root && make_user(cfg, &changes) < 0)
 		return CLI_EXIT_FAIL;
