@@ -25,7 +25,8 @@ int maildir_remove(const char *path);
  * Delivered-To) followed by the `len` bytes of `data` (or, if data is NULL,
  * the contents of file descriptor `fd` from offset 0) into tmp/, fsync it,
  * link it into new/ and fsync new/. The file name is derived from
- * `unique` (a string that identifies this delivery, e.g. "QUEUEID.N"), so
+ * `unique` (a string that identifies this delivery, of the form WORD.WORD
+ * with exactly one dot, e.g. "QUEUEID.N"; else EINVAL), so
  * that a redelivery after a crash can be detected with maildir_has().
  * On success *size_r gets the stored size. 0 / -1 with errno (ENOSPC, EDQUOT...).
  */

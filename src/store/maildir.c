@@ -1,0 +1,372 @@
+/*
+ * Maildir++ mailboxes: DATA_DIR/mail/DOMAIN/LOCAL with cur/ new/ tmp/ and
+ * the standard folders as .Name subdirectories, readable by Dovecot, mutt
+ * and friends.
+ *
+ * File names follow the Maildir convention Dovecot uses:
+ *   <when>.<unique>.<hostname>,S=<size>
+ * where <unique> is the caller's delivery id (QUEUEID.N), so a redelivery
+ * after a crash can be detected (maildir_has), and '/' and ':' in the
+ * hostname are written as \057 and \072 as Dovecot does.
+ *
+ * Messages are stored with CRLF line endings exactly as received over SMTP.
+ * Dovecot itself stores LF; we keep CRLF so the bytes on disk are the bytes
+ * that were accepted, and ",S=" is then simply the file size (which equals
+ * the RFC 822 size an IMAP server reports).
+ *
+ * Durability: the message is written to tmp/ (O_EXCL), fsync'd, linked into
+ * new/, and new/ is fsync'd before success is reported. Anything written
+ * partially is removed on error.
+ */
+#include "store/maildir.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static const char *const std_folders[] = {"Drafts", "Sent", "Junk", "Trash", "Archive"};
+
+char *maildir_path(const char *data_dir, const char *address)
+{
+	const char *at = strrchr(address, '@');
+	if (at == NULL)
+		return xasprintf("%s/mail/%s", data_dir, address);
+	return xasprintf("%s/mail/%s/%.*s", data_dir, at + 1, (int)(at - address), address);
+}
+
+static int mkdir_ok(const char *path, mode_t mode)
+{
+	if (mkdir(path, mode) == 0 || errno == EEXIST)
+		return 0;
+	return -1;
+}
+
+/* mkdir -p for the parents of `path` (not `path` itself). */
+static int mkdir_parents(const char *path, mode_t mode)
+{
+	char *p = xstrdup(path);
+	int ret = 0;
+	for (char *s = strchr(p + 1, '/'); s != NULL; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		if (mkdir_ok(p, mode) < 0) {
+			ret = -1;
+			break;
+		}
+		*s = '/';
+	}
+	int saved = errno;
+	free(p);
+	errno = saved;
+	return ret;
+}
+
+static int make_maildir_dirs(const char *dir)
+{
+	static const char *const sub[] = {"cur", "new", "tmp"};
+	if (mkdir_ok(dir, 0700) < 0)
+		return -1;
+	for (size_t i = 0; i < ARRAY_SIZE(sub); i++) {
+		char *p = xasprintf("%s/%s", dir, sub[i]);
+		int r = mkdir_ok(p, 0700);
+		int saved = errno;
+		free(p);
+		if (r < 0) {
+			errno = saved;
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int write_file_if_missing(const char *path, const char *content)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errno == EEXIST ? 0 : -1;
+	size_t len = strlen(content), off = 0;
+	while (off < len) {
+		ssize_t n = write(fd, content + off, len - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int saved = errno;
+			close(fd);
+			unlink(path);
+			errno = saved;
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	return close(fd);
+}
+
+int maildir_create(const char *path)
+{
+	if (mkdir_parents(path, 0700) < 0 || make_maildir_dirs(path) < 0)
+		return -1;
+	char subs[256] = "";
+	for (size_t i = 0; i < ARRAY_SIZE(std_folders); i++) {
+		char *f = xasprintf("%s/.%s", path, std_folders[i]);
+		int r = make_maildir_dirs(f);
+		if (r == 0) {
+			/* Maildir++: marks a folder (Dovecot, Courier) */
+			char *mf = xasprintf("%s/maildirfolder", f);
+			r = write_file_if_missing(mf, "");
+			free(mf);
+		}
+		int saved = errno;
+		free(f);
+		if (r < 0) {
+			errno = saved;
+			return -1;
+		}
+		strcat(subs, std_folders[i]);
+		strcat(subs, "\n");
+	}
+	/* one folder name per line, the format Dovecot and Courier read */
+	char *sp = xasprintf("%s/subscriptions", path);
+	int r = write_file_if_missing(sp, subs);
+	int saved = errno;
+	free(sp);
+	errno = saved;
+	return r;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	if (flag == FTW_DP || flag == FTW_D)
+		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int maildir_remove(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -1;
+	return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+static char host_escaped[256 * 4 + 1];
+
+static void host_init(void)
+{
+	char h[256];
+	if (gethostname(h, sizeof(h) - 1) < 0)
+		strcpy(h, "localhost");
+	h[sizeof(h) - 1] = '\0';
+	char *o = host_escaped;
+	for (const char *p = h; *p != '\0'; p++) {
+		if (*p == '/') {
+			memcpy(o, "\\057", 4);
+			o += 4;
+		} else if (*p == ':') {
+			memcpy(o, "\\072", 4);
+			o += 4;
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+}
+
+static const char *maildir_hostname(void)
+{
+	pthread_once(&host_once, host_init);
+	return host_escaped;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int copy_fd(int out, int in, uint64_t *copied_r)
+{
+	char buf[65536];
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = pread(in, buf, sizeof(buf), off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (n == 0)
+			break;
+		if (write_all(out, buf, (size_t)n) < 0)
+			return -1;
+		off += n;
+	}
+	*copied_r = (uint64_t)off;
+	return 0;
+}
+
+static int fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int r = fsync(fd);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return r;
+}
+
+/* "WORD.WORD" (one dot, as QUEUEID.N), so that it can be found again in a name. */
+static bool unique_ok(const char *unique)
+{
+	const char *dot = strchr(unique, '.');
+	if (dot == NULL || dot == unique || dot[1] == '\0' || strchr(dot + 1, '.') != NULL)
+		return false;
+	for (const char *p = unique; *p != '\0'; p++)
+		if (*p == '/' || *p == ':' || *p == ',' || *p == '\\' || (unsigned char)*p < 0x21 ||
+		    (unsigned char)*p >= 0x7f)
+			return false;
+	return true;
+}
+
+int maildir_deliver(const char *path, const char *unique, time_t when, const char *prefix,
+		    const void *data, size_t len, int fd, uint64_t *size_r)
+{
+	if (!unique_ok(unique)) {
+		errno = EINVAL;
+		return -1;
+	}
+	char *base = xasprintf("%lld.%s.%s", (long long)when, unique, maildir_hostname());
+	char *tmp = xasprintf("%s/tmp/%s", path, base);
+	char *newdir = xasprintf("%s/new", path);
+	char *final = NULL;
+	int ret = -1, saved = 0;
+
+	int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0) {
+		saved = errno;
+		goto out;
+	}
+	uint64_t size = 0;
+	size_t plen = prefix != NULL ? strlen(prefix) : 0;
+	if (write_all(out, prefix, plen) < 0)
+		goto fail_tmp;
+	size += plen;
+	if (data != NULL) {
+		if (write_all(out, data, len) < 0)
+			goto fail_tmp;
+		size += len;
+	} else {
+		uint64_t copied;
+		if (copy_fd(out, fd, &copied) < 0)
+			goto fail_tmp;
+		size += copied;
+	}
+	if (fsync(out) < 0)
+		goto fail_tmp;
+	if (close(out) < 0) {
+		out = -1;
+		goto fail_tmp;
+	}
+	out = -1;
+
+	final = xasprintf("%s/%s,S=%llu", newdir, base, (unsigned long long)size);
+	if (link(tmp, final) < 0)
+		goto fail_tmp;
+	unlink(tmp);
+	if (fsync_dir(newdir) < 0) {
+		saved = errno;
+		unlink(final);
+		goto out;
+	}
+	*size_r = size;
+	ret = 0;
+	goto out;
+
+fail_tmp:
+	saved = errno;
+	if (out >= 0)
+		close(out);
+	unlink(tmp);
+out:
+	free(base);
+	free(tmp);
+	free(newdir);
+	free(final);
+	if (ret < 0)
+		errno = saved;
+	return ret;
+}
+
+/*
+ * Does directory entry `name` ("<when>.<id>.<n>.<host>,S=...[:2,...]") carry
+ * the delivery id `unique` ("<id>.<n>")? Compared field by field, so a
+ * hostname (which may contain dots) can never complete a shorter id.
+ */
+static bool name_matches(const char *name, const char *unique, size_t ulen)
+{
+	const char *p = name;
+	while (*p >= '0' && *p <= '9')
+		p++;
+	if (p == name || *p != '.')
+		return false;
+	p++;
+	const char *dot1 = strchr(p, '.');
+	if (dot1 == NULL)
+		return false;
+	const char *end = strchr(dot1 + 1, '.');
+	if (end == NULL)
+		return false;
+	return (size_t)(end - p) == ulen && memcmp(p, unique, ulen) == 0;
+}
+
+static int dir_has(const char *dir, const char *unique)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return errno == ENOENT ? 0 : -1;
+	size_t ulen = strlen(unique);
+	int found = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (name_matches(de->d_name, unique, ulen)) {
+			found = 1;
+			break;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
+int maildir_has(const char *path, const char *unique)
+{
+	static const char *const sub[] = {"new", "cur"};
+	for (size_t i = 0; i < ARRAY_SIZE(sub); i++) {
+		char *dir = xasprintf("%s/%s", path, sub[i]);
+		int r = dir_has(dir, unique);
+		free(dir);
+		if (r != 0)
+			return r;
+	}
+	return 0;
+}
