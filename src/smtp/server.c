@@ -1,0 +1,378 @@
+/*
+ * The daemon (`postern serve`): listeners, privileges, signals.
+ *
+ * SECURITY: started as root, this binds the ports, loads the TLS key and
+ * opens the log file, then drops to the service user (setgroups, setgid,
+ * setuid) before any network input is read or the queue is opened; it
+ * refuses to go on as root. One process, one event-loop thread; blocking
+ * work (SQLite, fsync, password hashing, reverse DNS) runs on worker threads.
+ */
+#include "smtp/server.h"
+
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/netaddr.h"
+#include "lib/strutil.h"
+#include "lib/worker.h"
+#include "lib/xalloc.h"
+#include "queue/queue.h"
+#include "smtp/ratelimit.h"
+#include "smtp/smtp_session.h"
+#include "smtp/smtp_tls.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DRAIN_TIMEOUT_S 30
+#define LISTEN_BACKLOG 511
+
+struct listener {
+	struct listener *next;
+	struct evconnlistener *lev;
+	struct server *server;
+	enum smtp_listener kind;
+};
+
+struct server {
+	struct smtp_server smtp;
+	struct listener *listeners;
+	struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
+	int exit_code;
+};
+
+static const char *kind_name(enum smtp_listener k)
+{
+	return k == SMTP_LISTENER_SMTP ? "smtp"
+	       : k == SMTP_LISTENER_SUBMISSION ? "submission"
+					       : "submissions";
+}
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+		      int salen, void *arg)
+{
+	struct listener *l = arg;
+	smtp_session_start(&l->server->smtp, fd, sa, (socklen_t)salen, l->kind);
+}
+
+static void on_accept_error(struct evconnlistener *lev, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	log_warn("event=accept_failed error=\"%s\"", evutil_socket_error_to_string(e));
+}
+
+/* Bind one address; 0 ok, -1 with a logged error. */
+static int bind_one(struct server *srv, enum smtp_listener kind, const struct sockaddr *sa,
+		    socklen_t salen, bool dual_stack)
+{
+	char ip[64];
+	sockaddr_ntop(sa, ip, sizeof(ip));
+	uint16_t port = sa->sa_family == AF_INET6
+				? ntohs(((const struct sockaddr_in6 *)sa)->sin6_port)
+				: ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	int one = 1, zero = 0;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, dual_stack ? &zero : &one, sizeof(int));
+	if (bind(fd, sa, salen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+		log_error("event=listen_failed proto=%s addr=%s port=%u error=\"%s\"",
+			  kind_name(kind), ip, port, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	struct listener *l = xcalloc(1, sizeof(*l));
+	l->server = srv;
+	l->kind = kind;
+	l->lev = evconnlistener_new(srv->smtp.base, on_accept, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	if (l->lev == NULL) {
+		close(fd);
+		free(l);
+		return -1;
+	}
+	evconnlistener_set_error_cb(l->lev, on_accept_error);
+	l->next = srv->listeners;
+	srv->listeners = l;
+	const char *shown = dual_stack ? "*" : ip;
+	bool v6 = sa->sa_family == AF_INET6 && !dual_stack;
+	log_info("event=listening proto=%s addr=%s%s%s:%u", kind_name(kind), v6 ? "[" : "", shown,
+		 v6 ? "]" : "", port);
+	printf("postern: %s on %s%s%s:%u\n", kind_name(kind), v6 ? "[" : "", shown, v6 ? "]" : "",
+	       port);
+	fflush(stdout);
+	return 0;
+}
+
+/* Bind every host:port of a [listen] list; -1 if any fails. */
+static int bind_list(struct server *srv, enum smtp_listener kind, const char *list)
+{
+	size_t n;
+	char **items = strv_split_list(list, &n);
+	int ret = 0;
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		char *host;
+		uint16_t port;
+		if (hostport_parse(items[i], &host, &port) < 0) {
+			log_error("event=listen_failed proto=%s addr=%s error=\"bad host:port\"",
+				  kind_name(kind), items[i]);
+			ret = -1;
+			break;
+		}
+		if (*host == '\0') {
+			/* all addresses: IPv6 dual-stack where available, else IPv4 */
+			struct sockaddr_in6 s6 = {.sin6_family = AF_INET6,
+						  .sin6_port = htons(port),
+						  .sin6_addr = in6addr_any};
+			int fd = socket(AF_INET6, SOCK_STREAM, 0);
+			bool have_v6 = fd >= 0;
+			if (fd >= 0)
+				close(fd);
+			if (have_v6) {
+				ret = bind_one(srv, kind, (struct sockaddr *)&s6, sizeof(s6), true);
+			} else {
+				struct sockaddr_in s4 = {.sin_family = AF_INET,
+							 .sin_port = htons(port),
+							 .sin_addr.s_addr = htonl(INADDR_ANY)};
+				ret = bind_one(srv, kind, (struct sockaddr *)&s4, sizeof(s4), false);
+			}
+		} else {
+			struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+						 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+			struct addrinfo *res = NULL;
+			char portstr[8];
+			snprintf(portstr, sizeof(portstr), "%u", port);
+			int e = getaddrinfo(host, portstr, &hints, &res);
+			if (e != 0) {
+				log_error("event=listen_failed proto=%s addr=%s error=\"%s\"",
+					  kind_name(kind), host, gai_strerror(e));
+				ret = -1;
+			}
+			for (struct addrinfo *ai = res; ai != NULL && ret == 0; ai = ai->ai_next)
+				ret = bind_one(srv, kind, ai->ai_addr, ai->ai_addrlen, false);
+			if (res != NULL)
+				freeaddrinfo(res);
+		}
+		free(host);
+	}
+	strv_free(&items);
+	return ret;
+}
+
+static void close_listeners(struct server *srv)
+{
+	while (srv->listeners != NULL) {
+		struct listener *l = srv->listeners;
+		srv->listeners = l->next;
+		evconnlistener_free(l->lev);
+		free(l);
+	}
+}
+
+static struct smtp_conf *conf_new(struct config *cfg)
+{
+	struct smtp_conf *c = xcalloc(1, sizeof(*c));
+	c->cfg = cfg;
+	c->refs = 1;
+	char err[512];
+	c->tls = smtp_tls_ctx_new(cfg->tls_cert, cfg->tls_key, err, sizeof(err));
+	if (c->tls == NULL) {
+		char q[600];
+		log_warn("event=tls_unavailable reason=%s (STARTTLS and submissions are off)",
+			 log_quote(q, sizeof(q), err, 500));
+	}
+	return c;
+}
+
+static void apply_log_level(const struct config *cfg)
+{
+	int lvl = log_level_parse(cfg->log_level);
+	if (lvl >= 0)
+		log_set_level((enum log_level)lvl);
+}
+
+static void on_drained(struct smtp_server *smtp)
+{
+	event_base_loopexit(smtp->base, NULL);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	log_warn("event=drain_timeout sessions=%u", srv->smtp.nsessions);
+	smtp_sessions_close_all(&srv->smtp);
+	event_base_loopexit(srv->smtp.base, NULL);
+}
+
+static void on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	if (srv->smtp.draining)
+		return;
+	log_info("event=shutdown signal=%d sessions=%u", (int)sig, srv->smtp.nsessions);
+	close_listeners(srv);
+	srv->smtp.draining = true;
+	srv->drain_timer = evtimer_new(srv->smtp.base, on_drain_timeout, srv);
+	struct timeval tv = {DRAIN_TIMEOUT_S, 0};
+	evtimer_add(srv->drain_timer, &tv);
+	smtp_sessions_drain(&srv->smtp);
+}
+
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	struct server *srv = arg;
+	const char *path = srv->smtp.conf->cfg->path;
+	char *err = NULL;
+	struct config *cfg = config_load(path, &err);
+	if (cfg == NULL) {
+		char q[600];
+		log_error("event=reload_failed error=%s", log_quote(q, sizeof(q), err, 500));
+		free(err);
+		return;
+	}
+	/* sessions already running keep their reference to the old one */
+	struct smtp_conf *old = srv->smtp.conf;
+	srv->smtp.conf = conf_new(cfg);
+	smtp_conf_unref(&old);
+	apply_log_level(cfg);
+	log_info("event=reload config=%s", path != NULL ? path : "(defaults)");
+}
+
+static int drop_privileges(const struct config *cfg)
+{
+	if (geteuid() != 0)
+		return 0;
+	struct passwd *pw = getpwnam(cfg->user);
+	if (pw == NULL) {
+		log_error("event=fatal reason=\"service user %s does not exist\"", cfg->user);
+		return -1;
+	}
+	if (pw->pw_uid == 0) {
+		log_error("event=fatal reason=\"service user %s is root\"", cfg->user);
+		return -1;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+		log_error("event=fatal reason=\"cannot switch to %s: %s\"", cfg->user,
+			  strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0 || geteuid() == 0 || getuid() == 0) {
+		log_error("event=fatal reason=\"still root after dropping privileges\"");
+		return -1;
+	}
+	log_info("event=privileges_dropped user=%s uid=%u", cfg->user, (unsigned)pw->pw_uid);
+	return 0;
+}
+
+static void open_log(const struct config *cfg)
+{
+	if (cfg->log_file == NULL || *cfg->log_file == '\0')
+		return;
+	/* create the directory (one level; data_dir/log by default) */
+	char *dir = xstrdup(cfg->log_file);
+	char *slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		mkdir(dir, 0750);
+	}
+	free(dir);
+	if (log_open_file(cfg->log_file) < 0) {
+		log_warn("event=log_open_failed path=%s error=\"%s\"", cfg->log_file,
+			 strerror(errno));
+		return;
+	}
+	if (geteuid() == 0) {
+		struct passwd *pw = getpwnam(cfg->user);
+		if (pw != NULL && chown(cfg->log_file, pw->pw_uid, pw->pw_gid) < 0)
+			log_warn("event=chown_failed path=%s", cfg->log_file);
+	}
+}
+
+int server_run(struct config *cfg)
+{
+	struct server *srv = xcalloc(1, sizeof(*srv));
+	int ret = 1;
+	signal(SIGPIPE, SIG_IGN);
+	apply_log_level(cfg);
+	evthread_use_pthreads();
+	srv->smtp.base = event_base_new();
+	if (srv->smtp.base == NULL)
+		fatal("event=event_base_new_failed");
+	srv->smtp.conf = conf_new(cfg);
+	srv->smtp.limits = ratelimit_new();
+	srv->smtp.drained = on_drained;
+
+	/* as root: bind, keys (above), log file; then drop privileges */
+	if (bind_list(srv, SMTP_LISTENER_SMTP, cfg->listen_smtp) < 0 ||
+	    bind_list(srv, SMTP_LISTENER_SUBMISSION, cfg->listen_submission) < 0)
+		goto out;
+	if (*cfg->listen_submissions != '\0') {
+		if (srv->smtp.conf->tls == NULL)
+			log_warn("event=listener_disabled proto=submissions reason=\"no TLS "
+				 "certificate\"");
+		else if (bind_list(srv, SMTP_LISTENER_SUBMISSIONS, cfg->listen_submissions) < 0)
+			goto out;
+	}
+	open_log(cfg);
+	if (drop_privileges(cfg) < 0)
+		goto out;
+
+	char *err = NULL;
+	srv->smtp.queue = queue_open(srv->smtp.base, cfg, &err);
+	if (srv->smtp.queue == NULL) {
+		char q[600];
+		log_error("event=queue_open_failed error=%s", log_quote(q, sizeof(q), err, 500));
+		free(err);
+		goto out;
+	}
+	srv->smtp.workers = worker_pool_new(srv->smtp.base, 4);
+	srv->smtp.resolver = worker_pool_new(srv->smtp.base, 2);
+
+	srv->sig_term = evsignal_new(srv->smtp.base, SIGTERM, on_terminate, srv);
+	srv->sig_int = evsignal_new(srv->smtp.base, SIGINT, on_terminate, srv);
+	srv->sig_hup = evsignal_new(srv->smtp.base, SIGHUP, on_reload, srv);
+	evsignal_add(srv->sig_term, NULL);
+	evsignal_add(srv->sig_int, NULL);
+	evsignal_add(srv->sig_hup, NULL);
+
+	log_info("event=started hostname=%s data_dir=%s version=%s", cfg->hostname, cfg->data_dir,
+		 POSTERN_VERSION);
+	event_base_dispatch(srv->smtp.base);
+	ret = 0;
+
+out:
+	close_listeners(srv);
+	smtp_sessions_close_all(&srv->smtp);
+	/* finish worker jobs: their done callbacks free what sessions left */
+	worker_pool_free(&srv->smtp.workers);
+	worker_pool_free(&srv->smtp.resolver);
+	if (srv->smtp.queue != NULL)
+		queue_close(&srv->smtp.queue);
+	if (srv->sig_term != NULL) {
+		event_free(srv->sig_term);
+		event_free(srv->sig_int);
+		event_free(srv->sig_hup);
+	}
+	if (srv->drain_timer != NULL)
+		event_free(srv->drain_timer);
+	ratelimit_free(&srv->smtp.limits);
+	smtp_conf_unref(&srv->smtp.conf);
+	event_base_free(srv->smtp.base);
+	free(srv);
+	log_info("event=stopped exit=%d", ret);
+	log_close_file();
+	return ret;
+}

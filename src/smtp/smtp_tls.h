@@ -1,0 +1,19 @@
+/*
+ * TLS for the SMTP listeners: one server SSL_CTX built from the configured
+ * certificate chain and key. TLS 1.2 and later only; an unexpected EOF from
+ * the peer is an ordinary close (SSL_OP_IGNORE_UNEXPECTED_EOF).
+ */
+#ifndef POSTERN_SMTP_TLS_H
+#define POSTERN_SMTP_TLS_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+
+/* NULL with a static or allocated-into-buf reason in *error_r. */
+SSL_CTX *smtp_tls_ctx_new(const char *cert_file, const char *key_file, char *errbuf,
+			  size_t errbufsize);
+
+/* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" for Received. */
+void smtp_tls_describe(SSL *ssl, char *buf, size_t bufsize);
+
+#endif
