@@ -288,6 +288,11 @@ int directory_open(const char *data_dir, bool create, struct directory **dir_r, 
 	struct directory *dir = xcalloc(1, sizeof(*dir));
 	dir->data_dir = xstrdup(data_dir);
 	char *path = xasprintf("%s/postern.db", data_dir);
+	if (!create && access(path, F_OK) < 0 && errno == ENOENT) {
+		set_error(error_r, "the directory database %s is not initialised (run postern init)",
+			  path);
+		goto fail;
+	}
 	int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (create ? SQLITE_OPEN_CREATE : 0);
 	int rc = sqlite3_open_v2(path, &dir->db, flags, NULL);
 	if (rc != SQLITE_OK) {
@@ -1496,13 +1501,21 @@ static void table_print(struct table *t, FILE *out)
 				width[c] = l;
 		}
 	for (size_t r = 0; r < t->nrows; r++) {
+		char *line = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&line, &len);
 		for (size_t c = 0; c < t->ncols; c++) {
 			const char *s = t->cells[r * t->ncols + c];
 			if (c + 1 < t->ncols)
-				fprintf(out, "%-*s  ", (int)width[c], s);
+				fprintf(f, "%-*s  ", (int)width[c], s);
 			else
-				fprintf(out, "%s\n", s);
+				fputs(s, f);
 		}
+		fclose(f);
+		while (len > 0 && line[len - 1] == ' ')
+			line[--len] = '\0';
+		fprintf(out, "%s\n", line);
+		free(line);
 	}
 	table_free(t);
 }
@@ -1568,8 +1581,10 @@ int directory_domain_list(struct directory *dir, FILE *out, bool json, char **er
 		table_free(&t);
 		return -1;
 	}
-	if (json)
+	if (json) {
+		table_free(&t);
 		return json_dump(arr, out, error_r);
+	}
 	table_print(&t, out);
 	return 0;
 }
@@ -1615,8 +1630,10 @@ int directory_user_list(struct directory *dir, FILE *out, bool json, char **erro
 		table_free(&t);
 		return -1;
 	}
-	if (json)
+	if (json) {
+		table_free(&t);
 		return json_dump(arr, out, error_r);
+	}
 	table_print(&t, out);
 	return 0;
 }
@@ -1658,8 +1675,10 @@ int directory_alias_list(struct directory *dir, FILE *out, bool json, char **err
 		table_free(&t);
 		return -1;
 	}
-	if (json)
+	if (json) {
+		table_free(&t);
 		return json_dump(arr, out, error_r);
+	}
 	table_print(&t, out);
 	return 0;
 }
