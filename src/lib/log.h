@@ -26,7 +26,7 @@ void log_close_file(void);
 void log_set_stderr(int enabled);
 
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void log_vwrite(enum log_level level, const char *fmt, va_list ap);
+void log_vwrite(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 #define log_debug(...)                                                                             \
 	do {                                                                                       \
