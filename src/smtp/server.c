@@ -248,7 +248,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	srv->smtp.conf = conf_new(cfg);
 	smtp_conf_unref(&old);
 	apply_log_level(cfg);
-	log_info("event=reload config=%s", path != NULL ? path : "(defaults)");
+	log_info("event=reload config=%s", cfg->path != NULL ? cfg->path : "(defaults)");
 }
 
 static int drop_privileges(const struct config *cfg)

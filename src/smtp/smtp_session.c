@@ -747,8 +747,9 @@ static void message_end(struct smtp_session *s, bool data_phase)
 		maybe_drain(s);
 		return;
 	}
-	struct envelope *env = xcalloc(1, sizeof(*env));
-	*env = s->env;
+	/* queue_commit() takes the fields over and clears the struct */
+	struct envelope envelope = s->env;
+	struct envelope *env = &envelope;
 	memset(&s->env, 0, sizeof(s->env));
 	s->rcpt_cap = 0;
 	env->dsn_ret = s->mail.ret[0] != '\0' ? xstrdup(s->mail.ret) : NULL;
