@@ -97,8 +97,9 @@ struct queue *queue_open(struct event_base *base, const struct config *cfg, char
 void queue_close(struct queue **q);
 
 /*
- * Make the message durable and queue it for delivery. `msg` and `env` are
- * taken over by the queue. When the message is on stable storage (or could
+ * Make the message durable and queue it for delivery. `msg` is taken over
+ * by the queue; so are the fields of `*env`, which is left zeroed (the
+ * struct itself stays the caller's: embedded or freed by the caller). When the message is on stable storage (or could
  * not be stored), `done(arg, ok)` is called on the event-loop thread:
  * ok=true means the 250 may be sent; ok=false means nothing was kept and
  * the client must get a 4xx (451 4.3.0 or 452 4.3.1 on a full disk).
@@ -109,5 +110,18 @@ void queue_commit(struct queue *q, struct spool_msg *msg, struct envelope *env,
 
 /* Wake the delivery thread now (e.g. after a CLI change). */
 void queue_kick(struct queue *q);
+
+/* Counters since queue_open(), for tests, benchmarks and logs. Thread-safe. */
+struct queue_stats {
+	uint64_t committed;     /* messages made durable and acknowledged */
+	uint64_t commit_failed; /* messages refused at commit (write, fsync, database) */
+	uint64_t batches;       /* commit transactions (group commits) */
+	uint64_t max_batch;     /* most messages in one commit transaction */
+	uint64_t delivered;     /* copies delivered into Maildirs (one per account) */
+	uint64_t deferred;      /* local deliveries postponed for a retry */
+	uint64_t failed;        /* recipients marked failed */
+	uint64_t pending;       /* committed messages waiting for the delivery thread */
+};
+void queue_get_stats(struct queue *q, struct queue_stats *stats_r);
 
 #endif

@@ -263,6 +263,15 @@ int maildir_deliver(const char *path, const char *unique, time_t when, const cha
 	int ret = -1, saved = 0;
 
 	int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0 && errno == EEXIST) {
+		/*
+		 * The name is derived from `unique`: a file there is what a crash
+		 * left of an earlier attempt at this very delivery. Start over.
+		 */
+		log_info("event=maildir_stale_tmp_removed unique=%s", unique);
+		if (unlink(tmp) == 0)
+			out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
 	if (out < 0) {
 		saved = errno;
 		goto out;

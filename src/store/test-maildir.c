@@ -131,6 +131,23 @@ static void test_deliver(void **state)
 	assert_int_equal(maildir_has(path, "Q2.7"), 1);
 	assert_int_equal(count_entries(newdir, NULL, 0), 1);
 
+	/* a crash during an earlier attempt left tmp/ content under the same name */
+	/* (the name maildir_deliver will use; this host's name has no '/' or ':') */
+	char host[256];
+	gethostname(host, sizeof(host));
+	char *stale = xasprintf("%s/tmp/1700000002.Q4.7.%s", path, host);
+	int sfd = open(stale, O_WRONLY | O_CREAT, 0600);
+	assert_true(sfd >= 0);
+	assert_int_equal(write(sfd, "partial", 7), 7);
+	close(sfd);
+	free(stale);
+	assert_int_equal(maildir_deliver(path, "Q4.7", 1700000002, NULL, body, strlen(body), -1,
+					 &size),
+			 0);
+	assert_int_equal(size, strlen(body));
+	assert_int_equal(maildir_has(path, "Q4.7"), 1);
+	assert_int_equal(count_entries(tmp, NULL, 0), 0);
+
 	/* failures leave nothing behind */
 	assert_int_equal(maildir_deliver(path, "bad/unique", 1, NULL, "x", 1, -1, &size), -1);
 	assert_int_equal(errno, EINVAL);

@@ -1,0 +1,648 @@
+/*
+ * The local delivery agent: the queue's delivery thread.
+ *
+ * It takes committed messages (and, every RETRY_SCAN_INTERVAL or on
+ * queue_kick(), deferred local recipients that are due), resolves each
+ * envelope recipient again with directory_resolve() (aliases may have
+ * changed since RCPT), and writes one copy per account with
+ * maildir_deliver(), named QUEUEID.ACCOUNTID so that after a crash
+ * maildir_has() tells which copies exist. One message reaches an account
+ * once, however many of its recipients lead there.
+ *
+ * Database rounds are batched: one transaction marks a batch of messages
+ * 'delivering', the Maildir writes happen outside any transaction (so the
+ * commit thread is never blocked by them), one transaction records the
+ * outcome of the whole batch. Then spool files of finished messages are
+ * removed. A crash anywhere leaves rows in queued/delivering, which
+ * recovery delivers again without duplicates.
+ *
+ * External targets (alias targets outside our domains, relayed recipients)
+ * get rows in state 'deferred' with last_error "awaiting outbound delivery":
+ * they wait, with the spool file, for the outbound agent. They are never
+ * dropped.
+ */
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "queue/queue-private.h"
+#include "store/directory.h"
+#include "store/maildir.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* What to write for one recipient row after this round. */
+struct row_update {
+	int64_t row;
+	const char *state;
+	char *error; /* last_error, or NULL */
+	bool external;
+	bool retry;   /* attempts++, next_attempt = now + backoff */
+	int attempts; /* attempts before this one */
+};
+
+/* A new row for an external target found by alias expansion. */
+struct row_insert {
+	char queue_id[QUEUE_ID_MAX];
+	int64_t idx;
+	char *address;
+	char *orig_rcpt;
+	int notify;
+	char *orcpt;
+};
+
+struct usage {
+	int64_t account_id;
+	int64_t delta;
+};
+
+struct round {
+	struct row_update *updates;
+	size_t nupdates, cap_updates;
+	struct row_insert *inserts;
+	size_t ninserts, cap_inserts;
+	struct usage *usage;
+	size_t nusage, cap_usage;
+};
+
+struct rcpt_row {
+	int64_t row;
+	int64_t idx;
+	char *address;
+	int notify;
+	char *orcpt;
+	int attempts;
+	bool fresh; /* never tried: no copy can exist yet (unless recovering) */
+};
+
+static void add_update(struct round *r, int64_t row, const char *state, const char *error,
+		       bool external, bool retry, int attempts)
+{
+	r->updates = xgrow(r->updates, &r->cap_updates, r->nupdates + 1, sizeof(*r->updates));
+	r->updates[r->nupdates++] = (struct row_update){
+		.row = row,
+		.state = state,
+		.error = error != NULL ? xstrdup(error) : NULL,
+		.external = external,
+		.retry = retry,
+		.attempts = attempts,
+	};
+}
+
+static void add_usage(struct round *r, int64_t account_id, int64_t delta)
+{
+	for (size_t i = 0; i < r->nusage; i++)
+		if (r->usage[i].account_id == account_id) {
+			r->usage[i].delta += delta;
+			return;
+		}
+	r->usage = xgrow(r->usage, &r->cap_usage, r->nusage + 1, sizeof(*r->usage));
+	r->usage[r->nusage++] = (struct usage){account_id, delta};
+}
+
+static int64_t pending_usage(struct round *r, int64_t account_id)
+{
+	for (size_t i = 0; i < r->nusage; i++)
+		if (r->usage[i].account_id == account_id)
+			return r->usage[i].delta;
+	return 0;
+}
+
+static void round_free(struct round *r)
+{
+	for (size_t i = 0; i < r->nupdates; i++)
+		free(r->updates[i].error);
+	for (size_t i = 0; i < r->ninserts; i++) {
+		free(r->inserts[i].address);
+		free(r->inserts[i].orig_rcpt);
+		free(r->inserts[i].orcpt);
+	}
+	free(r->updates);
+	free(r->inserts);
+	free(r->usage);
+	memset(r, 0, sizeof(*r));
+}
+
+/* A header value from the envelope: no CR, LF or other controls can get through. */
+static char *header_safe(const char *s)
+{
+	char *o = xstrdup(s != NULL ? s : "");
+	for (char *p = o; *p != '\0'; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	return o;
+}
+
+static bool account_seen(const int64_t *ids, size_t n, int64_t id)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ids[i] == id)
+			return true;
+	return false;
+}
+
+static void load_rows(sqlite3 *db, const char *id, bool include_deferred, struct rcpt_row **rows_r,
+		      size_t *n_r)
+{
+	sqlite3_stmt *st = NULL;
+	struct rcpt_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	const char *sql = include_deferred
+				  ? "SELECT id, idx, address, notify, orcpt, attempts FROM"
+				    " recipients WHERE queue_id = ?1 AND external = 0 AND state IN"
+				    " ('queued', 'delivering', 'deferred') ORDER BY idx, id"
+				  : "SELECT id, idx, address, notify, orcpt, attempts FROM"
+				    " recipients WHERE queue_id = ?1 AND external = 0 AND state IN"
+				    " ('queued', 'delivering') ORDER BY idx, id";
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			rows = xgrow(rows, &cap, n + 1, sizeof(*rows));
+			struct rcpt_row *r = &rows[n++];
+			r->row = sqlite3_column_int64(st, 0);
+			r->idx = sqlite3_column_int64(st, 1);
+			r->address = xstrdup((const char *)sqlite3_column_text(st, 2));
+			r->notify = sqlite3_column_int(st, 3);
+			const char *o = (const char *)sqlite3_column_text(st, 4);
+			r->orcpt = o != NULL ? xstrdup(o) : NULL;
+			r->attempts = sqlite3_column_int(st, 5);
+			r->fresh = r->attempts == 0;
+		}
+	} else {
+		log_error("event=queue_sql_failed error=\"%s\"", sqlite3_errmsg(db));
+	}
+	sqlite3_finalize(st);
+	*rows_r = rows;
+	*n_r = n;
+}
+
+/* Deliver the copy for one account. 0 done (or already there), -1 errno. */
+static int deliver_copy(struct queue *q, struct round *rd, const char *id, time_t received,
+			const char *prefix, int fd, const struct account *acct, const char *rcpt,
+			bool recheck)
+{
+	char unique[QUEUE_ID_MAX + 24];
+	snprintf(unique, sizeof(unique), "%s.%lld", id, (long long)acct->id);
+	if (recheck) {
+		int h = maildir_has(acct->maildir, unique);
+		if (h < 0)
+			return -1;
+		if (h == 1) {
+			log_info("event=already_delivered queue_id=%s account=%s", id,
+				 acct->address);
+			return 0;
+		}
+	}
+	uint64_t size = 0;
+	int r = maildir_deliver(acct->maildir, unique, received, prefix, NULL, 0, fd, &size);
+	if (r < 0 && errno == ENOENT) {
+		/* the Maildir went missing (restored backup, manual cleanup): recreate it */
+		if (maildir_create(acct->maildir) == 0)
+			r = maildir_deliver(acct->maildir, unique, received, prefix, NULL, 0, fd,
+					    &size);
+		else
+			errno = ENOENT;
+	}
+	if (r < 0)
+		return -1;
+	uint64_t used = acct->used + (uint64_t)pending_usage(rd, acct->id);
+	if (acct->quota != 0 && used + size > acct->quota)
+		log_warn("event=over_quota queue_id=%s account=%s quota=%llu used=%llu size=%llu", id,
+			 acct->address, (unsigned long long)acct->quota, (unsigned long long)used,
+			 (unsigned long long)size);
+	add_usage(rd, acct->id, (int64_t)size);
+	char to[512];
+	log_info("event=delivered queue_id=%s to=%s account=%s size=%llu", id,
+		 log_quote(to, sizeof(to), rcpt, 256), acct->address, (unsigned long long)size);
+	pthread_mutex_lock(&q->lock);
+	q->stats.delivered++;
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
+static void note_outcome(struct queue *q, bool failed)
+{
+	pthread_mutex_lock(&q->lock);
+	if (failed)
+		q->stats.failed++;
+	else
+		q->stats.deferred++;
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* Defer a local recipient for a retry, or give up when it has waited too long. */
+static void defer_row(struct queue *q, struct round *rd, const char *id, time_t received,
+		      const struct rcpt_row *row, const char *error)
+{
+	char to[512];
+	log_quote(to, sizeof(to), row->address, 256);
+	if (time(NULL) - received > RETRY_GIVE_UP) {
+		char *e = xasprintf("gave up after %d attempts: %s", row->attempts + 1, error);
+		add_update(rd, row->row, "failed", e, false, true, row->attempts);
+		log_error("event=delivery_failed queue_id=%s to=%s error=\"%s\"", id, to, e);
+		free(e);
+		note_outcome(q, true);
+		return;
+	}
+	add_update(rd, row->row, "deferred", error, false, true, row->attempts);
+	log_warn("event=delivery_deferred queue_id=%s to=%s error=\"%s\"", id, to, error);
+	note_outcome(q, false);
+}
+
+static void deliver_message(struct queue *q, struct round *rd, const char *id, bool recovering,
+			    bool include_deferred)
+{
+	sqlite3 *db = q->deliver_db;
+	sqlite3_stmt *st = NULL;
+	char *sender = NULL;
+	time_t received = 0;
+	if (sqlite3_prepare_v2(db, "SELECT sender, received FROM messages WHERE id = ?1", -1, &st,
+			       NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) == SQLITE_ROW) {
+			sender = header_safe((const char *)sqlite3_column_text(st, 0));
+			received = (time_t)sqlite3_column_int64(st, 1);
+		}
+	}
+	sqlite3_finalize(st);
+	if (sender == NULL)
+		return; /* gone (or database error: the periodic scan retries) */
+
+	struct rcpt_row *rows;
+	size_t nrows;
+	load_rows(db, id, include_deferred, &rows, &nrows);
+	if (nrows == 0) {
+		free(sender);
+		return;
+	}
+
+	char *path = xasprintf("%s/%s", q->spool_dir, id);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int open_errno = errno;
+	free(path);
+	struct directory *dir = fd >= 0 ? directory_thread(q->data_dir) : NULL;
+	int64_t *done_ids = NULL;
+	size_t ndone = 0, cap_done = 0;
+
+	for (size_t i = 0; i < nrows; i++) {
+		struct rcpt_row *row = &rows[i];
+		char to[512];
+		log_quote(to, sizeof(to), row->address, 256);
+		if (fd < 0) {
+			if (open_errno == ENOENT) {
+				add_update(rd, row->row, "failed", "spool file missing", false,
+					   false, row->attempts);
+				log_error("event=delivery_failed queue_id=%s to=%s "
+					  "error=\"spool file missing\"",
+					  id, to);
+				note_outcome(q, true);
+			} else {
+				defer_row(q, rd, id, received, row, strerror(open_errno));
+			}
+			continue;
+		}
+		if (dir == NULL) {
+			defer_row(q, rd, id, received, row, "directory unavailable");
+			continue;
+		}
+		struct resolved res;
+		enum resolve_result rr = directory_resolve(dir, row->address, &res);
+		switch (rr) {
+		case RESOLVE_OK: {
+			bool recheck = recovering || !row->fresh;
+			char *rcpt = header_safe(row->address);
+			char *prefix = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n",
+						 sender, rcpt);
+			free(rcpt);
+			int err = 0;
+			for (size_t a = 0; a < res.naccounts; a++) {
+				struct account *acct = &res.accounts[a];
+				if (account_seen(done_ids, ndone, acct->id))
+					continue;
+				if (deliver_copy(q, rd, id, received, prefix, fd, acct, row->address,
+						 recheck) < 0) {
+					err = errno != 0 ? errno : EIO;
+					log_error("event=maildir_write_failed queue_id=%s account=%s "
+						  "error=\"%s\"",
+						  id, acct->address, strerror(err));
+					continue;
+				}
+				done_ids = xgrow(done_ids, &cap_done, ndone + 1, sizeof(*done_ids));
+				done_ids[ndone++] = acct->id;
+			}
+			free(prefix);
+			if (err != 0) {
+				/* the copies made are found again by maildir_has() on retry */
+				defer_row(q, rd, id, received, row, strerror(err));
+				break;
+			}
+			for (size_t e = 0; e < res.nexternal; e++) {
+				rd->inserts = xgrow(rd->inserts, &rd->cap_inserts, rd->ninserts + 1,
+						    sizeof(*rd->inserts));
+				struct row_insert *ins = &rd->inserts[rd->ninserts++];
+				snprintf(ins->queue_id, sizeof(ins->queue_id), "%s", id);
+				ins->idx = row->idx;
+				ins->address = xstrdup(res.external[e]);
+				ins->orig_rcpt = xstrdup(row->address);
+				ins->notify = row->notify;
+				ins->orcpt = row->orcpt != NULL ? xstrdup(row->orcpt) : NULL;
+				char ext[512];
+				log_info("event=deferred queue_id=%s to=%s orig_to=%s reason=\"%s\"",
+					 id, log_quote(ext, sizeof(ext), res.external[e], 256), to,
+					 AWAITING_OUTBOUND);
+			}
+			add_update(rd, row->row, "delivered", NULL, false, false, row->attempts);
+			resolved_free(&res);
+			break;
+		}
+		case RESOLVE_NOT_LOCAL:
+			/* a relayed recipient: the outbound agent takes it from here */
+			add_update(rd, row->row, "deferred", AWAITING_OUTBOUND, true, false,
+				   row->attempts);
+			log_info("event=deferred queue_id=%s to=%s reason=\"%s\"", id, to,
+				 AWAITING_OUTBOUND);
+			break;
+		case RESOLVE_UNKNOWN_USER:
+			add_update(rd, row->row, "failed",
+				   "5.1.1 recipient unknown at delivery time (the address or alias "
+				   "was removed after the message was accepted)",
+				   false, false, row->attempts);
+			log_warn("event=delivery_failed queue_id=%s to=%s reason=unknown_recipient",
+				 id, to);
+			note_outcome(q, true);
+			break;
+		case RESOLVE_LOOP:
+			add_update(rd, row->row, "failed",
+				   "5.4.6 alias expansion loops or is too deep", false, false,
+				   row->attempts);
+			log_warn("event=delivery_failed queue_id=%s to=%s reason=alias_loop", id,
+				 to);
+			note_outcome(q, true);
+			break;
+		case RESOLVE_ERROR:
+		default:
+			defer_row(q, rd, id, received, row, "directory lookup failed");
+			break;
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	free(done_ids);
+	for (size_t i = 0; i < nrows; i++) {
+		free(rows[i].address);
+		free(rows[i].orcpt);
+	}
+	free(rows);
+	free(sender);
+}
+
+static int64_t backoff(int attempts)
+{
+	int64_t d = RETRY_MIN;
+	for (int i = 0; i < attempts && d < RETRY_MAX; i++)
+		d *= 2;
+	return d < RETRY_MAX ? d : RETRY_MAX;
+}
+
+/* Write the round's outcome and finish messages with nothing left pending. */
+static void apply_round(struct queue *q, struct round *rd, struct deliver_item *batch,
+			size_t nbatch)
+{
+	sqlite3 *db = q->deliver_db;
+	sqlite3_stmt *up = NULL, *ins = NULL, *pend = NULL, *del = NULL;
+	char **finished = xcalloc(nbatch + 1, sizeof(char *));
+	size_t nfinished = 0;
+	time_t now = time(NULL);
+	if (queue_db_exec(db, "BEGIN IMMEDIATE") < 0)
+		goto fail;
+	if (sqlite3_prepare_v2(db,
+			       "UPDATE recipients SET state = ?2, last_error = ?3, external = ?4,"
+			       " attempts = attempts + ?5,"
+			       " next_attempt = CASE WHEN ?5 THEN ?6 ELSE next_attempt END"
+			       " WHERE id = ?1",
+			       -1, &up, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+			       "INSERT INTO recipients(queue_id, idx, address, orig_rcpt, notify,"
+			       " orcpt, local, external, state, last_error) VALUES"
+			       " (?1, ?2, ?3, ?4, ?5, ?6, 0, 1, 'deferred', ?7)",
+			       -1, &ins, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db,
+			       "SELECT count(*), sum(state = 'failed') FROM recipients WHERE"
+			       " queue_id = ?1 AND state IN ('queued', 'delivering', 'deferred',"
+			       " 'failed')",
+			       -1, &pend, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(db, "DELETE FROM messages WHERE id = ?1", -1, &del, NULL) !=
+		    SQLITE_OK)
+		goto rollback;
+	for (size_t i = 0; i < rd->nupdates; i++) {
+		struct row_update *u = &rd->updates[i];
+		sqlite3_reset(up);
+		sqlite3_bind_int64(up, 1, u->row);
+		sqlite3_bind_text(up, 2, u->state, -1, SQLITE_STATIC);
+		if (u->error != NULL)
+			sqlite3_bind_text(up, 3, u->error, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(up, 3);
+		sqlite3_bind_int(up, 4, u->external);
+		sqlite3_bind_int(up, 5, u->retry);
+		sqlite3_bind_int64(up, 6, (int64_t)now + backoff(u->attempts));
+		if (sqlite3_step(up) != SQLITE_DONE)
+			goto rollback;
+	}
+	for (size_t i = 0; i < rd->ninserts; i++) {
+		struct row_insert *r = &rd->inserts[i];
+		sqlite3_reset(ins);
+		sqlite3_bind_text(ins, 1, r->queue_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(ins, 2, r->idx);
+		sqlite3_bind_text(ins, 3, r->address, -1, SQLITE_STATIC);
+		sqlite3_bind_text(ins, 4, r->orig_rcpt, -1, SQLITE_STATIC);
+		sqlite3_bind_int(ins, 5, r->notify);
+		if (r->orcpt != NULL)
+			sqlite3_bind_text(ins, 6, r->orcpt, -1, SQLITE_STATIC);
+		else
+			sqlite3_bind_null(ins, 6);
+		sqlite3_bind_text(ins, 7, AWAITING_OUTBOUND, -1, SQLITE_STATIC);
+		if (sqlite3_step(ins) != SQLITE_DONE)
+			goto rollback;
+	}
+	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
+		sqlite3_reset(pend);
+		sqlite3_bind_text(pend, 1, d->id, -1, SQLITE_STATIC);
+		if (sqlite3_step(pend) != SQLITE_ROW)
+			goto rollback;
+		int64_t open_or_failed = sqlite3_column_int64(pend, 0);
+		int64_t failed = sqlite3_column_int64(pend, 1);
+		if (open_or_failed - failed > 0)
+			continue; /* still pending: the spool file stays */
+		if (failed == 0) {
+			/* everything delivered: nothing to keep */
+			sqlite3_reset(del);
+			sqlite3_bind_text(del, 1, d->id, -1, SQLITE_STATIC);
+			if (sqlite3_step(del) != SQLITE_DONE)
+				goto rollback;
+		}
+		/* failed rows stay in queue.db with last_error for the bounce generator */
+		finished[nfinished++] = xstrdup(d->id);
+	}
+	if (queue_db_exec(db, "COMMIT") < 0)
+		goto rollback;
+	for (size_t i = 0; i < nfinished; i++) {
+		char *p = xasprintf("%s/%s", q->spool_dir, finished[i]);
+		if (unlink(p) < 0 && errno != ENOENT)
+			log_error("event=spool_unlink_failed queue_id=%s error=\"%s\"", finished[i],
+				  strerror(errno));
+		free(p);
+	}
+	/* usage counters: one update per account per round */
+	struct directory *dir = rd->nusage > 0 ? directory_thread(q->data_dir) : NULL;
+	for (size_t i = 0; i < rd->nusage && dir != NULL; i++)
+		directory_usage_add(dir, rd->usage[i].account_id, rd->usage[i].delta);
+	goto out;
+rollback:
+	log_error("event=queue_update_failed error=\"%s\"", sqlite3_errmsg(db));
+	queue_db_exec(db, "ROLLBACK");
+fail:
+	/* the rows stay queued/delivering; the retry scan redelivers them with maildir_has() */
+	log_error("event=delivery_round_failed messages=%zu", nbatch);
+out:
+	sqlite3_finalize(up);
+	sqlite3_finalize(ins);
+	sqlite3_finalize(pend);
+	sqlite3_finalize(del);
+	for (size_t i = 0; i < nfinished; i++)
+		free(finished[i]);
+	free(finished);
+}
+
+static void mark_delivering(struct queue *q, struct deliver_item *batch)
+{
+	sqlite3 *db = q->deliver_db;
+	sqlite3_stmt *st = NULL;
+	if (queue_db_exec(db, "BEGIN IMMEDIATE") < 0)
+		return;
+	if (sqlite3_prepare_v2(db,
+			       "UPDATE recipients SET state = 'delivering' WHERE queue_id = ?1"
+			       " AND state = 'queued'",
+			       -1, &st, NULL) != SQLITE_OK) {
+		queue_db_exec(db, "ROLLBACK");
+		return;
+	}
+	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
+		sqlite3_reset(st);
+		sqlite3_bind_text(st, 1, d->id, -1, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE) {
+			sqlite3_finalize(st);
+			queue_db_exec(db, "ROLLBACK");
+			return;
+		}
+	}
+	sqlite3_finalize(st);
+	if (queue_db_exec(db, "COMMIT") < 0)
+		queue_db_exec(db, "ROLLBACK");
+}
+
+static void run_batch(struct queue *q, struct deliver_item *batch, bool include_deferred)
+{
+	size_t n = 0;
+	for (struct deliver_item *d = batch; d != NULL; d = d->next)
+		n++;
+	mark_delivering(q, batch);
+	struct round rd = {0};
+	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
+		deliver_message(q, &rd, d->id, d->recovering, include_deferred);
+	}
+	apply_round(q, &rd, batch, n);
+	round_free(&rd);
+}
+
+/* Messages with local rows to (re)try: deferred and due, or stuck in delivering. */
+static struct deliver_item *due_messages(struct queue *q, bool all_deferred)
+{
+	sqlite3_stmt *st = NULL;
+	struct deliver_item *head = NULL, *tail = NULL;
+	const char *sql = "SELECT DISTINCT queue_id FROM recipients WHERE external = 0 AND"
+			  " ((state = 'deferred' AND (?1 OR next_attempt <= ?2))"
+			  " OR state = 'delivering') ORDER BY queue_id LIMIT 1000";
+	if (sqlite3_prepare_v2(q->deliver_db, sql, -1, &st, NULL) != SQLITE_OK)
+		return NULL;
+	sqlite3_bind_int(st, 1, all_deferred);
+	sqlite3_bind_int64(st, 2, (int64_t)time(NULL));
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		struct deliver_item *d = xcalloc(1, sizeof(*d));
+		snprintf(d->id, sizeof(d->id), "%s", (const char *)sqlite3_column_text(st, 0));
+		d->recovering = true;
+		if (tail != NULL)
+			tail->next = d;
+		else
+			head = d;
+		tail = d;
+	}
+	sqlite3_finalize(st);
+	return head;
+}
+
+static void free_items(struct deliver_item *d)
+{
+	while (d != NULL) {
+		struct deliver_item *next = d->next;
+		free(d);
+		d = next;
+	}
+}
+
+void *queue_deliver_main(void *arg)
+{
+	struct queue *q = arg;
+	time_t next_scan = 0; /* scan once at start */
+	pthread_mutex_lock(&q->lock);
+	while (!q->stopping) {
+		time_t now = time(NULL);
+		if (q->dl_head == NULL && !q->kicked && now < next_scan) {
+			struct timespec until = {.tv_sec = next_scan, .tv_nsec = 0};
+			pthread_cond_timedwait(&q->deliver_cond, &q->lock, &until);
+			continue;
+		}
+		/* take up to DELIVER_BATCH_MAX committed messages */
+		struct deliver_item *batch = q->dl_head, *last = NULL;
+		size_t n = 0;
+		for (struct deliver_item *d = q->dl_head; d != NULL && n < DELIVER_BATCH_MAX;
+		     d = d->next) {
+			last = d;
+			n++;
+		}
+		if (last != NULL) {
+			q->dl_head = last->next;
+			if (q->dl_head == NULL)
+				q->dl_tail = NULL;
+			last->next = NULL;
+		}
+		bool kicked = q->kicked;
+		q->kicked = false;
+		pthread_mutex_unlock(&q->lock);
+
+		if (batch != NULL)
+			run_batch(q, batch, false);
+		free_items(batch);
+		if (kicked || now >= next_scan) {
+			struct deliver_item *due = due_messages(q, kicked);
+			while (due != NULL) {
+				/* in chunks, so each transaction stays small */
+				struct deliver_item *chunk = due, *p = due;
+				for (int i = 1; i < DELIVER_BATCH_MAX && p->next != NULL; i++)
+					p = p->next;
+				due = p->next;
+				p->next = NULL;
+				run_batch(q, chunk, true);
+				free_items(chunk);
+			}
+			next_scan = time(NULL) + RETRY_SCAN_INTERVAL;
+		}
+
+		pthread_mutex_lock(&q->lock);
+		q->stats.pending -= n;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return NULL;
+}

@@ -1,0 +1,88 @@
+/* Internals shared by the files of src/queue (not an interface for other layers). */
+#ifndef POSTERN_QUEUE_PRIVATE_H
+#define POSTERN_QUEUE_PRIVATE_H
+
+#include "queue/queue.h"
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <time.h>
+
+/* Message bytes kept in memory up to this size, then spilled to spool/tmp. */
+#define SPOOL_MEM_MAX (256 * 1024)
+/* Messages taken by the delivery thread per database round. */
+#define DELIVER_BATCH_MAX 64
+/* Deferred local deliveries: first retry after this, doubling, capped. */
+#define RETRY_MIN 60
+#define RETRY_MAX 3600
+/* Local deliveries still failing after this long are marked failed. */
+#define RETRY_GIVE_UP (5 * 86400)
+/* How often the delivery thread looks for deferred local rows that are due. */
+#define RETRY_SCAN_INTERVAL 30
+
+#define AWAITING_OUTBOUND "awaiting outbound delivery"
+
+struct spool_msg {
+	char *data_dir;
+	char id[QUEUE_ID_MAX];
+	char *buf; /* in memory while size <= SPOOL_MEM_MAX */
+	size_t cap;
+	int fd;         /* spilled: open on tmp_path */
+	char *tmp_path; /* DATA_DIR/spool/tmp/ID once spilled */
+	uint64_t size;
+	int error; /* sticky errno of a failed write */
+};
+
+struct commit_item {
+	struct commit_item *next;
+	struct spool_msg *msg;
+	struct envelope *env;
+	queue_commit_done_fn *done;
+	void *arg;
+	bool ok;
+	int error;
+};
+
+struct deliver_item {
+	struct deliver_item *next;
+	char id[QUEUE_ID_MAX];
+	bool recovering; /* a crash or failure may have delivered some copies already */
+};
+
+struct queue {
+	char *data_dir;
+	char *spool_dir; /* DATA_DIR/spool */
+	char *spool_tmp; /* DATA_DIR/spool/tmp */
+	char *db_path;   /* DATA_DIR/queue.db */
+	struct event_base *base;
+	int efd;
+	struct event *ev;
+
+	pthread_mutex_t lock;
+	pthread_cond_t commit_cond, deliver_cond;
+	struct commit_item *wait_head, *wait_tail; /* waiting for the commit thread */
+	struct commit_item *done_head, *done_tail; /* waiting for the event loop */
+	struct deliver_item *dl_head, *dl_tail;    /* committed, waiting for delivery */
+	bool stopping, kicked;
+	struct queue_stats stats;
+
+	pthread_t commit_thread, deliver_thread;
+	bool threads_started;
+	sqlite3 *commit_db, *deliver_db;
+};
+
+/* spool.c */
+/* Make the spool file DATA_DIR/spool/ID durable (without the directory fsync). 0 / -1 errno. */
+int spool_msg_store(struct spool_msg *msg, const char *spool_dir);
+
+/* queue.c */
+int queue_db_exec(sqlite3 *db, const char *sql);
+sqlite3 *queue_db_open(const char *path, char **error_r);
+void queue_deliver_push(struct queue *q, const char *id, bool recovering);
+int fsync_path(const char *path);
+
+/* deliver.c */
+void *queue_deliver_main(void *arg);
+
+#endif

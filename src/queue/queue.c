@@ -1,0 +1,593 @@
+/*
+ * The queue: group commit of accepted messages, recovery after a crash.
+ *
+ * A message is acknowledged (the SMTP 250) only after its spool file was
+ * fdatasync'd, the spool directory fsync'd and its rows committed to
+ * queue.db (WAL, synchronous=FULL). The commit thread takes every message
+ * waiting at that moment and does all of this once for the whole batch, so
+ * under load one directory fsync and one WAL fsync serve many messages.
+ *
+ * Threads: queue_commit(), queue_kick() and the done callbacks belong to the
+ * event-loop thread; the commit thread and the delivery thread (deliver.c)
+ * each have their own SQLite connection. Shared lists are under q->lock.
+ *
+ * Crash safety: a spool file without a messages row was never acknowledged
+ * and is removed at the next queue_open(); spool/tmp holds only messages
+ * still being received and is emptied; rows still queued or delivering are
+ * delivered again, with maildir_has() skipping the copies already made.
+ */
+#include "lib/config.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "queue/queue-private.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define QUEUE_SCHEMA_VERSION 1
+
+static const char *const queue_schema_v1 =
+	"CREATE TABLE messages ("
+	"  id TEXT PRIMARY KEY NOT NULL,"
+	"  sender TEXT NOT NULL," /* '' for the null sender */
+	"  dsn_ret TEXT,"
+	"  dsn_envid TEXT,"
+	"  smtputf8 INTEGER NOT NULL DEFAULT 0,"
+	"  eightbit INTEGER NOT NULL DEFAULT 0,"
+	"  auth_user TEXT,"
+	"  client_ip TEXT,"
+	"  helo TEXT,"
+	"  protocol TEXT,"
+	"  received INTEGER NOT NULL," /* unix time */
+	"  size INTEGER NOT NULL);"
+	"CREATE TABLE recipients ("
+	"  id INTEGER PRIMARY KEY,"
+	"  queue_id TEXT NOT NULL REFERENCES messages(id) ON DELETE CASCADE,"
+	"  idx INTEGER NOT NULL,"       /* position in the envelope */
+	"  address TEXT NOT NULL,"
+	"  orig_rcpt TEXT,"             /* rows made by alias expansion: the RCPT they came from */
+	"  notify INTEGER NOT NULL DEFAULT 0," /* DSN_NOTIFY_* */
+	"  orcpt TEXT,"
+	"  local INTEGER NOT NULL DEFAULT 0,"    /* resolved locally at RCPT time */
+	"  external INTEGER NOT NULL DEFAULT 0," /* waits for the outbound agent */
+	"  state TEXT NOT NULL CHECK (state IN"
+	"    ('queued', 'delivering', 'deferred', 'delivered', 'failed')),"
+	"  attempts INTEGER NOT NULL DEFAULT 0,"
+	"  next_attempt INTEGER NOT NULL DEFAULT 0,"
+	"  last_error TEXT);"
+	"CREATE INDEX recipients_queue ON recipients(queue_id);"
+	"CREATE INDEX recipients_state ON recipients(state, next_attempt);";
+
+int queue_db_exec(sqlite3 *db, const char *sql)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		log_error("event=queue_sql_failed error=\"%s\"", msg != NULL ? msg : "?");
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+static int db_user_version(sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+	int v = -1;
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+sqlite3 *queue_db_open(const char *path, char **error_r)
+{
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db,
+				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+				 NULL);
+	if (rc != SQLITE_OK) {
+		*error_r = xasprintf("cannot open %s: %s", path,
+				     db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close_v2(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, 5000);
+	if (queue_db_exec(db, "PRAGMA journal_mode=WAL") < 0 ||
+	    queue_db_exec(db, "PRAGMA synchronous=FULL") < 0 ||
+	    queue_db_exec(db, "PRAGMA foreign_keys=ON") < 0 ||
+	    queue_db_exec(db, "BEGIN IMMEDIATE") < 0) {
+		*error_r = xasprintf("cannot set up %s: %s", path, sqlite3_errmsg(db));
+		sqlite3_close_v2(db);
+		return NULL;
+	}
+	int v = db_user_version(db);
+	const char *err = NULL;
+	if (v < 0)
+		err = "cannot read schema version";
+	else if (v > QUEUE_SCHEMA_VERSION)
+		err = "schema version is newer than this postern supports";
+	else if (v < 1 && (queue_db_exec(db, queue_schema_v1) < 0 ||
+			   queue_db_exec(db, "PRAGMA user_version = 1") < 0))
+		err = "cannot create schema";
+	/* later migrations: if (v < 2) ... */
+	if (err == NULL && queue_db_exec(db, "COMMIT") < 0)
+		err = "cannot commit schema";
+	if (err != NULL) {
+		*error_r = xasprintf("%s: %s", path, err);
+		queue_db_exec(db, "ROLLBACK");
+		sqlite3_close_v2(db);
+		return NULL;
+	}
+	return db;
+}
+
+int fsync_path(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int r = fsync(fd);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return r;
+}
+
+void queue_deliver_push(struct queue *q, const char *id, bool recovering)
+{
+	struct deliver_item *d = xcalloc(1, sizeof(*d));
+	snprintf(d->id, sizeof(d->id), "%s", id);
+	d->recovering = recovering;
+	pthread_mutex_lock(&q->lock);
+	if (q->dl_tail != NULL)
+		q->dl_tail->next = d;
+	else
+		q->dl_head = d;
+	q->dl_tail = d;
+	q->stats.pending++;
+	pthread_cond_signal(&q->deliver_cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* ---- recovery ---- */
+
+static bool looks_like_id(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n >= QUEUE_ID_MAX)
+		return false;
+	for (const char *p = name; *p != '\0'; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z')))
+			return false;
+	return true;
+}
+
+static int message_row_exists(sqlite3 *db, const char *id)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM messages WHERE id = ?1", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
+}
+
+static int recover(struct queue *q, char **error_r)
+{
+	/* 1. messages that were still being received: never acknowledged */
+	DIR *d = opendir(q->spool_tmp);
+	if (d == NULL) {
+		*error_r = xasprintf("cannot open %s: %s", q->spool_tmp, strerror(errno));
+		return -1;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (unlinkat(dirfd(d), de->d_name, 0) == 0)
+			log_info("event=spool_tmp_removed queue_id=%s", de->d_name);
+	}
+	closedir(d);
+
+	/* 2. spool files with no row: the crash came before the commit, no 250 was sent */
+	d = opendir(q->spool_dir);
+	if (d == NULL) {
+		*error_r = xasprintf("cannot open %s: %s", q->spool_dir, strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (!looks_like_id(de->d_name))
+			continue;
+		int e = message_row_exists(q->commit_db, de->d_name);
+		if (e < 0) {
+			closedir(d);
+			*error_r = xasprintf("queue.db: %s", sqlite3_errmsg(q->commit_db));
+			return -1;
+		}
+		if (e == 0 && unlinkat(dirfd(d), de->d_name, 0) == 0)
+			log_info("event=orphan_spool_removed queue_id=%s", de->d_name);
+	}
+	closedir(d);
+
+	/*
+	 * 3. messages with rows still queued or delivering, and messages with
+	 * nothing pending whose spool file a crash left behind: hand them to
+	 * the delivery thread, which delivers (skipping copies already made)
+	 * and cleans up.
+	 */
+	sqlite3_stmt *st = NULL;
+	const char *sql =
+		"SELECT id FROM messages m WHERE EXISTS (SELECT 1 FROM recipients r WHERE"
+		" r.queue_id = m.id AND r.state IN ('queued', 'delivering')) OR NOT EXISTS"
+		" (SELECT 1 FROM recipients r WHERE r.queue_id = m.id AND r.state IN"
+		" ('queued', 'delivering', 'deferred')) ORDER BY id";
+	if (sqlite3_prepare_v2(q->commit_db, sql, -1, &st, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("queue.db: %s", sqlite3_errmsg(q->commit_db));
+		return -1;
+	}
+	unsigned n = 0;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		queue_deliver_push(q, (const char *)sqlite3_column_text(st, 0), true);
+		n++;
+	}
+	sqlite3_finalize(st);
+	if (n > 0)
+		log_info("event=queue_recovery messages=%u", n);
+	return 0;
+}
+
+/* ---- group commit ---- */
+
+static void bind_opt(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s != NULL)
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+static int insert_rows(sqlite3 *db, struct commit_item *it, time_t now)
+{
+	struct envelope *env = it->env;
+	sqlite3_stmt *st = NULL;
+	int ret = -1;
+	if (sqlite3_prepare_v2(db,
+			       "INSERT INTO messages(id, sender, dsn_ret, dsn_envid, smtputf8,"
+			       " eightbit, auth_user, client_ip, helo, protocol, received, size)"
+			       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_bind_text(st, 1, it->msg->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, env->sender != NULL ? env->sender : "", -1, SQLITE_STATIC);
+	bind_opt(st, 3, env->dsn_ret);
+	bind_opt(st, 4, env->dsn_envid);
+	sqlite3_bind_int(st, 5, env->smtputf8);
+	sqlite3_bind_int(st, 6, env->eightbit);
+	bind_opt(st, 7, env->auth_user);
+	bind_opt(st, 8, env->client_ip);
+	bind_opt(st, 9, env->client_helo);
+	bind_opt(st, 10, env->protocol);
+	sqlite3_bind_int64(st, 11, (int64_t)now);
+	sqlite3_bind_int64(st, 12, (int64_t)it->msg->size);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		goto out;
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sqlite3_prepare_v2(db,
+			       "INSERT INTO recipients(queue_id, idx, address, notify, orcpt, local,"
+			       " state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')",
+			       -1, &st, NULL) != SQLITE_OK)
+		goto out;
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		sqlite3_reset(st);
+		sqlite3_bind_text(st, 1, it->msg->id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, (int64_t)i);
+		sqlite3_bind_text(st, 3, env->rcpts[i].address, -1, SQLITE_STATIC);
+		sqlite3_bind_int(st, 4, (int)env->rcpts[i].notify);
+		bind_opt(st, 5, env->rcpts[i].orcpt);
+		sqlite3_bind_int(st, 6, env->rcpts[i].local);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			goto out;
+	}
+	ret = 0;
+out:
+	sqlite3_finalize(st);
+	return ret;
+}
+
+static void unlink_spool(struct queue *q, const char *id)
+{
+	char *p = xasprintf("%s/%s", q->spool_dir, id);
+	unlink(p);
+	free(p);
+}
+
+static void fail_item(struct commit_item *it, int error)
+{
+	it->ok = false;
+	it->error = error != 0 ? error : EIO;
+}
+
+static void commit_batch(struct queue *q, struct commit_item *batch)
+{
+	size_t n = 0, nstored = 0;
+	time_t now = time(NULL);
+
+	/* 1. every spool file written and fdatasync'd */
+	for (struct commit_item *it = batch; it != NULL; it = it->next) {
+		n++;
+		it->ok = true;
+		if (it->env == NULL || it->env->nrcpts == 0) {
+			fail_item(it, EINVAL);
+			continue;
+		}
+		if (spool_msg_store(it->msg, q->spool_dir) < 0) {
+			fail_item(it, errno);
+			log_error("event=spool_write_failed queue_id=%s error=\"%s\"", it->msg->id,
+				  strerror(it->error));
+			continue;
+		}
+		nstored++;
+	}
+	/* 2. their directory entries durable: one fsync for the batch */
+	if (nstored > 0 && fsync_path(q->spool_dir) < 0) {
+		int e = errno;
+		log_error("event=spool_fsync_failed error=\"%s\"", strerror(e));
+		for (struct commit_item *it = batch; it != NULL; it = it->next)
+			if (it->ok) {
+				unlink_spool(q, it->msg->id);
+				fail_item(it, e);
+			}
+		nstored = 0;
+	}
+	/* 3. all rows in one transaction: one WAL fsync for the batch */
+	if (nstored > 0) {
+		bool txn_ok = queue_db_exec(q->commit_db, "BEGIN IMMEDIATE") == 0;
+		for (struct commit_item *it = batch; it != NULL && txn_ok; it = it->next) {
+			if (!it->ok)
+				continue;
+			queue_db_exec(q->commit_db, "SAVEPOINT msg");
+			if (insert_rows(q->commit_db, it, now) < 0) {
+				log_error("event=queue_insert_failed queue_id=%s error=\"%s\"",
+					  it->msg->id, sqlite3_errmsg(q->commit_db));
+				queue_db_exec(q->commit_db, "ROLLBACK TO msg");
+				unlink_spool(q, it->msg->id);
+				fail_item(it, EIO);
+			}
+			queue_db_exec(q->commit_db, "RELEASE msg");
+		}
+		if (txn_ok && queue_db_exec(q->commit_db, "COMMIT") < 0) {
+			queue_db_exec(q->commit_db, "ROLLBACK");
+			txn_ok = false;
+		}
+		if (!txn_ok) {
+			int e = sqlite3_system_errno(q->commit_db);
+			log_error("event=queue_commit_failed error=\"%s\"",
+				  sqlite3_errmsg(q->commit_db));
+			for (struct commit_item *it = batch; it != NULL; it = it->next)
+				if (it->ok) {
+					unlink_spool(q, it->msg->id);
+					fail_item(it, e);
+				}
+		}
+	}
+
+	size_t nok = 0;
+	for (struct commit_item *it = batch; it != NULL; it = it->next) {
+		if (!it->ok)
+			continue;
+		nok++;
+		char sender[512];
+		log_info("event=queued queue_id=%s from=%s nrcpt=%zu size=%llu", it->msg->id,
+			 log_quote(sender, sizeof(sender), it->env->sender, 256), it->env->nrcpts,
+			 (unsigned long long)it->msg->size);
+		queue_deliver_push(q, it->msg->id, false);
+	}
+	log_debug("event=group_commit batch=%zu ok=%zu", n, nok);
+
+	pthread_mutex_lock(&q->lock);
+	q->stats.batches++;
+	if (n > q->stats.max_batch)
+		q->stats.max_batch = n;
+	q->stats.committed += nok;
+	q->stats.commit_failed += n - nok;
+	struct commit_item *last = batch;
+	while (last->next != NULL)
+		last = last->next;
+	if (q->done_tail != NULL)
+		q->done_tail->next = batch;
+	else
+		q->done_head = batch;
+	q->done_tail = last;
+	pthread_mutex_unlock(&q->lock);
+	uint64_t one = 1;
+	if (write(q->efd, &one, sizeof(one)) < 0) {
+		/* an eventfd counter cannot overflow here */
+	}
+}
+
+static void *commit_main(void *arg)
+{
+	struct queue *q = arg;
+	pthread_mutex_lock(&q->lock);
+	for (;;) {
+		while (q->wait_head == NULL && !q->stopping)
+			pthread_cond_wait(&q->commit_cond, &q->lock);
+		if (q->wait_head == NULL)
+			break; /* stopping, and every commit is done */
+		struct commit_item *batch = q->wait_head;
+		q->wait_head = q->wait_tail = NULL;
+		pthread_mutex_unlock(&q->lock);
+		commit_batch(q, batch);
+		pthread_mutex_lock(&q->lock);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return NULL;
+}
+
+/* On the event-loop thread: answer the committed messages. */
+static void run_done(struct queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	struct commit_item *it = q->done_head;
+	q->done_head = q->done_tail = NULL;
+	pthread_mutex_unlock(&q->lock);
+	while (it != NULL) {
+		struct commit_item *next = it->next;
+		if (it->done != NULL)
+			it->done(it->arg, it->ok, it->ok ? 0 : it->error);
+		spool_msg_free(&it->msg);
+		envelope_free_fields(it->env);
+		free(it->env);
+		free(it);
+		it = next;
+	}
+}
+
+static void on_eventfd(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t v;
+	if (read(fd, &v, sizeof(v)) < 0) {
+		/* spurious wakeup */
+	}
+	run_done(arg);
+}
+
+void queue_commit(struct queue *q, struct spool_msg *msg, struct envelope *env,
+		  queue_commit_done_fn *done, void *arg)
+{
+	struct commit_item *it = xcalloc(1, sizeof(*it));
+	it->msg = msg;
+	it->env = xmalloc(sizeof(*it->env));
+	*it->env = *env;
+	memset(env, 0, sizeof(*env));
+	it->done = done;
+	it->arg = arg;
+	pthread_mutex_lock(&q->lock);
+	if (q->wait_tail != NULL)
+		q->wait_tail->next = it;
+	else
+		q->wait_head = it;
+	q->wait_tail = it;
+	pthread_cond_signal(&q->commit_cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void queue_kick(struct queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->kicked = true;
+	pthread_cond_signal(&q->deliver_cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+void queue_get_stats(struct queue *q, struct queue_stats *stats_r)
+{
+	pthread_mutex_lock(&q->lock);
+	*stats_r = q->stats;
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* ---- open / close ---- */
+
+static int mkdir_ok(const char *path)
+{
+	return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+struct queue *queue_open(struct event_base *base, const struct config *cfg, char **error_r)
+{
+	struct queue *q = xcalloc(1, sizeof(*q));
+	q->data_dir = xstrdup(cfg->data_dir);
+	q->spool_dir = xasprintf("%s/spool", q->data_dir);
+	q->spool_tmp = xasprintf("%s/spool/tmp", q->data_dir);
+	q->db_path = xasprintf("%s/queue.db", q->data_dir);
+	q->base = base;
+	q->efd = -1;
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_cond_init(&q->commit_cond, NULL);
+	pthread_cond_init(&q->deliver_cond, NULL);
+
+	if (mkdir_ok(q->data_dir) < 0 || mkdir_ok(q->spool_dir) < 0 ||
+	    mkdir_ok(q->spool_tmp) < 0) {
+		*error_r = xasprintf("cannot create %s: %s", q->spool_tmp, strerror(errno));
+		goto fail;
+	}
+	q->commit_db = queue_db_open(q->db_path, error_r);
+	if (q->commit_db == NULL)
+		goto fail;
+	q->deliver_db = queue_db_open(q->db_path, error_r);
+	if (q->deliver_db == NULL)
+		goto fail;
+	if (recover(q, error_r) < 0)
+		goto fail;
+	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (q->efd < 0) {
+		*error_r = xasprintf("eventfd: %s", strerror(errno));
+		goto fail;
+	}
+	q->ev = event_new(base, q->efd, EV_READ | EV_PERSIST, on_eventfd, q);
+	if (q->ev == NULL || event_add(q->ev, NULL) < 0) {
+		*error_r = xstrdup("cannot add the queue event");
+		goto fail;
+	}
+	if (pthread_create(&q->commit_thread, NULL, commit_main, q) != 0)
+		fatal("event=pthread_create_failed what=queue_commit");
+	if (pthread_create(&q->deliver_thread, NULL, queue_deliver_main, q) != 0)
+		fatal("event=pthread_create_failed what=queue_deliver");
+	q->threads_started = true;
+	log_info("event=queue_open data_dir=%s", q->data_dir);
+	return q;
+fail:
+	queue_close(&q);
+	return NULL;
+}
+
+void queue_close(struct queue **qp)
+{
+	struct queue *q = *qp;
+	if (q == NULL)
+		return;
+	if (q->threads_started) {
+		pthread_mutex_lock(&q->lock);
+		q->stopping = true;
+		pthread_cond_broadcast(&q->commit_cond);
+		pthread_cond_broadcast(&q->deliver_cond);
+		pthread_mutex_unlock(&q->lock);
+		/* the commit thread drains every waiting commit before it exits */
+		pthread_join(q->commit_thread, NULL);
+		pthread_join(q->deliver_thread, NULL);
+		run_done(q);
+	}
+	/* committed but undelivered messages are picked up again by recovery */
+	while (q->dl_head != NULL) {
+		struct deliver_item *d = q->dl_head;
+		q->dl_head = d->next;
+		free(d);
+	}
+	if (q->ev != NULL)
+		event_free(q->ev);
+	if (q->efd >= 0)
+		close(q->efd);
+	sqlite3_close_v2(q->commit_db);
+	sqlite3_close_v2(q->deliver_db);
+	pthread_mutex_destroy(&q->lock);
+	pthread_cond_destroy(&q->commit_cond);
+	pthread_cond_destroy(&q->deliver_cond);
+	free(q->data_dir);
+	free(q->spool_dir);
+	free(q->spool_tmp);
+	free(q->db_path);
+	free(q);
+	*qp = NULL;
+}

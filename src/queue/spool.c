@@ -1,0 +1,232 @@
+/*
+ * Queue ids and the message being received (struct spool_msg).
+ *
+ * A queue id is 16 characters of Crockford base32 over 80 bits: 52 bits of
+ * microseconds since the epoch, 22 bits of the process id and a 6-bit
+ * counter. Within a process a logical clock keeps ids strictly increasing
+ * (the counter overflowing moves the clock one microsecond ahead); two
+ * processes differ in their pid bits (Linux pids fit in 22 bits). The
+ * alphabet is in ASCII order, so ids sort by time.
+ */
+#include "lib/xalloc.h"
+#include "queue/queue-private.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static void base32_40(uint64_t v, char *out)
+{
+	static const char alphabet[] = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+	for (int i = 7; i >= 0; i--) {
+		out[i] = alphabet[v & 31];
+		v >>= 5;
+	}
+}
+
+void queue_id_new(char id[QUEUE_ID_MAX])
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static uint64_t last_us;
+	static unsigned counter;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+
+	pthread_mutex_lock(&lock);
+	if (us > last_us) {
+		last_us = us;
+		counter = 0;
+	} else if (++counter >= 64) {
+		last_us++;
+		counter = 0;
+	}
+	us = last_us;
+	unsigned c = counter;
+	pthread_mutex_unlock(&lock);
+
+	uint64_t pid = (uint64_t)getpid() & 0x3fffff;
+	uint64_t hi = (us >> 12) & 0xffffffffffULL;
+	uint64_t lo = ((us & 0xfff) << 28) | (pid << 6) | c;
+	base32_40(hi, id);
+	base32_40(lo, id + 8);
+	id[16] = '\0';
+}
+
+struct spool_msg *spool_msg_new(const char *data_dir, const char *queue_id)
+{
+	struct spool_msg *msg = xcalloc(1, sizeof(*msg));
+	msg->data_dir = xstrdup(data_dir);
+	size_t n = strlen(queue_id);
+	if (n >= QUEUE_ID_MAX)
+		fatal("event=bad_queue_id len=%zu", n);
+	memcpy(msg->id, queue_id, n + 1);
+	msg->fd = -1;
+	return msg;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void spool_fail(struct spool_msg *msg, int error)
+{
+	msg->error = error;
+	if (msg->fd >= 0) {
+		close(msg->fd);
+		msg->fd = -1;
+	}
+	if (msg->tmp_path != NULL) {
+		unlink(msg->tmp_path);
+		xfree(&msg->tmp_path);
+	}
+	xfree(&msg->buf);
+	msg->cap = 0;
+	errno = error;
+}
+
+int spool_msg_write(struct spool_msg *msg, const void *data, size_t len)
+{
+	if (msg->error != 0) {
+		errno = msg->error;
+		return -1;
+	}
+	if (len == 0)
+		return 0;
+	if (msg->fd < 0 && msg->size + len <= SPOOL_MEM_MAX) {
+		msg->buf = xgrow(msg->buf, &msg->cap, (size_t)msg->size + len, 1);
+		memcpy(msg->buf + msg->size, data, len);
+		msg->size += len;
+		return 0;
+	}
+	if (msg->fd < 0) {
+		/* spill what we have to spool/tmp/ID; from here on write through */
+		msg->tmp_path = xasprintf("%s/spool/tmp/%s", msg->data_dir, msg->id);
+		msg->fd = open(msg->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (msg->fd < 0) {
+			int e = errno;
+			xfree(&msg->tmp_path); /* not ours: O_EXCL failed or nothing created */
+			spool_fail(msg, e);
+			return -1;
+		}
+		if (write_all(msg->fd, msg->buf, (size_t)msg->size) < 0) {
+			spool_fail(msg, errno);
+			return -1;
+		}
+		xfree(&msg->buf);
+		msg->cap = 0;
+	}
+	if (write_all(msg->fd, data, len) < 0) {
+		spool_fail(msg, errno);
+		return -1;
+	}
+	msg->size += len;
+	return 0;
+}
+
+uint64_t spool_msg_size(const struct spool_msg *msg)
+{
+	return msg->size;
+}
+
+const char *spool_msg_id(const struct spool_msg *msg)
+{
+	return msg->id;
+}
+
+void spool_msg_free(struct spool_msg **msgp)
+{
+	struct spool_msg *msg = *msgp;
+	if (msg == NULL)
+		return;
+	if (msg->fd >= 0)
+		close(msg->fd);
+	if (msg->tmp_path != NULL)
+		unlink(msg->tmp_path);
+	free(msg->tmp_path);
+	free(msg->buf);
+	free(msg->data_dir);
+	free(msg);
+	*msgp = NULL;
+}
+
+int spool_msg_store(struct spool_msg *msg, const char *spool_dir)
+{
+	if (msg->error != 0) {
+		errno = msg->error;
+		return -1;
+	}
+	char *final = xasprintf("%s/%s", spool_dir, msg->id);
+	int e = 0;
+	if (msg->fd >= 0) {
+		if (fdatasync(msg->fd) < 0 || rename(msg->tmp_path, final) < 0) {
+			e = errno;
+			spool_fail(msg, e);
+			goto out;
+		}
+		close(msg->fd);
+		msg->fd = -1;
+		xfree(&msg->tmp_path); /* it is the spool file now */
+	} else {
+		int fd = open(final, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			e = errno;
+			goto out;
+		}
+		if (write_all(fd, msg->buf, (size_t)msg->size) < 0 || fdatasync(fd) < 0) {
+			e = errno;
+			close(fd);
+			unlink(final);
+			goto out;
+		}
+		if (close(fd) < 0) {
+			e = errno;
+			unlink(final);
+			goto out;
+		}
+		xfree(&msg->buf);
+		msg->cap = 0;
+	}
+out:
+	free(final);
+	if (e != 0) {
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+void envelope_free_fields(struct envelope *env)
+{
+	if (env == NULL)
+		return;
+	xfree(&env->sender);
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		free(env->rcpts[i].address);
+		free(env->rcpts[i].orcpt);
+	}
+	xfree(&env->rcpts);
+	env->nrcpts = 0;
+	xfree(&env->dsn_ret);
+	xfree(&env->dsn_envid);
+	xfree(&env->auth_user);
+	xfree(&env->client_ip);
+	xfree(&env->client_helo);
+	xfree(&env->protocol);
+}
