@@ -388,7 +388,7 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 			continue;
 		nok++;
 		char sender[512];
-		log_info("event=queued queue_id=%s from=%s nrcpt=%zu size=%llu", it->msg->id,
+		log_info("event=committed queue_id=%s from=%s nrcpt=%zu size=%llu", it->msg->id,
 			 log_quote(sender, sizeof(sender), it->env->sender, 256), it->env->nrcpts,
 			 (unsigned long long)it->msg->size);
 		queue_deliver_push(q, it->msg->id, false);
