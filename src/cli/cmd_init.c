@@ -254,6 +254,41 @@ static int make_user(const struct config *cfg, int *changes_r)
 	return 0;
 }
 
+/*
+ * Warn when the service user cannot reach the data directory because a
+ * directory above it is not searchable by it (say, a data_dir under /root
+ * or a private temporary directory): the server would fail after dropping
+ * its privileges.
+ */
+static void check_reachable(const struct config *cfg)
+{
+	struct passwd *pw = getpwnam(cfg->user);
+	if (pw == NULL)
+		return;
+	char *p = xstrdup(cfg->data_dir);
+	for (char *slash = strrchr(p, '/'); slash != NULL; slash = strrchr(p, '/')) {
+		if (slash == p)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		struct stat st;
+		if (stat(p, &st) == 0) {
+			mode_t bit = st.st_uid == pw->pw_uid   ? S_IXUSR
+				     : st.st_gid == pw->pw_gid ? S_IXGRP
+							       : S_IXOTH;
+			if ((st.st_mode & bit) == 0) {
+				cli_warn("the service user %s cannot enter %s, so the server "
+					 "cannot use %s; move data_dir or open up that directory",
+					 cfg->user, p, cfg->data_dir);
+				break;
+			}
+		}
+		if (strcmp(p, "/") == 0)
+			break;
+	}
+	free(p);
+}
+
 static int run_init(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv)
 {
 	const char *pos[1];
@@ -309,6 +344,7 @@ static int run_init(struct cli *cli, const struct cli_cmd *cmd, int argc, char *
 			printf("gave %d files in %s to %s\n", n, cfg->data_dir, cfg->user);
 			changes++;
 		}
+		check_reachable(cfg);
 	}
 
 	if (changes == 0)
