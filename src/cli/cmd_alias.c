@@ -26,7 +26,8 @@ static int run_add(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 	if (dir == NULL)
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
-	ret = finish(cli, &dir, directory_alias_add(dir, pos[0], pos[1], &error), error);
+	ret = directory_alias_add(dir, pos[0], pos[1], &error);
+	ret = finish(cli, &dir, ret, error); /* not one expression: `error` is set by the call */
 	if (ret == CLI_EXIT_OK)
 		printf("added alias %s -> %s\n", pos[0], pos[1]);
 	return ret;
@@ -42,7 +43,8 @@ static int run_del(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 	if (dir == NULL)
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
-	ret = finish(cli, &dir, directory_alias_del(dir, pos[0], &error), error);
+	ret = directory_alias_del(dir, pos[0], &error);
+	ret = finish(cli, &dir, ret, error);
 	if (ret == CLI_EXIT_OK)
 		printf("deleted alias %s\n", pos[0]);
 	return ret;
@@ -60,7 +62,8 @@ static int run_list(struct cli *cli, const struct cli_cmd *cmd, int argc, char *
 	if (dir == NULL)
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
-	return finish(cli, &dir, directory_alias_list(dir, stdout, json, &error), error);
+	ret = directory_alias_list(dir, stdout, json, &error);
+	return finish(cli, &dir, ret, error);
 }
 
 const struct cli_cmd cmd_alias_cmds[] = {
