@@ -96,6 +96,7 @@ struct smtp_session {
 	bool suspended;      /* waiting for a job: input is not processed */
 	bool dead;           /* connection gone; free when pending == 0 */
 	bool draining;       /* close after the current transaction */
+	bool improper_pipelining; /* sent commands ahead of time without PIPELINING */
 	struct evbuffer *replies; /* queued until the input is drained (PIPELINING) */
 	struct line_reader lr;
 	char line[SMTP_AUTH_LINE_MAX + 1];
@@ -1389,13 +1390,24 @@ static void handle_line(struct smtp_session *s, const char *line, size_t len)
 		count_error(s);
 		return;
 	}
-	/* RFC 2920 3.1: these commands end a group; the client must wait for the reply */
-	if (!(def->flags & CMD_PIPELINE) &&
-	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+	/*
+	 * RFC 2920 3.1: EHLO, DATA, STARTTLS... end a group and the client must
+	 * wait for their reply; without PIPELINING advertised nothing may be
+	 * sent ahead. Like Postfix's reject_unauth_pipelining, such a session
+	 * is noted and refused at DATA/BDAT, so no message text can be taken
+	 * for commands; STARTTLS refuses at once (CVE-2011-0411).
+	 */
+	bool ahead = evbuffer_get_length(bufferevent_get_input(s->bev)) > 0;
+	if (ahead && (!(def->flags & CMD_PIPELINE) || !s->esmtp) && !s->improper_pipelining) {
+		s->improper_pipelining = true;
+		log_info("event=improper_pipelining client=%s command=%s", s->ip,
+			 smtp_verb_name(c.verb));
+	}
+	if ((c.verb == SMTP_DATA || c.verb == SMTP_BDAT || c.verb == SMTP_STARTTLS) &&
+	    (s->improper_pipelining || (ahead && c.verb != SMTP_BDAT))) {
 		log_info("event=reject client=%s reason=improper_pipelining command=%s", s->ip,
 			 smtp_verb_name(c.verb));
-		reply(s, "554 5.5.0 Error: improper command pipelining after %s",
-		      smtp_verb_name(c.verb));
+		reply(s, "554 5.5.0 Error: improper command pipelining");
 		session_close(s);
 		return;
 	}
