@@ -461,8 +461,31 @@ def finish(p, expect_clean_exit=True):
         assert rc == 0, "postern serve exited with %d after SIGTERM; stderr tail:\n%s" % (rc, text[-4000:])
 
 
+_BASE = []
+
+
+def base_dir():
+    """One directory per test run for every instance. World-traversable (0755), because run as
+    root the server drops to the service user, who must reach its data directory; pytest's own
+    temp dirs are 0700."""
+    if not _BASE:
+        d = tempfile.mkdtemp(prefix="postern-tests-")
+        os.chmod(d, 0o755)
+        _BASE.append(d)
+    return _BASE[0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _BASE:
+        if session.testsfailed == 0:
+            shutil.rmtree(_BASE[0], ignore_errors=True)
+        else:
+            print("\npostern test instances kept in %s" % _BASE[0])
+
+
 def _make(tmp_path_factory, name, **kw):
-    d = tempfile.mkdtemp(prefix="postern-%s-" % name, dir=str(tmp_path_factory.getbasetemp()))
+    d = tempfile.mkdtemp(prefix="%s-" % name, dir=base_dir())
+    os.chmod(d, 0o755)
     return Postern(d, **kw)
 
 
@@ -514,6 +537,7 @@ def _close_clients_after_test(request):
 def send(c, sender, rcpts, body, mail_options=(), rcpt_options=()):
     """MAIL/RCPT/DATA on an smtplib connection; returns the (code, text) of the DATA reply.
     Asserts that MAIL and every RCPT were accepted."""
+    c.ehlo_or_helo_if_needed()
     code, msg = c.mail(sender, list(mail_options))
     assert code == 250, (code, msg)
     for r in rcpts if isinstance(rcpts, (list, tuple)) else [rcpts]:
