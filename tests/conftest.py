@@ -294,6 +294,11 @@ class Postern:
         self.close_clients()
         if self.proc is None:
             return 0
+        early = self.proc.poll()
+        if early is not None:
+            self.proc = None
+            self.stderr_file.close()
+            raise AssertionError("postern serve had already exited (rc %d) before SIGTERM" % early)
         self.proc.send_signal(signal.SIGTERM)
         try:
             rc = self.proc.wait(timeout=timeout)

@@ -230,6 +230,17 @@ def test_pipelining(server):
     assert len([m for m in msgs if b"token-pipe-2" in m]) == 1
 
 
+def test_pipelining_before_ehlo_reply_refused(server):
+    # Commands sent behind EHLO before its reply came (the client cannot know PIPELINING yet):
+    # improper pipelining, the DATA must not be accepted.
+    c = server.raw()
+    c.send(b"EHLO client.example.test\r\nMAIL FROM:<sender@remote.test>\r\nRCPT TO:<a@example.test>\r\n"
+           b"DATA\r\n")
+    replies = c.replies_until_quiet(quiet=1.5)
+    assert replies and replies[0].code == 250, replies
+    assert 354 not in [r.code for r in replies], replies
+
+
 def test_pipelined_data_without_valid_rcpt(server):
     # RFC 2920 3.1: DATA after all RCPTs failed gets 554 (or 503), and the message text that follows
     # is then read as commands -- which must not deliver anything.
@@ -432,13 +443,17 @@ def test_long_garbage_without_crlf(server):
 def test_byte_at_a_time(server):
     before = len(server.maildir("a@example.test"))
     c = server.raw()
-    script = (b"EHLO client.example.test\r\nMAIL FROM:<sender@remote.test>\r\nRCPT TO:<a@example.test>\r\n"
-              b"DATA\r\n")
     c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    script = b"EHLO client.example.test\r\n"
     for i in range(len(script)):
         c.send(script[i:i + 1])
-    codes = [c.reply().code for _ in range(4)]
-    assert codes == [250, 250, 250, 354], codes
+    assert c.reply().code == 250
+    # After the EHLO reply, pipelining is allowed.
+    script = b"MAIL FROM:<sender@remote.test>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n"
+    for i in range(len(script)):
+        c.send(script[i:i + 1])
+    codes = [c.reply().code for _ in range(3)]
+    assert codes == [250, 250, 354], codes
     body = b"Subject: byte at a time token-bytes\r\n\r\nbody\r\n.\r\n"
     for i in range(len(body)):
         c.send(body[i:i + 1])

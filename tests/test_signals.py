@@ -41,8 +41,21 @@ def test_sighup_reloads_limits(postern_factory):
     assert rcpt_limit_hit(s, 6)
 
 
+def test_sighup_right_after_listening(postern_factory):
+    # A service manager may send SIGHUP (log rotation, reload) as soon as the ports are open:
+    # that must never kill the server.
+    s = postern_factory(start=False)
+    s.start()  # returns as soon as all three ports listen
+    s.signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert s.alive(), "postern serve died from a SIGHUP sent right after it started listening (rc %r)" % (
+        s.proc.returncode,)
+    assert s.raw().cmd("NOOP").code == 250
+
+
 def test_sighup_with_bad_config_keeps_running(postern_factory):
     s = postern_factory(limits={"max_recipients": "2"})
+    assert s.raw().cmd("NOOP").code == 250  # fully up
     with open(s.conf, "a") as f:
         f.write("\n[limits]\nno_such_knob = 1\n")
     s.signal(signal.SIGHUP)
