@@ -260,6 +260,21 @@ def test_utf8_address_and_8bit_body(srv):
     assert header(m[0], "Return-Path") == ["<sénder@remote.test>"]
 
 
+def test_utf8_sender_to_ascii_recipient(srv):
+    before = count(srv, "b@example.test")
+    c = srv.smtp()
+    c.ehlo()
+    code, msg = c.mail("sénder@bücher.test", ["SMTPUTF8", "BODY=8BITMIME"])
+    assert code == 250, (code, msg)
+    assert c.rcpt("b@example.test")[0] == 250
+    code, text = c.data("Subject: utf8 sender token-u8s\r\n\r\nKöln ☃\r\n".encode())
+    assert code == 250, text
+    msgs = srv.wait_for_delivery("b@example.test", before + 1)
+    m = [m for m in msgs if b"token-u8s" in m]
+    assert len(m) == 1 and "Köln ☃\r\n".encode() in m[0]
+    assert header(m[0], "Return-Path") == ["<sénder@bücher.test>"]
+
+
 def test_utf8_address_without_smtputf8_refused(srv):
     c = srv.smtp()
     c.ehlo()
