@@ -13,7 +13,6 @@ TRICKS = [
     "@example.test,@other.test:user@remote.test",
     '"user@remote.test"@example.test',
     '"user%remote.test"@example.test',
-    "user@example.test@remote.test",
     "user@[127.0.0.1]",
     "user@example.test.remote.test",
 ]
@@ -31,6 +30,20 @@ def test_relay_refused(server, rcpt):
     r = c.cmd("DATA")
     assert r.code // 100 == 5, r
     assert c.cmd("QUIT").code == 221
+
+
+def test_double_at_is_a_syntax_error(server):
+    # "user@local@remote": RFC 5321's grammar allows no unquoted '@' in a local part, so this is
+    # refused as bad syntax (501 5.1.3, as Postfix does) before any relay decision: it can never be
+    # routed to remote.test, whoever the client is.
+    for source in (None, "127.0.0.2"):  # untrusted, then trusted
+        c = server.raw(source=source)
+        assert c.cmd("EHLO client.example.test").code == 250
+        assert c.cmd("MAIL FROM:<sender@remote.test>").code == 250
+        r = c.cmd("RCPT TO:<user@example.test@remote.test>")
+        assert r.code == 501 and r.lines[0].startswith("5.1.3"), (source, r)
+        assert c.cmd("DATA").code // 100 == 5
+        assert c.cmd("QUIT").code == 221
 
 
 def test_relay_refusal_logged_with_ip(server):

@@ -315,6 +315,15 @@ int server_run(struct config *cfg)
 	srv->smtp.limits = ratelimit_new();
 	srv->smtp.drained = on_drained;
 
+	/* Catch signals before the ports open: a service manager may send SIGHUP or
+	   SIGTERM as soon as it sees us listening; they are handled once the loop runs. */
+	srv->sig_term = evsignal_new(srv->smtp.base, SIGTERM, on_terminate, srv);
+	srv->sig_int = evsignal_new(srv->smtp.base, SIGINT, on_terminate, srv);
+	srv->sig_hup = evsignal_new(srv->smtp.base, SIGHUP, on_reload, srv);
+	evsignal_add(srv->sig_term, NULL);
+	evsignal_add(srv->sig_int, NULL);
+	evsignal_add(srv->sig_hup, NULL);
+
 	/* as root: bind, keys (above), log file; then drop privileges */
 	if (bind_list(srv, SMTP_LISTENER_SMTP, cfg->listen_smtp) < 0 ||
 	    bind_list(srv, SMTP_LISTENER_SUBMISSION, cfg->listen_submission) < 0)
@@ -340,13 +349,6 @@ int server_run(struct config *cfg)
 	}
 	srv->smtp.workers = worker_pool_new(srv->smtp.base, 4);
 	srv->smtp.resolver = worker_pool_new(srv->smtp.base, 2);
-
-	srv->sig_term = evsignal_new(srv->smtp.base, SIGTERM, on_terminate, srv);
-	srv->sig_int = evsignal_new(srv->smtp.base, SIGINT, on_terminate, srv);
-	srv->sig_hup = evsignal_new(srv->smtp.base, SIGHUP, on_reload, srv);
-	evsignal_add(srv->sig_term, NULL);
-	evsignal_add(srv->sig_int, NULL);
-	evsignal_add(srv->sig_hup, NULL);
 
 	log_info("event=started hostname=%s data_dir=%s version=%s", cfg->hostname, cfg->data_dir,
 		 POSTERN_VERSION);

@@ -16,6 +16,7 @@
  * accounts exist.
  */
 #include "store/directory.h"
+#include "mail/address.h"
 #include "lib/log.h"
 #include "lib/strutil.h"
 #include "lib/xalloc.h"
@@ -166,12 +167,17 @@ static bool local_valid(char *l, const char **why_r)
 		*why_r = "local part has a leading, trailing or double '.'";
 		return false;
 	}
+	/* RFC 6531 3.3: atext extended with UTF-8; it must be well-formed */
+	if (!utf8_valid((const unsigned char *)l, len)) {
+		*why_r = "local part is not valid UTF-8";
+		return false;
+	}
 	for (char *p = l; *p != '\0'; p++) {
 		unsigned char c = (unsigned char)*p;
 		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		    strchr("!#$%&'*+-=?^_`{|}~.", c) != NULL)
+		    c >= 0x80 || strchr("!#$%&'*+-=?^_`{|}~.", c) != NULL)
 			continue;
-		*why_r = "local part may contain only letters, digits and !#$%&'*+-=?^_`{|}~.";
+		*why_r = "local part may contain only letters, digits, UTF-8 and !#$%&'*+-=?^_`{|}~.";
 		return false;
 	}
 	str_lower(l);
