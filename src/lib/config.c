@@ -73,6 +73,9 @@ static const struct knob knobs[] = {
 	{"smtp", "bare_newline", K_ENUM, F(bare_newline_reject), "reject", 0, 0,
 	 "reject|normalize",
 	 "A bare LF or CR in DATA: reject the message (554) or normalise it to CRLF"},
+	{"smtp", "pregreet_wait_ms", K_UINT, F(pregreet_wait_ms), "300", 0, 10000, NULL,
+	 "Milliseconds the greeting is held back from untrusted clients on the smtp listener; "
+	 "a client that talks first is refused (trusted networks and submission: no wait)"},
 
 	{"auth", "default_domain", K_STRING, F(default_domain), "", 0, 0, NULL,
 	 "Domain appended to logins given without @domain; empty = require full address"},

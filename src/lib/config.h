@@ -42,6 +42,7 @@ struct config {
 	/* [smtp] */
 	bool auth_on_smtp;     /* offer AUTH on the port-25 listener too */
 	bool bare_newline_reject; /* bare_newline = reject (else normalize) */
+	uint64_t pregreet_wait_ms; /* hold the 220 back this long for untrusted SMTP clients */
 
 	/* [auth] */
 	char *default_domain;

@@ -44,8 +44,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PREGREET_DELAY_MS 300         /* untrusted clients wait this long for the 220 */
-#define PREGREET_DELAY_TRUSTED_MS 20  /* trusted networks */
 #define INPUT_HIGH_WATER (256 * 1024) /* stop reading while this much input waits */
 #define DATA_CHUNK 16384              /* octets decoded per step */
 
@@ -1686,10 +1684,14 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 	s->pending++;
 	worker_submit(srv->resolver, ptr_work, ptr_done, pj);
 
-	/* pregreet test: a client that talks before the 220 is not a real MTA */
-	int ms = s->trusted ? PREGREET_DELAY_TRUSTED_MS : PREGREET_DELAY_MS;
+	/*
+	 * Pregreet test (as Postfix's postscreen): an MTA waits for the 220, many
+	 * spam bots do not. Only untrusted clients on the MX listener wait; the
+	 * greeting still checks for input that arrived before it.
+	 */
+	uint64_t ms = (kind == SMTP_LISTENER_SMTP && !s->trusted) ? s->cfg->pregreet_wait_ms : 0;
 	s->pregreet_timer = evtimer_new(srv->base, on_pregreet_timer, s);
-	timer_add_ms(s->pregreet_timer, ms);
+	timer_add_ms(s->pregreet_timer, (int)ms);
 }
 
 void smtp_sessions_drain(struct smtp_server *srv)
