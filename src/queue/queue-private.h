@@ -42,6 +42,7 @@ struct commit_item {
 	void *arg;
 	bool ok;
 	int error;
+	int fd; /* the spool file between writing and flushing */
 };
 
 struct deliver_item {
@@ -73,8 +74,16 @@ struct queue {
 };
 
 /* spool.c */
-/* Make the spool file DATA_DIR/spool/ID durable (without the directory fsync). 0 / -1 errno. */
-int spool_msg_store(struct spool_msg *msg, const char *spool_dir);
+/*
+ * Storing a batch of spool files, in phases: spool_msg_place() writes
+ * DATA_DIR/spool/ID (or renames the spilled file there) without any fsync
+ * and returns a descriptor to flush (-1 errno on failure); the caller
+ * flushes them all at once (fsync_all) and then calls spool_msg_placed()
+ * with that flush's result, which closes the descriptor and, on failure,
+ * removes the file. 0 / -1 errno.
+ */
+int spool_msg_place(struct spool_msg *msg, const char *spool_dir);
+int spool_msg_placed(struct spool_msg *msg, int fd, int sync_error);
 
 /* queue.c */
 int queue_db_exec(sqlite3 *db, const char *sql);

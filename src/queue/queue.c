@@ -17,6 +17,7 @@
  * delivered again, with maildir_has() skipping the copies already made.
  */
 #include "lib/config.h"
+#include "lib/fsync_pool.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "queue/queue-private.h"
@@ -323,33 +324,64 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 	size_t n = 0, nstored = 0;
 	time_t now = time(NULL);
 
-	/* 1. every spool file written and fdatasync'd */
-	for (struct commit_item *it = batch; it != NULL; it = it->next) {
+	/* 1. every spool file written (no fsync yet) */
+	for (struct commit_item *it = batch; it != NULL; it = it->next)
 		n++;
+	int *fds = xcalloc(n + 1, sizeof(*fds));
+	int *errs = xcalloc(n + 1, sizeof(*errs));
+	size_t nfds = 0;
+	for (struct commit_item *it = batch; it != NULL; it = it->next) {
 		it->ok = true;
+		it->fd = -1;
 		if (it->env == NULL || it->env->nrcpts == 0) {
 			fail_item(it, EINVAL);
 			continue;
 		}
-		if (spool_msg_store(it->msg, q->spool_dir) < 0) {
+		it->fd = spool_msg_place(it->msg, q->spool_dir);
+		if (it->fd < 0) {
 			fail_item(it, errno);
 			log_error("event=spool_write_failed queue_id=%s error=\"%s\"", it->msg->id,
 				  strerror(it->error));
 			continue;
 		}
-		nstored++;
+		fds[nfds++] = it->fd;
 	}
-	/* 2. their directory entries durable: one fsync for the batch */
-	if (nstored > 0 && fsync_path(q->spool_dir) < 0) {
-		int e = errno;
-		log_error("event=spool_fsync_failed error=\"%s\"", strerror(e));
-		for (struct commit_item *it = batch; it != NULL; it = it->next)
-			if (it->ok) {
-				unlink_spool(q, it->msg->id);
-				fail_item(it, e);
-			}
-		nstored = 0;
+	/*
+	 * 2. the files and their directory entries durable: the files and
+	 * spool/ flushed side by side (fsync pool), so the batch waits for
+	 * about one journal commit
+	 */
+	if (nfds > 0) {
+		int dfd = open(q->spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int derr = dfd < 0 ? errno : 0;
+		if (dfd >= 0)
+			fds[nfds] = dfd;
+		fsync_all(fds, nfds + (dfd >= 0), false, errs);
+		if (dfd >= 0) {
+			derr = errs[nfds];
+			close(dfd);
+		}
+		if (derr != 0)
+			log_error("event=spool_fsync_failed error=\"%s\"", strerror(derr));
+		size_t i = 0;
+		for (struct commit_item *it = batch; it != NULL; it = it->next) {
+			if (it->fd < 0)
+				continue;
+			int e = errs[i++];
+			if (e != 0)
+				log_error("event=spool_write_failed queue_id=%s error=\"%s\"",
+					  it->msg->id, strerror(e));
+			else
+				e = derr;
+			if (spool_msg_placed(it->msg, it->fd, e) < 0)
+				fail_item(it, errno);
+			else
+				nstored++;
+			it->fd = -1;
+		}
 	}
+	free(fds);
+	free(errs);
 	/* 3. all rows in one transaction: one WAL fsync for the batch */
 	if (nstored > 0) {
 		bool txn_ok = queue_db_exec(q->commit_db, "BEGIN IMMEDIATE") == 0;

@@ -166,49 +166,68 @@ void spool_msg_free(struct spool_msg **msgp)
 	*msgp = NULL;
 }
 
-int spool_msg_store(struct spool_msg *msg, const char *spool_dir)
+int spool_msg_place(struct spool_msg *msg, const char *spool_dir)
 {
 	if (msg->error != 0) {
 		errno = msg->error;
 		return -1;
 	}
 	char *final = xasprintf("%s/%s", spool_dir, msg->id);
-	int e = 0;
+	int fd = -1, e = 0;
 	if (msg->fd >= 0) {
-		if (fdatasync(msg->fd) < 0 || rename(msg->tmp_path, final) < 0) {
+		/*
+		 * Spilled: move it to its final name now and flush it with the
+		 * others. Until its row is committed a crash leaves an orphan,
+		 * which recovery removes.
+		 */
+		if (rename(msg->tmp_path, final) < 0) {
 			e = errno;
 			spool_fail(msg, e);
 			goto out;
 		}
-		close(msg->fd);
+		free(msg->tmp_path);
+		msg->tmp_path = final; /* removed by spool_msg_placed() on failure */
+		final = NULL;
+		fd = msg->fd;
 		msg->fd = -1;
-		xfree(&msg->tmp_path); /* it is the spool file now */
 	} else {
-		int fd = open(final, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		fd = open(final, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0) {
 			e = errno;
 			goto out;
 		}
-		if (write_all(fd, msg->buf, (size_t)msg->size) < 0 || fdatasync(fd) < 0) {
+		if (write_all(fd, msg->buf, (size_t)msg->size) < 0) {
 			e = errno;
 			close(fd);
+			fd = -1;
 			unlink(final);
 			goto out;
 		}
-		if (close(fd) < 0) {
-			e = errno;
-			unlink(final);
-			goto out;
-		}
-		xfree(&msg->buf);
-		msg->cap = 0;
+		msg->tmp_path = final; /* removed by spool_msg_placed() on failure */
+		final = NULL;
 	}
 out:
 	free(final);
+	if (e != 0)
+		errno = e;
+	return fd;
+}
+
+int spool_msg_placed(struct spool_msg *msg, int fd, int sync_error)
+{
+	int e = sync_error;
+	if (close(fd) < 0 && e == 0)
+		e = errno;
 	if (e != 0) {
+		unlink(msg->tmp_path);
+		xfree(&msg->tmp_path);
+		msg->error = e;
 		errno = e;
 		return -1;
 	}
+	xfree(&msg->tmp_path); /* it is the spool file now */
+	xfree(&msg->buf);
+	msg->cap = 0;
 	return 0;
 }
 

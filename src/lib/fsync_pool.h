@@ -1,0 +1,26 @@
+/*
+ * Flush many file descriptors to stable storage at once.
+ *
+ * One fsync costs a journal commit; a file system like ext4 folds
+ * concurrent fsyncs into one commit, so n files flushed side by side cost
+ * little more than one flushed alone. fsync_all() hands the descriptors to
+ * a small set of persistent threads (at most FSYNC_POOL_THREADS, started on
+ * first use) and works on them itself too, then waits until every one is
+ * done. Callable from any thread, by several threads at once. Safe across
+ * fork(): the child starts its own threads when it first needs them.
+ */
+#ifndef POSTERN_FSYNC_POOL_H
+#define POSTERN_FSYNC_POOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define FSYNC_POOL_THREADS 8
+
+/*
+ * fdatasync (data_only) or fsync every fds[i]. errors_r[i] gets 0 or the
+ * errno of that descriptor's failure. Returns the number of failures.
+ */
+size_t fsync_all(const int *fds, size_t n, bool data_only, int *errors_r);
+
+#endif
