@@ -151,6 +151,7 @@ int cli_main(int argc, char **argv)
 
 	const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
 	base = base ? base + 1 : (argc > 0 ? argv[0] : "postern");
+	cli.progname = (argc > 0 && strchr(argv[0], '/') != NULL) ? argv[0] : "postern";
 	if (strcmp(base, "sendmail") == 0) {
 		ret = run_group(&cli, cmd_sendmail_cmds, argc - 1, argv + 1);
 		config_free(&cli.cfg);

@@ -23,6 +23,7 @@ struct directory;
 /* State of one invocation. */
 struct cli {
 	const char *config_path; /* -c FILE, NULL = config_find() */
+	const char *progname;    /* how to invoke us in hints: argv[0] if it has a '/', else "postern" */
 	struct config *cfg;      /* loaded by cli_config() */
 	/* owner for new files, looked up once by cli_chown() */
 	bool to_service_user; /* always the service user (init), not the data_dir owner */

@@ -349,13 +349,18 @@ static int run_init(struct cli *cli, const struct cli_cmd *cmd, int argc, char *
 
 	if (changes == 0)
 		printf("nothing to do: %s is already initialised\n", cfg->data_dir);
+	if (strchr(cfg->hostname, '.') == NULL)
+		printf("note: hostname '%s' is not a fully qualified name; other mail servers expect "
+		       "one (set [server] hostname, e.g. mail.example.com)\n",
+		       cfg->hostname);
 	/* repeat -c FILE in the hints when the admin used it */
 	char *c = cli->config_path ? xasprintf(" -c %s", cli->config_path) : xstrdup("");
+	const char *p = cli->progname ? cli->progname : "postern";
 	printf("\nNext steps:\n"
-	       "  postern%s domain add example.com\n"
-	       "  postern%s user add you@example.com\n"
-	       "  postern%s serve\n",
-	       c, c, c);
+	       "  %s%s domain add example.com\n"
+	       "  %s%s user add you@example.com\n"
+	       "  %s%s serve\n",
+	       p, c, p, c, p, c);
 	free(c);
 	return CLI_EXIT_OK;
 }
