@@ -58,15 +58,6 @@ struct usage {
 	int64_t delta;
 };
 
-struct round {
-	struct row_update *updates;
-	size_t nupdates, cap_updates;
-	struct row_insert *inserts;
-	size_t ninserts, cap_inserts;
-	struct usage *usage;
-	size_t nusage, cap_usage;
-};
-
 struct rcpt_row {
 	int64_t row;
 	int64_t idx;
@@ -76,6 +67,45 @@ struct rcpt_row {
 	int attempts;
 	bool fresh; /* never tried: no copy can exist yet (unless recovering) */
 };
+
+/* One copy for one account, written to tmp/ and waiting for maildir_finish(). */
+struct copy {
+	char id[QUEUE_ID_MAX];
+	int64_t account_id;
+	char *account; /* address, for logs */
+	char *rcpt;    /* the recipient that led there, for logs */
+	uint64_t quota, used;
+};
+
+/* A resolved recipient whose fate depends on copies still being made durable. */
+struct pending_row {
+	struct rcpt_row row; /* owns address and orcpt */
+	char id[QUEUE_ID_MAX];
+	time_t received;
+	size_t *copies; /* indexes into round.copies */
+	size_t ncopies, cap_copies;
+	char **external; /* targets outside our domains, inserted when delivered */
+	size_t nexternal;
+	int error; /* a copy could not even be written */
+};
+
+struct round {
+	struct row_update *updates;
+	size_t nupdates, cap_updates;
+	struct row_insert *inserts;
+	size_t ninserts, cap_inserts;
+	struct usage *usage;
+	size_t nusage, cap_usage;
+	/* copies of this round: mds[i] and copies[i]; [0, nfinished) went through maildir_finish() */
+	struct maildir_delivery *mds;
+	struct copy *copies;
+	size_t ncopies, cap_mds, cap_copies, nfinished;
+	struct pending_row *pending;
+	size_t npending, cap_pending;
+};
+
+/* Copies written to tmp/ (each holding a descriptor) before they are flushed mid-round. */
+#define COPIES_IN_FLIGHT_MAX 256
 
 static void add_update(struct round *r, int64_t row, const char *state, const char *error,
 		       bool external, bool retry, int attempts)
@@ -119,9 +149,26 @@ static void round_free(struct round *r)
 		free(r->inserts[i].orig_rcpt);
 		free(r->inserts[i].orcpt);
 	}
+	for (size_t i = 0; i < r->ncopies; i++) {
+		maildir_delivery_clear(&r->mds[i]);
+		free(r->copies[i].account);
+		free(r->copies[i].rcpt);
+	}
+	for (size_t i = 0; i < r->npending; i++) {
+		struct pending_row *p = &r->pending[i];
+		free(p->row.address);
+		free(p->row.orcpt);
+		free(p->copies);
+		for (size_t e = 0; e < p->nexternal; e++)
+			free(p->external[e]);
+		free(p->external);
+	}
 	free(r->updates);
 	free(r->inserts);
 	free(r->usage);
+	free(r->mds);
+	free(r->copies);
+	free(r->pending);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -133,14 +180,6 @@ static char *header_safe(const char *s)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
 	return o;
-}
-
-static bool account_seen(const int64_t *ids, size_t n, int64_t id)
-{
-	for (size_t i = 0; i < n; i++)
-		if (ids[i] == id)
-			return true;
-	return false;
 }
 
 static void load_rows(sqlite3 *db, const char *id, bool include_deferred, struct rcpt_row **rows_r,
@@ -178,13 +217,18 @@ static void load_rows(sqlite3 *db, const char *id, bool include_deferred, struct
 	*n_r = n;
 }
 
-/* Deliver the copy for one account. 0 done (or already there), -1 errno. */
-static int deliver_copy(struct queue *q, struct round *rd, const char *id, time_t received,
-			const char *prefix, int fd, const struct account *acct, const char *rcpt,
-			bool recheck)
+/*
+ * Start the copy for one account: written into its Maildir's tmp/, made
+ * durable later by finish_copies(). *copy_r gets the copy's index in the
+ * round, or -1 when recovery found the copy already there. 0 / -1 errno.
+ */
+static int start_copy(struct round *rd, const char *id, time_t received, const char *prefix,
+		      int fd, const struct account *acct, const char *rcpt, bool recheck,
+		      ssize_t *copy_r)
 {
 	char unique[QUEUE_ID_MAX + 24];
 	snprintf(unique, sizeof(unique), "%s.%lld", id, (long long)acct->id);
+	*copy_r = -1;
 	if (recheck) {
 		int h = maildir_has(acct->maildir, unique);
 		if (h < 0)
@@ -195,31 +239,44 @@ static int deliver_copy(struct queue *q, struct round *rd, const char *id, time_
 			return 0;
 		}
 	}
-	uint64_t size = 0;
-	int r = maildir_deliver(acct->maildir, unique, received, prefix, NULL, 0, fd, &size);
+	struct maildir_delivery md;
+	int r = maildir_write(&md, acct->maildir, unique, received, prefix, NULL, 0, fd);
 	if (r < 0 && errno == ENOENT) {
 		/* the Maildir went missing (restored backup, manual cleanup): recreate it */
+		maildir_delivery_clear(&md);
 		if (maildir_create(acct->maildir) == 0)
-			r = maildir_deliver(acct->maildir, unique, received, prefix, NULL, 0, fd,
-					    &size);
+			r = maildir_write(&md, acct->maildir, unique, received, prefix, NULL, 0,
+					  fd);
 		else
-			errno = ENOENT;
+			md.error = ENOENT;
 	}
-	if (r < 0)
+	if (r < 0) {
+		int e = md.error;
+		maildir_delivery_clear(&md);
+		errno = e;
 		return -1;
-	uint64_t used = acct->used + (uint64_t)pending_usage(rd, acct->id);
-	if (acct->quota != 0 && used + size > acct->quota)
-		log_warn("event=over_quota queue_id=%s account=%s quota=%llu used=%llu size=%llu", id,
-			 acct->address, (unsigned long long)acct->quota, (unsigned long long)used,
-			 (unsigned long long)size);
-	add_usage(rd, acct->id, (int64_t)size);
-	char to[512];
-	log_info("event=delivered queue_id=%s to=%s account=%s size=%llu", id,
-		 log_quote(to, sizeof(to), rcpt, 256), acct->address, (unsigned long long)size);
-	pthread_mutex_lock(&q->lock);
-	q->stats.delivered++;
-	pthread_mutex_unlock(&q->lock);
+	}
+	rd->mds = xgrow(rd->mds, &rd->cap_mds, rd->ncopies + 1, sizeof(*rd->mds));
+	rd->copies = xgrow(rd->copies, &rd->cap_copies, rd->ncopies + 1, sizeof(*rd->copies));
+	rd->mds[rd->ncopies] = md;
+	struct copy *c = &rd->copies[rd->ncopies];
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	c->account_id = acct->id;
+	c->account = xstrdup(acct->address);
+	c->rcpt = xstrdup(rcpt);
+	c->quota = acct->quota;
+	c->used = acct->used;
+	*copy_r = (ssize_t)rd->ncopies++;
 	return 0;
+}
+
+/* Make every copy written so far durable: files, then their new/ directories, side by side. */
+static void finish_copies(struct round *rd)
+{
+	if (rd->nfinished == rd->ncopies)
+		return;
+	maildir_finish(&rd->mds[rd->nfinished], rd->ncopies - rd->nfinished);
+	rd->nfinished = rd->ncopies;
 }
 
 static void note_outcome(struct queue *q, bool failed)
@@ -283,8 +340,9 @@ static void deliver_message(struct queue *q, struct round *rd, const char *id, b
 	int open_errno = errno;
 	free(path);
 	struct directory *dir = fd >= 0 ? directory_thread(q->data_dir) : NULL;
-	int64_t *done_ids = NULL;
-	size_t ndone = 0, cap_done = 0;
+	int64_t *done_ids = NULL; /* accounts this message reaches, and their copy (-1: there already) */
+	ssize_t *done_copy = NULL;
+	size_t ndone = 0, cap_done = 0, cap_done_copy = 0;
 
 	for (size_t i = 0; i < nrows; i++) {
 		struct rcpt_row *row = &rows[i];
@@ -316,45 +374,56 @@ static void deliver_message(struct queue *q, struct round *rd, const char *id, b
 			char *prefix = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n",
 						 sender, rcpt);
 			free(rcpt);
-			int err = 0;
+			rd->pending = xgrow(rd->pending, &rd->cap_pending, rd->npending + 1,
+					    sizeof(*rd->pending));
+			struct pending_row *pr = &rd->pending[rd->npending++];
+			memset(pr, 0, sizeof(*pr));
+			pr->row = *row;
+			pr->row.address = xstrdup(row->address);
+			pr->row.orcpt = row->orcpt != NULL ? xstrdup(row->orcpt) : NULL;
+			snprintf(pr->id, sizeof(pr->id), "%s", id);
+			pr->received = received;
 			for (size_t a = 0; a < res.naccounts; a++) {
 				struct account *acct = &res.accounts[a];
-				if (account_seen(done_ids, ndone, acct->id))
-					continue;
-				if (deliver_copy(q, rd, id, received, prefix, fd, acct, row->address,
-						 recheck) < 0) {
-					err = errno != 0 ? errno : EIO;
+				ssize_t ci = -1;
+				size_t k = 0;
+				while (k < ndone && done_ids[k] != acct->id)
+					k++;
+				if (k < ndone) {
+					/* an earlier recipient of this message leads there too */
+					ci = done_copy[k];
+				} else if (start_copy(rd, id, received, prefix, fd, acct,
+						      row->address, recheck, &ci) < 0) {
+					int err = errno != 0 ? errno : EIO;
 					log_error("event=maildir_write_failed queue_id=%s account=%s "
 						  "error=\"%s\"",
 						  id, acct->address, strerror(err));
+					pr->error = err;
 					continue;
+				} else {
+					done_ids = xgrow(done_ids, &cap_done, ndone + 1,
+							 sizeof(*done_ids));
+					done_copy = xgrow(done_copy, &cap_done_copy, ndone + 1,
+							  sizeof(*done_copy));
+					done_copy[ndone] = ci;
+					done_ids[ndone++] = acct->id;
 				}
-				done_ids = xgrow(done_ids, &cap_done, ndone + 1, sizeof(*done_ids));
-				done_ids[ndone++] = acct->id;
+				if (ci >= 0) {
+					pr->copies = xgrow(pr->copies, &pr->cap_copies,
+							   pr->ncopies + 1, sizeof(*pr->copies));
+					pr->copies[pr->ncopies++] = (size_t)ci;
+				}
 			}
 			free(prefix);
-			if (err != 0) {
-				/* the copies made are found again by maildir_has() on retry */
-				defer_row(q, rd, id, received, row, strerror(err));
-				break;
+			if (res.nexternal > 0) {
+				pr->external = xcalloc(res.nexternal, sizeof(char *));
+				for (size_t e = 0; e < res.nexternal; e++)
+					pr->external[e] = xstrdup(res.external[e]);
+				pr->nexternal = res.nexternal;
 			}
-			for (size_t e = 0; e < res.nexternal; e++) {
-				rd->inserts = xgrow(rd->inserts, &rd->cap_inserts, rd->ninserts + 1,
-						    sizeof(*rd->inserts));
-				struct row_insert *ins = &rd->inserts[rd->ninserts++];
-				snprintf(ins->queue_id, sizeof(ins->queue_id), "%s", id);
-				ins->idx = row->idx;
-				ins->address = xstrdup(res.external[e]);
-				ins->orig_rcpt = xstrdup(row->address);
-				ins->notify = row->notify;
-				ins->orcpt = row->orcpt != NULL ? xstrdup(row->orcpt) : NULL;
-				char ext[512];
-				log_info("event=deferred queue_id=%s to=%s orig_to=%s reason=\"%s\"",
-					 id, log_quote(ext, sizeof(ext), res.external[e], 256), to,
-					 AWAITING_OUTBOUND);
-			}
-			add_update(rd, row->row, "delivered", NULL, false, false, row->attempts);
 			resolved_free(&res);
+			if (rd->ncopies - rd->nfinished >= COPIES_IN_FLIGHT_MAX)
+				finish_copies(rd);
 			break;
 		}
 		case RESOLVE_NOT_LOCAL:
@@ -390,12 +459,76 @@ static void deliver_message(struct queue *q, struct round *rd, const char *id, b
 	if (fd >= 0)
 		close(fd);
 	free(done_ids);
+	free(done_copy);
 	for (size_t i = 0; i < nrows; i++) {
 		free(rows[i].address);
 		free(rows[i].orcpt);
 	}
 	free(rows);
 	free(sender);
+}
+
+/*
+ * After finish_copies(): log and count each copy, and settle each pending
+ * recipient: delivered (with its external targets) only when every copy it
+ * leads to is durable, else deferred (copies made are found by maildir_has()).
+ */
+static void settle_round(struct queue *q, struct round *rd)
+{
+	uint64_t ndelivered = 0;
+	for (size_t i = 0; i < rd->ncopies; i++) {
+		struct copy *c = &rd->copies[i];
+		struct maildir_delivery *md = &rd->mds[i];
+		if (md->error != 0) {
+			log_error("event=maildir_write_failed queue_id=%s account=%s error=\"%s\"",
+				  c->id, c->account, strerror(md->error));
+			continue;
+		}
+		uint64_t used = c->used + (uint64_t)pending_usage(rd, c->account_id);
+		if (c->quota != 0 && used + md->size > c->quota)
+			log_warn("event=over_quota queue_id=%s account=%s quota=%llu used=%llu "
+				 "size=%llu",
+				 c->id, c->account, (unsigned long long)c->quota,
+				 (unsigned long long)used, (unsigned long long)md->size);
+		add_usage(rd, c->account_id, (int64_t)md->size);
+		char to[512];
+		log_info("event=delivered queue_id=%s to=%s account=%s size=%llu", c->id,
+			 log_quote(to, sizeof(to), c->rcpt, 256), c->account,
+			 (unsigned long long)md->size);
+		ndelivered++;
+	}
+	pthread_mutex_lock(&q->lock);
+	q->stats.delivered += ndelivered;
+	pthread_mutex_unlock(&q->lock);
+
+	for (size_t i = 0; i < rd->npending; i++) {
+		struct pending_row *pr = &rd->pending[i];
+		int err = pr->error;
+		for (size_t k = 0; k < pr->ncopies && err == 0; k++)
+			err = rd->mds[pr->copies[k]].error;
+		if (err != 0) {
+			defer_row(q, rd, pr->id, pr->received, &pr->row, strerror(err));
+			continue;
+		}
+		char to[512];
+		log_quote(to, sizeof(to), pr->row.address, 256);
+		for (size_t e = 0; e < pr->nexternal; e++) {
+			rd->inserts = xgrow(rd->inserts, &rd->cap_inserts, rd->ninserts + 1,
+					    sizeof(*rd->inserts));
+			struct row_insert *ins = &rd->inserts[rd->ninserts++];
+			snprintf(ins->queue_id, sizeof(ins->queue_id), "%s", pr->id);
+			ins->idx = pr->row.idx;
+			ins->address = xstrdup(pr->external[e]);
+			ins->orig_rcpt = xstrdup(pr->row.address);
+			ins->notify = pr->row.notify;
+			ins->orcpt = pr->row.orcpt != NULL ? xstrdup(pr->row.orcpt) : NULL;
+			char ext[512];
+			log_info("event=deferred queue_id=%s to=%s orig_to=%s reason=\"%s\"", pr->id,
+				 log_quote(ext, sizeof(ext), pr->external[e], 256), to,
+				 AWAITING_OUTBOUND);
+		}
+		add_update(rd, pr->row.row, "delivered", NULL, false, false, pr->row.attempts);
+	}
 }
 
 static int64_t backoff(int attempts)
@@ -553,6 +686,9 @@ static void run_batch(struct queue *q, struct deliver_item *batch, bool include_
 	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
 		deliver_message(q, &rd, d->id, d->recovering, include_deferred);
 	}
+	/* every copy durable (file and new/ entry) before any row says delivered */
+	finish_copies(&rd);
+	settle_round(q, &rd);
 	apply_round(q, &rd, batch, n);
 	round_free(&rd);
 }

@@ -14,11 +14,14 @@
  * that were accepted, and ",S=" is then simply the file size (which equals
  * the RFC 822 size an IMAP server reports).
  *
- * Durability: the message is written to tmp/ (O_EXCL), fsync'd, linked into
+ * Durability: the message is written to tmp/ (O_EXCL), fsync'd, renamed into
  * new/, and new/ is fsync'd before success is reported. Anything written
- * partially is removed on error.
+ * partially is removed on error. maildir_finish() does this for many
+ * deliveries at once: their fsyncs run side by side on the fsync pool, and
+ * a directory shared by several of them is fsync'd once.
  */
 #include "store/maildir.h"
+#include "lib/fsync_pool.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 
@@ -224,18 +227,6 @@ static int copy_fd(int out, int in, uint64_t *copied_r)
 	return 0;
 }
 
-static int fsync_dir(const char *path)
-{
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	int r = fsync(fd);
-	int saved = errno;
-	close(fd);
-	errno = saved;
-	return r;
-}
-
 /* "WORD.WORD" (one dot, as QUEUEID.N), so that it can be found again in a name. */
 static bool unique_ok(const char *unique)
 {
@@ -249,31 +240,31 @@ static bool unique_ok(const char *unique)
 	return true;
 }
 
-int maildir_deliver(const char *path, const char *unique, time_t when, const char *prefix,
-		    const void *data, size_t len, int fd, uint64_t *size_r)
+int maildir_write(struct maildir_delivery *d, const char *path, const char *unique, time_t when,
+		  const char *prefix, const void *data, size_t len, int fd)
 {
+	memset(d, 0, sizeof(*d));
+	d->fd = -1;
 	if (!unique_ok(unique)) {
-		errno = EINVAL;
+		d->error = errno = EINVAL;
 		return -1;
 	}
 	char *base = xasprintf("%lld.%s.%s", (long long)when, unique, maildir_hostname());
-	char *tmp = xasprintf("%s/tmp/%s", path, base);
-	char *newdir = xasprintf("%s/new", path);
-	char *final = NULL;
-	int ret = -1, saved = 0;
+	d->tmp = xasprintf("%s/tmp/%s", path, base);
+	d->newdir = xasprintf("%s/new", path);
 
-	int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	int out = open(d->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (out < 0 && errno == EEXIST) {
 		/*
 		 * The name is derived from `unique`: a file there is what a crash
 		 * left of an earlier attempt at this very delivery. Start over.
 		 */
 		log_info("event=maildir_stale_tmp_removed unique=%s", unique);
-		if (unlink(tmp) == 0)
-			out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (unlink(d->tmp) == 0)
+			out = open(d->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	}
 	if (out < 0) {
-		saved = errno;
+		d->error = errno;
 		goto out;
 	}
 	uint64_t size = 0;
@@ -291,40 +282,148 @@ int maildir_deliver(const char *path, const char *unique, time_t when, const cha
 			goto fail_tmp;
 		size += copied;
 	}
-	if (fsync(out) < 0)
-		goto fail_tmp;
-	if (close(out) < 0) {
-		out = -1;
-		goto fail_tmp;
-	}
-	out = -1;
-
-	final = xasprintf("%s/%s,S=%llu", newdir, base, (unsigned long long)size);
-	if (link(tmp, final) < 0)
-		goto fail_tmp;
-	unlink(tmp);
-	if (fsync_dir(newdir) < 0) {
-		saved = errno;
-		unlink(final);
-		goto out;
-	}
-	*size_r = size;
-	ret = 0;
+	d->fd = out;
+	d->size = size;
+	d->final = xasprintf("%s/%s,S=%llu", d->newdir, base, (unsigned long long)size);
 	goto out;
 
 fail_tmp:
-	saved = errno;
-	if (out >= 0)
-		close(out);
-	unlink(tmp);
+	d->error = errno;
+	close(out);
+	unlink(d->tmp);
 out:
 	free(base);
-	free(tmp);
-	free(newdir);
-	free(final);
-	if (ret < 0)
-		errno = saved;
-	return ret;
+	if (d->error != 0) {
+		errno = d->error;
+		return -1;
+	}
+	return 0;
+}
+
+static void delivery_fail(struct maildir_delivery *d, int error, const char *remove)
+{
+	if (d->fd >= 0) {
+		close(d->fd);
+		d->fd = -1;
+	}
+	if (remove != NULL)
+		unlink(remove);
+	d->error = error != 0 ? error : EIO;
+}
+
+size_t maildir_finish(struct maildir_delivery *d, size_t n)
+{
+	int *fds = xcalloc(n + 1, sizeof(*fds));
+	int *errs = xcalloc(n + 1, sizeof(*errs));
+	size_t *which = xcalloc(n + 1, sizeof(*which));
+	size_t nfds = 0, nfail = 0;
+
+	/* 1. the files, side by side */
+	for (size_t i = 0; i < n; i++)
+		if (d[i].error == 0 && d[i].fd >= 0) {
+			fds[nfds] = d[i].fd;
+			which[nfds++] = i;
+		} else if (d[i].error == 0) {
+			d[i].error = EBADF; /* never written */
+		}
+	fsync_all(fds, nfds, false, errs);
+
+	/* 2. into new/ */
+	for (size_t k = 0; k < nfds; k++) {
+		struct maildir_delivery *m = &d[which[k]];
+		if (errs[k] != 0) {
+			delivery_fail(m, errs[k], m->tmp);
+			continue;
+		}
+		int r = close(m->fd);
+		m->fd = -1;
+		if (r < 0) {
+			delivery_fail(m, errno, m->tmp);
+			continue;
+		}
+		if (rename(m->tmp, m->final) < 0)
+			delivery_fail(m, errno, m->tmp);
+	}
+
+	/* 3. each distinct new/ once, side by side */
+	size_t ndirs = 0;
+	char **dirs = xcalloc(n + 1, sizeof(*dirs));
+	for (size_t i = 0; i < n; i++) {
+		if (d[i].error != 0)
+			continue;
+		size_t j = 0;
+		while (j < ndirs && strcmp(dirs[j], d[i].newdir) != 0)
+			j++;
+		if (j < ndirs)
+			continue;
+		dirs[ndirs] = d[i].newdir;
+		fds[ndirs] = open(d[i].newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		errs[ndirs] = fds[ndirs] < 0 ? errno : 0;
+		ndirs++;
+	}
+	int *derrs = xcalloc(ndirs + 1, sizeof(*derrs));
+	size_t nopen = 0;
+	for (size_t j = 0; j < ndirs; j++)
+		if (fds[j] >= 0) {
+			fds[nopen] = fds[j];
+			which[nopen++] = j;
+		} else {
+			derrs[j] = errs[j];
+		}
+	fsync_all(fds, nopen, false, errs);
+	for (size_t k = 0; k < nopen; k++) {
+		derrs[which[k]] = errs[k];
+		close(fds[k]);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (d[i].error != 0) {
+			nfail++;
+			continue;
+		}
+		size_t j = 0;
+		while (strcmp(dirs[j], d[i].newdir) != 0)
+			j++;
+		if (derrs[j] != 0) {
+			delivery_fail(&d[i], derrs[j], d[i].final);
+			nfail++;
+		}
+	}
+	free(derrs);
+	free(dirs);
+	free(which);
+	free(errs);
+	free(fds);
+	return nfail;
+}
+
+void maildir_delivery_clear(struct maildir_delivery *d)
+{
+	if (d->fd >= 0) {
+		close(d->fd);
+		unlink(d->tmp);
+	}
+	xfree(&d->tmp);
+	xfree(&d->newdir);
+	xfree(&d->final);
+	d->fd = -1;
+}
+
+int maildir_deliver(const char *path, const char *unique, time_t when, const char *prefix,
+		    const void *data, size_t len, int fd, uint64_t *size_r)
+{
+	struct maildir_delivery d;
+	if (maildir_write(&d, path, unique, when, prefix, data, len, fd) < 0) {
+		maildir_delivery_clear(&d);
+		errno = d.error;
+		return -1;
+	}
+	maildir_finish(&d, 1);
+	int e = d.error;
+	if (e == 0)
+		*size_r = d.size;
+	maildir_delivery_clear(&d);
+	errno = e;
+	return e == 0 ? 0 : -1;
 }
 
 /*

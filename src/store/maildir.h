@@ -33,6 +33,38 @@ int maildir_remove(const char *path);
 int maildir_deliver(const char *path, const char *unique, time_t when, const char *prefix,
 		    const void *data, size_t len, int fd, uint64_t *size_r);
 
+/*
+ * The same delivery in phases, so that a caller delivering many messages
+ * pays for one round of concurrent fsyncs and one fsync per directory:
+ *
+ *   maildir_write()   writes the file into tmp/ (no fsync); on success the
+ *                     delivery holds an open descriptor and two paths
+ *   maildir_finish()  for an array of them: every file fsync'd side by side
+ *                     (lib/fsync_pool), renamed into new/, and every distinct
+ *                     new/ fsync'd once. A delivery with error == 0 after it
+ *                     is durable (file and directory entry); a failed one
+ *                     has error set to the errno and left nothing behind
+ *                     (tmp/ file and new/ entry removed).
+ *   maildir_delivery_clear()  frees the paths (and closes, if still open).
+ *
+ * maildir_deliver() is maildir_write() + maildir_finish() for one message.
+ */
+struct maildir_delivery {
+	char *tmp;    /* PATH/tmp/NAME */
+	char *newdir; /* PATH/new */
+	char *final;  /* PATH/new/NAME,S=SIZE */
+	int fd;       /* open on tmp until maildir_finish(), else -1 */
+	uint64_t size;
+	int error;
+};
+
+/* 0 / -1 errno (d->error set too; nothing left behind). Arguments as for maildir_deliver(). */
+int maildir_write(struct maildir_delivery *d, const char *path, const char *unique, time_t when,
+		  const char *prefix, const void *data, size_t len, int fd);
+/* Deliveries with error != 0 on entry are skipped. Returns how many failed (in all). */
+size_t maildir_finish(struct maildir_delivery *d, size_t n);
+void maildir_delivery_clear(struct maildir_delivery *d);
+
 /* 1 if a message delivered with `unique` exists in new/ or cur/, 0 if not, -1 error. */
 int maildir_has(const char *path, const char *unique);
 
