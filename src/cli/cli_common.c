@@ -177,6 +177,34 @@ void cli_directory_close(struct cli *cli, struct directory **dir)
 	cli_chown_db(cli);
 }
 
+int cli_directory_done(struct cli *cli, struct directory **dir, int ret, char *error)
+{
+	cli_directory_close(cli, dir);
+	if (ret < 0) {
+		cli_error("%s", error ? error : "failed");
+		free(error);
+		return CLI_EXIT_FAIL;
+	}
+	return CLI_EXIT_OK;
+}
+
+int cli_run_list(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv,
+		 int (*list)(struct directory *, FILE *, bool, char **))
+{
+	bool json = false;
+	const struct cli_opt opts[] = {{"--json", &json, NULL}, {0}};
+	const char *pos[1];
+	int npos, ret;
+	if (!cli_parse(cli, cmd, argc, argv, opts, pos, 0, 0, &npos, &ret))
+		return ret;
+	struct directory *dir = cli_directory_open(cli);
+	if (dir == NULL)
+		return CLI_EXIT_FAIL;
+	char *error = NULL;
+	ret = list(dir, stdout, json, &error);
+	return cli_directory_done(cli, &dir, ret, error);
+}
+
 static bool owner_lookup(struct cli *cli)
 {
 	if (cli->owner_looked_up)

@@ -93,6 +93,15 @@ struct config *cli_config(struct cli *cli);
 struct directory *cli_directory_open(struct cli *cli);
 /* Close it, and as root give the database files to the service user. */
 void cli_directory_close(struct cli *cli, struct directory **dir);
+/*
+ * Close `dir` as above, then report the result of a directory call: for
+ * ret < 0 print `error` (NULL: "failed"), which is freed. Returns
+ * CLI_EXIT_OK or CLI_EXIT_FAIL.
+ */
+int cli_directory_done(struct cli *cli, struct directory **dir, int ret, char *error);
+/* `GROUP list [--json]` over one of the directory_*_list() functions. */
+int cli_run_list(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv,
+		 int (*list)(struct directory *, FILE *, bool, char **));
 
 /*
  * As root, give `path` (and, if `recursive`, everything below it, without

@@ -5,17 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int finish(struct cli *cli, struct directory **dir, int ret, char *error)
-{
-	cli_directory_close(cli, dir);
-	if (ret < 0) {
-		cli_error("%s", error ? error : "failed");
-		free(error);
-		return CLI_EXIT_FAIL;
-	}
-	return CLI_EXIT_OK;
-}
-
 static int run_add(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv)
 {
 	const char *pos[2];
@@ -27,7 +16,7 @@ static int run_add(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
 	ret = directory_alias_add(dir, pos[0], pos[1], &error);
-	ret = finish(cli, &dir, ret, error); /* not one expression: `error` is set by the call */
+	ret = cli_directory_done(cli, &dir, ret, error); /* not one expression: `error` is set by the call */
 	if (ret == CLI_EXIT_OK)
 		printf("added alias %s -> %s\n", pos[0], pos[1]);
 	return ret;
@@ -44,7 +33,7 @@ static int run_del(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
 	ret = directory_alias_del(dir, pos[0], &error);
-	ret = finish(cli, &dir, ret, error);
+	ret = cli_directory_done(cli, &dir, ret, error);
 	if (ret == CLI_EXIT_OK)
 		printf("deleted alias %s\n", pos[0]);
 	return ret;
@@ -52,18 +41,7 @@ static int run_del(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 
 static int run_list(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv)
 {
-	bool json = false;
-	const struct cli_opt opts[] = {{"--json", &json, NULL}, {0}};
-	const char *pos[1];
-	int npos, ret;
-	if (!cli_parse(cli, cmd, argc, argv, opts, pos, 0, 0, &npos, &ret))
-		return ret;
-	struct directory *dir = cli_directory_open(cli);
-	if (dir == NULL)
-		return CLI_EXIT_FAIL;
-	char *error = NULL;
-	ret = directory_alias_list(dir, stdout, json, &error);
-	return finish(cli, &dir, ret, error);
+	return cli_run_list(cli, cmd, argc, argv, directory_alias_list);
 }
 
 const struct cli_cmd cmd_alias_cmds[] = {

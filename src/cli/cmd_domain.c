@@ -14,14 +14,10 @@ static int domain_op(struct cli *cli, int (*op)(struct directory *, const char *
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
 	int ret = op(dir, name, &error);
-	cli_directory_close(cli, &dir);
-	if (ret < 0) {
-		cli_error("%s", error ? error : "failed");
-		free(error);
-		return CLI_EXIT_FAIL;
-	}
-	printf("%s %s\n", done, name);
-	return CLI_EXIT_OK;
+	ret = cli_directory_done(cli, &dir, ret, error);
+	if (ret == CLI_EXIT_OK)
+		printf("%s %s\n", done, name);
+	return ret;
 }
 
 static int run_add(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv)
@@ -44,24 +40,7 @@ static int run_del(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 
 static int run_list(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv)
 {
-	bool json = false;
-	const struct cli_opt opts[] = {{"--json", &json, NULL}, {0}};
-	const char *pos[1];
-	int npos, ret;
-	if (!cli_parse(cli, cmd, argc, argv, opts, pos, 0, 0, &npos, &ret))
-		return ret;
-	struct directory *dir = cli_directory_open(cli);
-	if (dir == NULL)
-		return CLI_EXIT_FAIL;
-	char *error = NULL;
-	ret = directory_domain_list(dir, stdout, json, &error);
-	cli_directory_close(cli, &dir);
-	if (ret < 0) {
-		cli_error("%s", error ? error : "failed");
-		free(error);
-		return CLI_EXIT_FAIL;
-	}
-	return CLI_EXIT_OK;
+	return cli_run_list(cli, cmd, argc, argv, directory_domain_list);
 }
 
 static int run_alias(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv)
@@ -75,14 +54,10 @@ static int run_alias(struct cli *cli, const struct cli_cmd *cmd, int argc, char 
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
 	ret = directory_domain_alias(dir, pos[0], pos[1], &error);
-	cli_directory_close(cli, &dir);
-	if (ret < 0) {
-		cli_error("%s", error ? error : "failed");
-		free(error);
-		return CLI_EXIT_FAIL;
-	}
-	printf("added domain alias %s -> %s\n", pos[0], pos[1]);
-	return CLI_EXIT_OK;
+	ret = cli_directory_done(cli, &dir, ret, error);
+	if (ret == CLI_EXIT_OK)
+		printf("added domain alias %s -> %s\n", pos[0], pos[1]);
+	return ret;
 }
 
 const struct cli_cmd cmd_domain_cmds[] = {

@@ -12,16 +12,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static int report(int ret, char *error)
-{
-	if (ret < 0) {
-		cli_error("%s", error ? error : "failed");
-		free(error);
-		return CLI_EXIT_FAIL;
-	}
-	return CLI_EXIT_OK;
-}
-
 static bool parse_quota(const char *s, uint64_t *quota_r)
 {
 	if (parse_size(s, quota_r) < 0) {
@@ -120,8 +110,7 @@ static int run_add(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 	free(hash);
 	if (ret == 0)
 		chown_maildir(cli, pos[0]);
-	cli_directory_close(cli, &dir);
-	ret = report(ret, error);
+	ret = cli_directory_done(cli, &dir, ret, error);
 	if (ret == CLI_EXIT_OK)
 		printf("added user %s\n", pos[0]);
 	return ret;
@@ -138,8 +127,7 @@ static int run_del(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
 	ret = directory_user_del(dir, pos[0], &error);
-	cli_directory_close(cli, &dir);
-	ret = report(ret, error);
+	ret = cli_directory_done(cli, &dir, ret, error);
 	if (ret == CLI_EXIT_OK)
 		printf("deleted user %s\n", pos[0]);
 	return ret;
@@ -147,19 +135,7 @@ static int run_del(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 
 static int run_list(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv)
 {
-	bool json = false;
-	const struct cli_opt opts[] = {{"--json", &json, NULL}, {0}};
-	const char *pos[1];
-	int npos, ret;
-	if (!cli_parse(cli, cmd, argc, argv, opts, pos, 0, 0, &npos, &ret))
-		return ret;
-	struct directory *dir = cli_directory_open(cli);
-	if (dir == NULL)
-		return CLI_EXIT_FAIL;
-	char *error = NULL;
-	ret = directory_user_list(dir, stdout, json, &error);
-	cli_directory_close(cli, &dir);
-	return report(ret, error);
+	return cli_run_list(cli, cmd, argc, argv, directory_user_list);
 }
 
 static int run_passwd(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv)
@@ -186,8 +162,7 @@ static int run_passwd(struct cli *cli, const struct cli_cmd *cmd, int argc, char
 	char *error = NULL;
 	ret = directory_user_passwd(dir, pos[0], hash, &error);
 	free(hash);
-	cli_directory_close(cli, &dir);
-	ret = report(ret, error);
+	ret = cli_directory_done(cli, &dir, ret, error);
 	if (ret == CLI_EXIT_OK)
 		printf("changed the password of %s\n", pos[0]);
 	return ret;
@@ -207,8 +182,7 @@ static int run_quota(struct cli *cli, const struct cli_cmd *cmd, int argc, char 
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
 	ret = directory_user_quota(dir, pos[0], quota, &error);
-	cli_directory_close(cli, &dir);
-	ret = report(ret, error);
+	ret = cli_directory_done(cli, &dir, ret, error);
 	if (ret == CLI_EXIT_OK) {
 		char buf[32];
 		format_size(quota, buf, sizeof(buf));
