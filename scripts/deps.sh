@@ -7,7 +7,7 @@ set -eu
 what=${1:-run}
 
 pkgs="build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-dev
-      libcrypt-dev libargon2-dev libjansson-dev openssl"
+      libcrypt-dev libargon2-dev libjansson-dev libunbound-dev dns-root-data openssl"
 case "$what" in
 check) pkgs="$pkgs libcmocka-dev clang libclang-rt-14-dev python3 python3-pytest swaks" ;;
 bench) pkgs="$pkgs libcmocka-dev python3 postfix gnuplot-nox" ;;
