@@ -9,12 +9,18 @@
  * maildir_has() tells which copies exist. One message reaches an account
  * once, however many of its recipients lead there.
  *
- * Database rounds are batched: one transaction marks a batch of messages
- * 'delivering', the Maildir writes happen outside any transaction (so the
- * commit thread is never blocked by them), one transaction records the
- * outcome of the whole batch. Then spool files of finished messages are
- * removed. A crash anywhere leaves rows in queued/delivering, which
- * recovery delivers again without duplicates.
+ * Rounds are batched: for up to DELIVER_BATCH_MAX messages every copy is
+ * written into its Maildir's tmp/, then all of them are made durable at
+ * once (maildir_finish: files fsync'd side by side, renamed into new/, each
+ * new/ fsync'd once), then one transaction records the outcome of the whole
+ * batch, and one directory transaction the accounts' usage. Then spool
+ * files of finished messages are removed. No transaction is open while
+ * Maildirs are written (the commit thread is never blocked by them), and
+ * rows are not marked 'delivering' first: a crash anywhere leaves rows
+ * 'queued', and recovery treats every such row as maybe delivered, checking
+ * maildir_has() before each copy, so nothing is delivered twice. A round
+ * that fails to record its outcome is retried the same way by the next
+ * periodic scan.
  *
  * External targets (alias targets outside our domains, relayed recipients)
  * get rows in state 'deferred' with last_error "awaiting outbound delivery":
@@ -323,9 +329,13 @@ static void deliver_message(struct queue *q, struct round *rd, const char *id, b
 			received = (time_t)sqlite3_column_int64(st, 1);
 		}
 	}
-	sqlite3_finalize(st);
-	if (sender == NULL)
-		return; /* gone (or database error: the periodic scan retries) */
+	int rc = sqlite3_finalize(st);
+	if (sender == NULL) {
+		/* gone, or a database error: then the periodic scan retries it */
+		if (rc != SQLITE_OK)
+			q->deliver_retry_queued = true;
+		return;
+	}
 
 	struct rcpt_row *rows;
 	size_t nrows;
@@ -628,17 +638,28 @@ static void apply_round(struct queue *q, struct round *rd, struct deliver_item *
 				  strerror(errno));
 		free(p);
 	}
-	/* usage counters: one update per account per round */
+	/* usage counters: one transaction per round */
 	struct directory *dir = rd->nusage > 0 ? directory_thread(q->data_dir) : NULL;
-	for (size_t i = 0; i < rd->nusage && dir != NULL; i++)
-		directory_usage_add(dir, rd->usage[i].account_id, rd->usage[i].delta);
+	if (dir != NULL) {
+		int64_t *ids = xcalloc(rd->nusage, sizeof(*ids));
+		int64_t *deltas = xcalloc(rd->nusage, sizeof(*deltas));
+		for (size_t i = 0; i < rd->nusage; i++) {
+			ids[i] = rd->usage[i].account_id;
+			deltas[i] = rd->usage[i].delta;
+		}
+		if (directory_usage_add_many(dir, ids, deltas, rd->nusage) < 0)
+			log_error("event=usage_update_failed accounts=%zu", rd->nusage);
+		free(ids);
+		free(deltas);
+	}
 	goto out;
 rollback:
 	log_error("event=queue_update_failed error=\"%s\"", sqlite3_errmsg(db));
 	queue_db_exec(db, "ROLLBACK");
 fail:
-	/* the rows stay queued/delivering; the retry scan redelivers them with maildir_has() */
+	/* the rows stay queued; the next retry scan redelivers them with maildir_has() */
 	log_error("event=delivery_round_failed messages=%zu", nbatch);
+	q->deliver_retry_queued = true;
 out:
 	sqlite3_finalize(up);
 	sqlite3_finalize(ins);
@@ -649,39 +670,11 @@ out:
 	free(finished);
 }
 
-static void mark_delivering(struct queue *q, struct deliver_item *batch)
-{
-	sqlite3 *db = q->deliver_db;
-	sqlite3_stmt *st = NULL;
-	if (queue_db_exec(db, "BEGIN IMMEDIATE") < 0)
-		return;
-	if (sqlite3_prepare_v2(db,
-			       "UPDATE recipients SET state = 'delivering' WHERE queue_id = ?1"
-			       " AND state = 'queued'",
-			       -1, &st, NULL) != SQLITE_OK) {
-		queue_db_exec(db, "ROLLBACK");
-		return;
-	}
-	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
-		sqlite3_reset(st);
-		sqlite3_bind_text(st, 1, d->id, -1, SQLITE_STATIC);
-		if (sqlite3_step(st) != SQLITE_DONE) {
-			sqlite3_finalize(st);
-			queue_db_exec(db, "ROLLBACK");
-			return;
-		}
-	}
-	sqlite3_finalize(st);
-	if (queue_db_exec(db, "COMMIT") < 0)
-		queue_db_exec(db, "ROLLBACK");
-}
-
 static void run_batch(struct queue *q, struct deliver_item *batch, bool include_deferred)
 {
 	size_t n = 0;
 	for (struct deliver_item *d = batch; d != NULL; d = d->next)
 		n++;
-	mark_delivering(q, batch);
 	struct round rd = {0};
 	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
 		deliver_message(q, &rd, d->id, d->recovering, include_deferred);
@@ -693,16 +686,23 @@ static void run_batch(struct queue *q, struct deliver_item *batch, bool include_
 	round_free(&rd);
 }
 
-/* Messages with local rows to (re)try: deferred and due, or stuck in delivering. */
-static struct deliver_item *due_messages(struct queue *q, bool all_deferred)
+/*
+ * Messages with local rows to (re)try: deferred and due, or left 'delivering'
+ * by an older version; with `queued`, also rows still 'queued' (after a
+ * failed round; a message the delivery thread has not reached yet may come
+ * twice, which only costs a maildir_has() check).
+ */
+static struct deliver_item *due_messages(struct queue *q, bool all_deferred, bool queued)
 {
 	sqlite3_stmt *st = NULL;
 	struct deliver_item *head = NULL, *tail = NULL;
 	const char *sql = "SELECT DISTINCT queue_id FROM recipients WHERE external = 0 AND"
 			  " ((state = 'deferred' AND (?1 OR next_attempt <= ?2))"
-			  " OR state = 'delivering') ORDER BY queue_id LIMIT 1000";
+			  " OR state = 'delivering' OR (?3 AND state = 'queued'))"
+			  " ORDER BY queue_id LIMIT 1000";
 	if (sqlite3_prepare_v2(q->deliver_db, sql, -1, &st, NULL) != SQLITE_OK)
 		return NULL;
+	sqlite3_bind_int(st, 3, queued);
 	sqlite3_bind_int(st, 1, all_deferred);
 	sqlite3_bind_int64(st, 2, (int64_t)time(NULL));
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -762,7 +762,9 @@ void *queue_deliver_main(void *arg)
 			run_batch(q, batch, false);
 		free_items(batch);
 		if (kicked || now >= next_scan) {
-			struct deliver_item *due = due_messages(q, kicked);
+			bool queued = q->deliver_retry_queued;
+			q->deliver_retry_queued = false;
+			struct deliver_item *due = due_messages(q, kicked, queued);
 			while (due != NULL) {
 				/* in chunks, so each transaction stays small */
 				struct deliver_item *chunk = due, *p = due;

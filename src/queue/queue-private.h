@@ -66,6 +66,7 @@ struct queue {
 	struct commit_item *done_head, *done_tail; /* waiting for the event loop */
 	struct deliver_item *dl_head, *dl_tail;    /* committed, waiting for delivery */
 	bool stopping, kicked;
+	bool deliver_retry_queued; /* delivery thread only: a round failed, rescan 'queued' rows */
 	struct queue_stats stats;
 
 	pthread_t commit_thread, deliver_thread;

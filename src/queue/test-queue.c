@@ -448,6 +448,21 @@ static void test_recovery(void **state)
 	assert_int_equal(maildir_deliver(alice, unique, time(NULL), "Return-Path: <x>\r\n", body,
 					 strlen(body), -1, &size),
 			 0);
+	/*
+	 * M2: rows still 'queued' (rows are not marked 'delivering' before the
+	 * Maildir writes), crash after bob's copy was made durable: recovery
+	 * treats the row as maybe delivered and does not deliver it twice
+	 */
+	char m2[QUEUE_ID_MAX];
+	queue_id_new(m2);
+	craft_rows(m2, "queued", rcpts);
+	write_spool(m2, body);
+	char *bob = maildir_path(tmpdir, "bob@example.test");
+	snprintf(unique, sizeof(unique), "%s.%lld", m2, (long long)account_id("bob@example.test"));
+	assert_int_equal(maildir_deliver(bob, unique, time(NULL), "Return-Path: <x>\r\n", body,
+					 strlen(body), -1, &size),
+			 0);
+	free(bob);
 	free(alice);
 	/* an orphan: spool file written, crash before the commit (never acknowledged) */
 	write_spool(orphan, body);
@@ -466,9 +481,11 @@ static void test_recovery(void **state)
 	assert_int_equal(access(pp, F_OK), -1);
 	free(op);
 	free(pp);
-	wait_delivered(q, 1); /* bob's copy */
+	wait_delivered(q, 2); /* bob's copy of M1, alice's of M2 */
 	assert_int_equal(mail_count("alice@example.test", m1), 1);
 	assert_int_equal(mail_count("bob@example.test", m1), 1);
+	assert_int_equal(mail_count("alice@example.test", m2), 1);
+	assert_int_equal(mail_count("bob@example.test", m2), 1);
 	char *sp = xasprintf("%s/spool/%s", tmpdir, m1);
 	double end = now_s() + 30;
 	while (access(sp, F_OK) == 0 && now_s() < end)

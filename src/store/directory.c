@@ -1473,6 +1473,39 @@ int directory_usage_add(struct directory *dir, int64_t account_id, int64_t delta
 	return 0;
 }
 
+int directory_usage_add_many(struct directory *dir, const int64_t *account_ids,
+			     const int64_t *deltas, size_t n)
+{
+	if (n == 0)
+		return 0;
+	if (n == 1)
+		return directory_usage_add(dir, account_ids[0], deltas[0]);
+	if (exec(dir, "BEGIN IMMEDIATE") < 0)
+		return -1;
+	sqlite3_stmt *st =
+		prepare(dir, "UPDATE accounts SET used = max(0, used + ?2) WHERE id = ?1");
+	if (st == NULL)
+		goto fail;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_reset(st);
+		sqlite3_bind_int64(st, 1, account_ids[i]);
+		sqlite3_bind_int64(st, 2, deltas[i]);
+		if (sqlite3_step(st) != SQLITE_DONE) {
+			log_error("event=usage_update_failed account_id=%lld error=\"%s\"",
+				  (long long)account_ids[i], sqlite3_errmsg(dir->db));
+			goto fail;
+		}
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (exec(dir, "COMMIT") == 0)
+		return 0;
+fail:
+	sqlite3_finalize(st);
+	exec(dir, "ROLLBACK");
+	return -1;
+}
+
 /* ---- listings ---- */
 
 struct table {

@@ -121,5 +121,8 @@ int directory_sender_owned(struct directory *dir, const char *account_address,
 
 /* Add `delta` (may be negative) to the account's stored-bytes counter. */
 int directory_usage_add(struct directory *dir, int64_t account_id, int64_t delta);
+/* The same for n accounts in one transaction (one fsync): all or none. 0 / -1. */
+int directory_usage_add_many(struct directory *dir, const int64_t *account_ids,
+			     const int64_t *deltas, size_t n);
 
 #endif
