@@ -558,8 +558,11 @@ static void apply_round(struct queue *q, struct round *rd, struct deliver_item *
 	char **finished = xcalloc(nbatch + 1, sizeof(char *));
 	size_t nfinished = 0;
 	time_t now = time(NULL);
-	if (queue_db_exec(db, "BEGIN IMMEDIATE") < 0)
+	pthread_mutex_lock(&q->db_write_lock);
+	if (queue_db_exec(db, "BEGIN IMMEDIATE") < 0) {
+		pthread_mutex_unlock(&q->db_write_lock);
 		goto fail;
+	}
 	if (sqlite3_prepare_v2(db,
 			       "UPDATE recipients SET state = ?2, last_error = ?3, external = ?4,"
 			       " attempts = attempts + ?5,"
@@ -631,6 +634,7 @@ static void apply_round(struct queue *q, struct round *rd, struct deliver_item *
 	}
 	if (queue_db_exec(db, "COMMIT") < 0)
 		goto rollback;
+	pthread_mutex_unlock(&q->db_write_lock);
 	for (size_t i = 0; i < nfinished; i++) {
 		char *p = xasprintf("%s/%s", q->spool_dir, finished[i]);
 		if (unlink(p) < 0 && errno != ENOENT)
@@ -656,6 +660,7 @@ static void apply_round(struct queue *q, struct round *rd, struct deliver_item *
 rollback:
 	log_error("event=queue_update_failed error=\"%s\"", sqlite3_errmsg(db));
 	queue_db_exec(db, "ROLLBACK");
+	pthread_mutex_unlock(&q->db_write_lock);
 fail:
 	/* the rows stay queued; the next retry scan redelivers them with maildir_has() */
 	log_error("event=delivery_round_failed messages=%zu", nbatch);

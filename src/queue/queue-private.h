@@ -61,6 +61,8 @@ struct queue {
 	struct event *ev;
 
 	pthread_mutex_t lock;
+	/* held around every write transaction on queue.db by the queue's threads */
+	pthread_mutex_t db_write_lock;
 	pthread_cond_t commit_cond, deliver_cond;
 	struct commit_item *wait_head, *wait_tail; /* waiting for the commit thread */
 	struct commit_item *done_head, *done_tail; /* waiting for the event loop */

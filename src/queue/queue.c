@@ -384,6 +384,8 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 	free(errs);
 	/* 3. all rows in one transaction: one WAL fsync for the batch */
 	if (nstored > 0) {
+		/* writers of queue.db wait here, not in SQLite's sleeping busy handler */
+		pthread_mutex_lock(&q->db_write_lock);
 		bool txn_ok = queue_db_exec(q->commit_db, "BEGIN IMMEDIATE") == 0;
 		for (struct commit_item *it = batch; it != NULL && txn_ok; it = it->next) {
 			if (!it->ok)
@@ -402,6 +404,7 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 			queue_db_exec(q->commit_db, "ROLLBACK");
 			txn_ok = false;
 		}
+		pthread_mutex_unlock(&q->db_write_lock);
 		if (!txn_ok) {
 			int e = sqlite3_system_errno(q->commit_db);
 			log_error("event=queue_commit_failed error=\"%s\"",
@@ -547,6 +550,7 @@ struct queue *queue_open(struct event_base *base, const struct config *cfg, char
 	q->base = base;
 	q->efd = -1;
 	pthread_mutex_init(&q->lock, NULL);
+	pthread_mutex_init(&q->db_write_lock, NULL);
 	pthread_cond_init(&q->commit_cond, NULL);
 	pthread_cond_init(&q->deliver_cond, NULL);
 
@@ -614,6 +618,7 @@ void queue_close(struct queue **qp)
 	sqlite3_close_v2(q->commit_db);
 	sqlite3_close_v2(q->deliver_db);
 	pthread_mutex_destroy(&q->lock);
+	pthread_mutex_destroy(&q->db_write_lock);
 	pthread_cond_destroy(&q->commit_cond);
 	pthread_cond_destroy(&q->deliver_cond);
 	free(q->data_dir);
