@@ -8,12 +8,12 @@
  *             address, state, attempts, next_attempt, last_error, DSN params)
  *
  * Commit is grouped: the commit thread takes every message waiting, writes
- * and fsyncs their spool files, fsyncs the spool directory once and writes
- * all their rows in one SQLite transaction (one WAL fsync), then answers
- * them all. Local recipients are then delivered by the delivery thread into
- * their Maildirs (maildir_deliver) and marked done; a crash between the two
- * is detected on restart with maildir_has(), so a message is never
- * delivered twice. Recipients outside our domains wait in the queue (state
+ * their spool files, fsyncs them and the spool directory side by side
+ * (lib/fsync_pool) and writes all their rows in one SQLite transaction (one
+ * WAL fsync), then answers them all. Local recipients are then delivered by
+ * the delivery thread into their Maildirs, a batch at a time (maildir_write,
+ * maildir_finish), and marked done; a crash between the two is detected on
+ * restart with maildir_has(), so a message is never delivered twice. Recipients outside our domains wait in the queue (state
  * "deferred") for the outbound delivery agent.
  *
  * Threads: queue_commit() and queue_kick() are called on the event-loop
