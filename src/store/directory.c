@@ -1571,6 +1571,28 @@ static int json_dump(json_t *arr, FILE *out, char **error_r)
 	return 0;
 }
 
+/*
+ * End of a listing: finalize `st` (whose last step returned `rc`), then
+ * print the JSON array `arr` (when not NULL) or the table, and free both.
+ */
+static int list_finish(struct directory *dir, sqlite3_stmt *st, int rc, json_t *arr,
+		       struct table *t, FILE *out, char **error_r)
+{
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		db_error(dir, error_r, "list");
+		json_decref(arr);
+		table_free(t);
+		return -1;
+	}
+	if (arr != NULL) {
+		table_free(t);
+		return json_dump(arr, out, error_r);
+	}
+	table_print(t, out);
+	return 0;
+}
+
 int directory_domain_list(struct directory *dir, FILE *out, bool json, char **error_r)
 {
 	sqlite3_stmt *st = prepare(
@@ -1613,19 +1635,7 @@ int directory_domain_list(struct directory *dir, FILE *out, bool json, char **er
 			table_add(&t, row);
 		}
 	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		db_error(dir, error_r, "list");
-		json_decref(arr);
-		table_free(&t);
-		return -1;
-	}
-	if (json) {
-		table_free(&t);
-		return json_dump(arr, out, error_r);
-	}
-	table_print(&t, out);
-	return 0;
+	return list_finish(dir, st, rc, arr, &t, out, error_r);
 }
 
 int directory_user_list(struct directory *dir, FILE *out, bool json, char **error_r)
@@ -1662,19 +1672,7 @@ int directory_user_list(struct directory *dir, FILE *out, bool json, char **erro
 			table_add(&t, row);
 		}
 	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		db_error(dir, error_r, "list");
-		json_decref(arr);
-		table_free(&t);
-		return -1;
-	}
-	if (json) {
-		table_free(&t);
-		return json_dump(arr, out, error_r);
-	}
-	table_print(&t, out);
-	return 0;
+	return list_finish(dir, st, rc, arr, &t, out, error_r);
 }
 
 int directory_alias_list(struct directory *dir, FILE *out, bool json, char **error_r)
@@ -1707,17 +1705,5 @@ int directory_alias_list(struct directory *dir, FILE *out, bool json, char **err
 			table_add(&t, row);
 		}
 	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		db_error(dir, error_r, "list");
-		json_decref(arr);
-		table_free(&t);
-		return -1;
-	}
-	if (json) {
-		table_free(&t);
-		return json_dump(arr, out, error_r);
-	}
-	table_print(&t, out);
-	return 0;
+	return list_finish(dir, st, rc, arr, &t, out, error_r);
 }
