@@ -9,6 +9,7 @@
  * alphabet is in ASCII order, so ids sort by time.
  */
 #include "lib/xalloc.h"
+#include "lib/fileio.h"
 #include "queue/queue-private.h"
 
 #include <errno.h>
@@ -69,22 +70,6 @@ struct spool_msg *spool_msg_new(const char *data_dir, const char *queue_id)
 	return msg;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static void spool_fail(struct spool_msg *msg, int error)
 {
 	msg->error = error;
@@ -125,14 +110,14 @@ int spool_msg_write(struct spool_msg *msg, const void *data, size_t len)
 			spool_fail(msg, e);
 			return -1;
 		}
-		if (write_all(msg->fd, msg->buf, (size_t)msg->size) < 0) {
+		if (write_full(msg->fd, msg->buf, (size_t)msg->size) < 0) {
 			spool_fail(msg, errno);
 			return -1;
 		}
 		xfree(&msg->buf);
 		msg->cap = 0;
 	}
-	if (write_all(msg->fd, data, len) < 0) {
+	if (write_full(msg->fd, data, len) < 0) {
 		spool_fail(msg, errno);
 		return -1;
 	}
@@ -196,7 +181,7 @@ int spool_msg_place(struct spool_msg *msg, const char *spool_dir)
 			e = errno;
 			goto out;
 		}
-		if (write_all(fd, msg->buf, (size_t)msg->size) < 0) {
+		if (write_full(fd, msg->buf, (size_t)msg->size) < 0) {
 			e = errno;
 			close(fd);
 			fd = -1;

@@ -21,6 +21,7 @@
  * a directory shared by several of them is fsync'd once.
  */
 #include "store/maildir.h"
+#include "lib/fileio.h"
 #include "lib/fsync_pool.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
@@ -190,22 +191,6 @@ static const char *maildir_hostname(void)
 	return host_escaped;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-	const char *p = data;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 static int copy_fd(int out, int in, uint64_t *copied_r)
 {
 	char buf[65536];
@@ -219,7 +204,7 @@ static int copy_fd(int out, int in, uint64_t *copied_r)
 		}
 		if (n == 0)
 			break;
-		if (write_all(out, buf, (size_t)n) < 0)
+		if (write_full(out, buf, (size_t)n) < 0)
 			return -1;
 		off += n;
 	}
@@ -269,11 +254,11 @@ int maildir_write(struct maildir_delivery *d, const char *path, const char *uniq
 	}
 	uint64_t size = 0;
 	size_t plen = prefix != NULL ? strlen(prefix) : 0;
-	if (write_all(out, prefix, plen) < 0)
+	if (write_full(out, prefix, plen) < 0)
 		goto fail_tmp;
 	size += plen;
 	if (data != NULL) {
-		if (write_all(out, data, len) < 0)
+		if (write_full(out, data, len) < 0)
 			goto fail_tmp;
 		size += len;
 	} else {
