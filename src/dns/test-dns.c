@@ -35,11 +35,13 @@
 #include <cmocka.h>
 
 static char rundir[] = "/tmp/postern-test-dns-XXXXXX";
-static char script[4096];
+static char script[1024];
 static char server[64];    /* "127.0.0.1:PORT" of NSD */
 static char blackhole[64]; /* "127.0.0.1:PORT" of a socket that never answers */
 static int blackhole_fd = -1;
 static pid_t nsd_pid = -1;
+static char zonedir[1024]; /* what NSD serves */
+static char anchor[1100];  /* DS of signed.test, a trust anchor file */
 
 /* ---- helpers ---- */
 
@@ -96,6 +98,19 @@ static int start_server(void **state)
 	blackhole_fd = udp_socket(&port);
 	snprintf(blackhole, sizeof(blackhole), "127.0.0.1:%u", port);
 
+	/* The plain zones, and signed.test signed now with a fresh key. */
+	char cmd[8192];
+	snprintf(zonedir, sizeof(zonedir), "%s/zones", rundir);
+	snprintf(anchor, sizeof(anchor), "%s/signed.test.ds", zonedir);
+	snprintf(cmd, sizeof(cmd),
+		 "mkdir '%s' && cp '%s'/tests/dns/zones/*.zone '%s' && "
+		 "sh '%s' sign '%s/tests/dns/signed/signed.test.zone' signed.test '%s'",
+		 zonedir, src, zonedir, script, src, zonedir);
+	if (system(cmd) != 0) {
+		fprintf(stderr, "test-dns: could not sign the test zone (is ldnsutils installed?)\n");
+		return -1;
+	}
+
 	for (int attempt = 0; attempt < 5; attempt++) {
 		int fd = udp_socket(&port);
 		close(fd);
@@ -109,10 +124,9 @@ static int start_server(void **state)
 		if (nsd_pid == 0) {
 			/* NSD goes away with this process, even if a test crashes. */
 			prctl(PR_SET_PDEATHSIG, SIGTERM);
-			execl("/bin/sh", "sh", script, "run", rundir, portstr, (char *)NULL);
+			execl("/bin/sh", "sh", script, "run", rundir, portstr, zonedir, (char *)NULL);
 			_exit(127);
 		}
-		char cmd[8192];
 		snprintf(cmd, sizeof(cmd), "sh '%s' wait %u example.test", script, port);
 		if (system(cmd) == 0) {
 			snprintf(server, sizeof(server), "127.0.0.1:%u", port);
@@ -928,6 +942,91 @@ static void test_bad_name(void **state)
 	dns_result_free(&res);
 }
 
+/* With a trust anchor for signed.test: secure, bogus, and insecure elsewhere. */
+static void test_dnssec(void **state)
+{
+	struct fixture *f = *state;
+	struct dns_options opts = {.resolver = server, .timeout_ms = 3000, .trust_anchor_file = anchor};
+	const char *error = NULL;
+	struct dns_resolver *v = dns_resolver_new(f->base, &opts, &error);
+	assert_non_null(v);
+	struct dns_resolver *plain = f->r;
+	f->r = v;
+
+	struct dns_result *res = lookup(f, "www.signed.test", DNS_T_A);
+	const char *www[] = {"192.0.2.51"};
+	assert_addrs(res, www, 1);
+	assert_true(res->secure);
+	assert_false(res->bogus);
+	dns_result_free(&res);
+
+	res = lookup(f, "_25._tcp.mx.signed.test", DNS_T_TLSA);
+	assert_int_equal(res->status, DNS_NOERROR);
+	assert_int_equal(res->count, 1);
+	assert_true(res->secure);
+	dns_result_free(&res);
+
+	res = lookup(f, "signed.test", DNS_T_MX);
+	assert_int_equal(res->count, 1);
+	assert_true(res->secure);
+	dns_result_free(&res);
+
+	/* NSEC proves the name does not exist */
+	res = lookup(f, "nosuch.signed.test", DNS_T_A);
+	assert_int_equal(res->status, DNS_NXDOMAIN);
+	assert_true(res->secure);
+	dns_result_free(&res);
+
+	/* changed after signing: bogus, and its data is never handed out */
+	res = lookup(f, "bad.signed.test", DNS_T_A);
+	assert_int_equal(res->status, DNS_SERVFAIL);
+	assert_true(res->bogus);
+	assert_false(res->secure);
+	assert_int_equal(res->count, 0);
+	assert_non_null(res->error);
+	assert_non_null(strstr(res->error, "bogus"));
+	dns_result_free(&res);
+	res = lookup(f, "bad.signed.test", 0);
+	assert_int_equal(res->status, DNS_SERVFAIL);
+	assert_true(res->bogus);
+	assert_int_equal(res->count, 0);
+	dns_result_free(&res);
+
+	/* outside the anchor: insecure but usable */
+	res = lookup(f, "example.test", DNS_T_MX);
+	assert_int_equal(res->status, DNS_NOERROR);
+	assert_int_equal(res->count, 3);
+	assert_false(res->secure);
+	assert_false(res->bogus);
+	dns_result_free(&res);
+
+	/* without the anchor, the same signed answers are merely insecure */
+	f->r = plain;
+	res = lookup(f, "www.signed.test", DNS_T_A);
+	assert_int_equal(res->count, 1);
+	assert_false(res->secure);
+	assert_false(res->bogus);
+	dns_result_free(&res);
+	res = lookup(f, "bad.signed.test", DNS_T_A);
+	assert_int_equal(res->status, DNS_NOERROR);
+	assert_false(res->bogus);
+	dns_result_free(&res);
+
+	/* the synchronous wrapper validates the same way */
+	struct dns_sync *s = dns_sync_new(&opts, &error);
+	assert_non_null(s);
+	res = dns_sync_lookup(s, "www.signed.test", DNS_T_A);
+	assert_true(res->secure);
+	dns_result_free(&res);
+	res = dns_sync_lookup(s, "bad.signed.test", DNS_T_A);
+	assert_true(res->bogus);
+	assert_int_equal(res->status, DNS_SERVFAIL);
+	dns_result_free(&res);
+	dns_sync_free(&s);
+
+	dns_resolver_free(&v);
+}
+
 /* ---- synchronous wrapper ---- */
 
 struct sync_job {
@@ -1020,6 +1119,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_cancel_from_callback, fixture_setup,
 						fixture_teardown),
 		cmocka_unit_test_setup_teardown(test_bad_name, fixture_setup, fixture_teardown),
+		cmocka_unit_test_setup_teardown(test_dnssec, fixture_setup, fixture_teardown),
 		cmocka_unit_test(test_sync),
 	};
 	return cmocka_run_group_tests(tests, start_server, stop_server);

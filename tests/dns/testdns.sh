@@ -8,6 +8,11 @@
 #   testdns.sh run RUNDIR PORT [ZONEDIR]     the same server in the foreground (exec), for a
 #                                            parent that stops it with SIGTERM (test-dns.c)
 #   testdns.sh wait PORT ZONE                wait (at most 10 s) until it answers for ZONE
+#   testdns.sh sign ZONEFILE ORIGIN OUTDIR   DNSSEC-sign ZONEFILE with a fresh Ed25519 key
+#                                            (ldnsutils) into OUTDIR/ORIGIN.zone and write the
+#                                            key's DS to OUTDIR/ORIGIN.ds (a trust anchor file);
+#                                            the A record of every name starting with "bad." is
+#                                            changed after signing, so it validates as bogus
 #
 # RUNDIR holds nsd.conf, nsd.pid and nsd.log. The server does not recurse:
 # point Postern at it with `[dns] resolver = 127.0.0.1:PORT`.
@@ -44,6 +49,23 @@ PY
 }
 
 case "$cmd" in
+sign)
+	src=$(cd "$(dirname "$2")" && pwd)/$(basename "$2")
+	origin=${3:?origin}
+	mkdir -p "${4:?outdir}"
+	out=$(cd "$4" && pwd)
+	command -v ldns-signzone >/dev/null || { echo "testdns: ldns-signzone missing (apt-get install ldnsutils)" >&2; exit 1; }
+	work=$(mktemp -d "$out/sign.XXXXXX")
+	(
+		cd "$work"
+		key=$(ldns-keygen -a ED25519 -k "$origin")
+		ldns-signzone -f signed.zone "$src" "$key"
+		awk -v OFS='\t' '$1 ~ /^bad\./ && $4 == "A" { $5 = "192.0.2.99" } { print }' \
+			signed.zone >"$out/$origin.zone"
+		cp "$key.ds" "$out/$origin.ds"
+	)
+	rm -rf "$work"
+	;;
 wait)
 	wait_ready "$2" "${3:?zone}"
 	;;
