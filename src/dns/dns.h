@@ -15,6 +15,12 @@
  *                   recurse (tests): loopback servers are allowed, and the
  *                   zones unbound answers locally by default (test.,
  *                   documentation and private reverse zones) are passed to it.
+ *                   Limitation with a non-recursive server: a referral (a
+ *                   name delegated below one of its zones) reads as NOERROR
+ *                   without records, so a test zone should not rely on
+ *                   delegations; point a resolver at a socket that never
+ *                   answers to test timeouts (test-dns.c does).
+ * Callers pass the config's [dns] resolver as dns_options.resolver.
  * DNSSEC: answers are validated only when dns_options.trust_anchor_file is
  * set (e.g. /usr/share/dns/root.key from dns-root-data); without it every
  * answer is insecure and none is bogus, so unsigned test zones are usable.
@@ -32,6 +38,8 @@
  * - A dns_sync is for one worker thread at a time (SPF and other code that
  *   runs on a worker); it has its own ub_ctx and shares nothing with the
  *   loop's resolver. Make one per thread and do not share it.
+ * - libunbound starts its thread with the first lookup: create the resolver
+ *   after any fork(), and free it in the process that made it.
  * - dns_result and the pure helpers (dns_mx_sort, dns_reverse_name) may be
  *   used from any thread.
  */

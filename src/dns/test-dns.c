@@ -814,7 +814,7 @@ static void test_timeout(void **state)
 	double took = now_s() - start;
 	assert_int_equal(total, 3);
 	assert_true(took >= 0.6);
-	assert_true(took < 2.5);
+	assert_true(took < 3.0);
 	assert_int_equal(w1.res->status, DNS_TIMEOUT);
 	assert_int_equal(w1.res->rcode, -1);
 	assert_int_equal(w1.res->count, 0);
@@ -1072,7 +1072,7 @@ static void test_sync(void **state)
 	assert_non_null(dead.mx);
 	assert_int_equal(dead.mx->status, DNS_TIMEOUT);
 	assert_int_equal(dead.txt->status, DNS_TIMEOUT);
-	assert_true(dead.took >= 0.7 && dead.took < 2.0);
+	assert_true(dead.took >= 0.7 && dead.took < 3.0);
 
 	dns_result_free(&good.mx);
 	dns_result_free(&good.txt);
