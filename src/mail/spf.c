@@ -949,6 +949,10 @@ static void transform(struct sbuf *out, const char *v, size_t parts_keep, bool r
 		      const char *delims, size_t ndelims, bool escape)
 {
 	size_t vlen = strlen(v), n = 0;
+	if (vlen > out->max) {
+		out->over = true; /* cannot fit: do not even split it */
+		return;
+	}
 	size_t(*parts)[2] = xmalloc((vlen + 1) * sizeof(*parts));
 	size_t start = 0;
 	for (size_t i = 0; i <= vlen; i++) {

@@ -216,6 +216,14 @@ static void test_macro_expansion_limit(void **state)
 	assert_int_equal(strlen(x), 40 * 76);
 	free(x);
 	free(sender);
+
+	/* a value longer than the whole budget is refused before splitting */
+	char *huge = xmalloc(SPF_MAX_EXPAND + 32);
+	memset(huge, 'a', SPF_MAX_EXPAND + 1);
+	strcpy(huge + SPF_MAX_EXPAND + 1, "@example.com");
+	r.sender = huge;
+	assert_null(expand(&r, "example.com", "%{l}", false));
+	free(huge);
 }
 
 static int parse(const char *s, const char **err)
