@@ -146,7 +146,8 @@ unsigned dns_resolver_pending(const struct dns_resolver *res);
  * The result's records are all of type qtype (CNAMEs followed). For MX,
  * records are sorted by preference, equal preferences in random order
  * (RFC 5321 5.1), and a null MX (RFC 7505: the only MX, exchange ".") sets
- * null_mx with that one record kept; "." among other MX is dropped.
+ * null_mx with that one record kept (also when "." is there several times
+ * and nothing else); "." among other MX is dropped.
  * Returns a handle valid until the callback runs or dns_cancel().
  */
 struct dns_query *dns_lookup(struct dns_resolver *res, const char *name, uint16_t qtype,

@@ -288,11 +288,22 @@ static char *name_normalize(const char *s)
 
 static void mx_finish(struct dns_result *r)
 {
-	/* RFC 7505 3: a null MX is the domain's only MX, with exchange ".". */
-	if (r->count == 1 && strcmp(r->rrs[0].u.mx.host, ".") == 0) {
+	size_t roots = 0;
+	for (size_t i = 0; i < r->count; i++)
+		if (strcmp(r->rrs[i].u.mx.host, ".") == 0)
+			roots++;
+	/*
+	 * RFC 7505 3: a null MX is the domain's only MX, with exchange ".".
+	 * Several "." and nothing else say the same thing; keep one.
+	 */
+	if (roots > 0 && roots == r->count) {
+		for (size_t i = 1; i < r->count; i++)
+			dns_rr_clear(&r->rrs[i]);
+		r->count = 1;
 		r->null_mx = true;
 		return;
 	}
+	/* "." beside real MX hosts: no host to try, the others stand. */
 	size_t kept = 0;
 	for (size_t i = 0; i < r->count; i++) {
 		if (strcmp(r->rrs[i].u.mx.host, ".") == 0)

@@ -525,6 +525,12 @@ static void test_mx_null_and_missing(void **state)
 	assert_string_equal(res->rrs[0].u.mx.host, ".");
 	dns_result_free(&res);
 
+	res = lookup(f, "twonull.example.test", DNS_T_MX);
+	assert_true(res->null_mx);
+	assert_int_equal(res->count, 1);
+	assert_string_equal(res->rrs[0].u.mx.host, ".");
+	dns_result_free(&res);
+
 	/* "." beside a real MX is not a null MX; it is dropped */
 	res = lookup(f, "mixnull.example.test", DNS_T_MX);
 	assert_int_equal(res->status, DNS_NOERROR);
