@@ -602,10 +602,13 @@ int mime_section_find(const struct mime_part *root, const char *spec, struct mim
 		at_message = false;
 		have_path = true;
 		s = end;
-		if (*s == '.')
-			s++;
-		else
+		if (*s != '.')
 			break;
+		s++;
+		if (*s == '\0') {
+			*error_r = "section ends with a dot";
+			return -1;
+		}
 	}
 	if (*s == '\0') {
 		if (!have_path)

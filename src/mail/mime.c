@@ -141,6 +141,8 @@ struct mime_parser *mime_parser_new(const struct mime_limits *limits)
 	if (p->lim.max_boundary < 1)
 		p->lim.max_boundary = 1;
 	p->open = xcalloc(p->lim.max_depth + 1, sizeof(*p->open));
+	p->cap = 4096; /* never NULL: offsets into it are taken before any push */
+	p->buf = xmalloc(p->cap);
 	p->root = xcalloc(1, sizeof(*p->root));
 	p->nparts = 1;
 	p->open[0].part = p->root;

@@ -567,8 +567,8 @@ static void test_odd_inputs(void **state)
 		"Content-Type: text/plain; charset=\"\n\n",
 		"Content-Type: text/plain; =x; ;; a=; b*0*=''%; b*1=%%; c*=''%GG\n\nz",
 		":\n: :\n\t\n \n\n",
-		"Content-Type: multipart/mixed; boundary=a\n\n--a\nContent-Type: multipart/mixed; "
-		"boundary=a\n\n--a\n--a--\n--a--\n--a--\n",
+		("Content-Type: multipart/mixed; boundary=a\n\n--a\nContent-Type: multipart/mixed; "
+		 "boundary=a\n\n--a\n--a--\n--a--\n--a--\n"),
 	};
 	for (size_t i = 0; i < sizeof(inputs) / sizeof(inputs[0]); i++) {
 		size_t len = strlen(inputs[i]);
