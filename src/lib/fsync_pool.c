@@ -127,8 +127,16 @@ static void start_threads(void)
 
 size_t fsync_all(const int *fds, size_t n, bool data_only, int *errors_r)
 {
+	return fsync_all_while(fds, n, data_only, errors_r, NULL, NULL);
+}
+
+size_t fsync_all_while(const int *fds, size_t n, bool data_only, int *errors_r,
+		       void (*also)(void *arg), void *arg)
+{
 	size_t nfail = 0;
-	if (n <= 1) {
+	if (n == 0 || (n == 1 && also == NULL)) {
+		if (also != NULL)
+			also(arg);
 		for (size_t i = 0; i < n; i++)
 			if ((errors_r[i] = sync_one(fds[i], data_only)) != 0)
 				nfail++;
@@ -148,11 +156,18 @@ size_t fsync_all(const int *fds, size_t n, bool data_only, int *errors_r)
 	while (*tail != NULL)
 		tail = &(*tail)->next;
 	*tail = &job;
-	if (n - 1 >= nthreads)
+	/* the caller takes a descriptor too, unless it is busy with also() first */
+	size_t wake = also != NULL ? n : n - 1;
+	if (wake >= nthreads)
 		pthread_cond_broadcast(&pool_cond);
 	else
-		for (size_t i = 0; i < n - 1; i++)
+		for (size_t i = 0; i < wake; i++)
 			pthread_cond_signal(&pool_cond);
+	if (also != NULL) {
+		pthread_mutex_unlock(&pool_lock);
+		also(arg);
+		pthread_mutex_lock(&pool_lock);
+	}
 	/* the caller works too: the job finishes even with no pool thread at all */
 	while (job.claimed < job.n)
 		run_one(&job);

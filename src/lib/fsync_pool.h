@@ -23,4 +23,13 @@
  */
 size_t fsync_all(const int *fds, size_t n, bool data_only, int *errors_r);
 
+/*
+ * fsync_all(), except that the calling thread first runs also(arg) while
+ * the pool threads flush, then helps with what is left and waits. Lets a
+ * database commit overlap the flushes of the files it refers to; the
+ * caller must not treat either as durable before this returns.
+ */
+size_t fsync_all_while(const int *fds, size_t n, bool data_only, int *errors_r,
+		       void (*also)(void *arg), void *arg);
+
 #endif

@@ -43,6 +43,7 @@ struct commit_item {
 	bool ok;
 	int error;
 	int fd; /* the spool file between writing and flushing */
+	bool undo; /* its rows were committed but its spool file is not durable */
 };
 
 struct deliver_item {

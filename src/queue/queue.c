@@ -183,6 +183,48 @@ static int message_row_exists(sqlite3 *db, const char *id)
 	return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* Delete a message and its recipients (in the caller's transaction). */
+static int remove_message_rows(sqlite3 *db, const char *id)
+{
+	static const char *const sql[] = {"DELETE FROM recipients WHERE queue_id = ?1",
+					  "DELETE FROM messages WHERE id = ?1"};
+	for (size_t i = 0; i < 2; i++) {
+		sqlite3_stmt *st = NULL;
+		if (sqlite3_prepare_v2(db, sql[i], -1, &st, NULL) != SQLITE_OK)
+			return -1;
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+		int rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+		if (rc != SQLITE_DONE)
+			return -1;
+	}
+	return 0;
+}
+
+/*
+ * A committed message with no delivery progress yet whose spool file is
+ * missing or differs in size from its row: the crash came after the rows were durable but before the file was,
+ * so no 250 was sent (the 250 waits for both). Returns 1 if it was removed.
+ */
+static int drop_if_unacknowledged(struct queue *q, const char *id, int64_t size)
+{
+	char *path = xasprintf("%s/%s", q->spool_dir, id);
+	struct stat st;
+	bool whole = stat(path, &st) == 0 && st.st_size == size;
+	if (whole) {
+		free(path);
+		return 0;
+	}
+	if (remove_message_rows(q->commit_db, id) < 0) {
+		free(path);
+		return -1;
+	}
+	unlink(path);
+	free(path);
+	log_info("event=unacknowledged_removed queue_id=%s reason=\"spool file not durable\"", id);
+	return 1;
+}
+
 static int recover(struct queue *q, char **error_r)
 {
 	/* 1. messages that were still being received: never acknowledged */
@@ -221,12 +263,47 @@ static int recover(struct queue *q, char **error_r)
 	closedir(d);
 
 	/*
-	 * 3. messages with rows still queued or delivering, and messages with
+	 * 3. messages committed without a durable spool file: never
+	 * acknowledged (see drop_if_unacknowledged)
+	 */
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(q->commit_db,
+			       "SELECT id, size FROM messages m WHERE NOT EXISTS (SELECT 1 FROM"
+			       " recipients r WHERE r.queue_id = m.id AND r.state != 'queued')",
+			       -1, &st, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("queue.db: %s", sqlite3_errmsg(q->commit_db));
+		return -1;
+	}
+	struct fresh {
+		char id[QUEUE_ID_MAX];
+		int64_t size;
+	} *fresh = NULL;
+	size_t nfresh = 0, capfresh = 0;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		fresh = xgrow(fresh, &capfresh, nfresh + 1, sizeof(*fresh));
+		snprintf(fresh[nfresh].id, QUEUE_ID_MAX, "%s",
+			 (const char *)sqlite3_column_text(st, 0));
+		fresh[nfresh++].size = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	bool txn_ok = nfresh == 0 || queue_db_exec(q->commit_db, "BEGIN IMMEDIATE") == 0;
+	for (size_t i = 0; i < nfresh && txn_ok; i++)
+		if (drop_if_unacknowledged(q, fresh[i].id, fresh[i].size) < 0)
+			txn_ok = false;
+	free(fresh);
+	if (nfresh > 0 && (!txn_ok || queue_db_exec(q->commit_db, "COMMIT") < 0)) {
+		*error_r = xasprintf("queue.db: %s", sqlite3_errmsg(q->commit_db));
+		queue_db_exec(q->commit_db, "ROLLBACK");
+		return -1;
+	}
+
+	/*
+	 * 4. messages with rows still queued or delivering, and messages with
 	 * nothing pending whose spool file a crash left behind: hand them to
 	 * the delivery thread, which delivers (skipping copies already made)
 	 * and cleans up.
 	 */
-	sqlite3_stmt *st = NULL;
 	const char *sql =
 		"SELECT id FROM messages m WHERE EXISTS (SELECT 1 FROM recipients r WHERE"
 		" r.queue_id = m.id AND r.state IN ('queued', 'delivering')) OR NOT EXISTS"
@@ -306,22 +383,78 @@ out:
 	return ret;
 }
 
-static void unlink_spool(struct queue *q, const char *id)
-{
-	char *p = xasprintf("%s/%s", q->spool_dir, id);
-	unlink(p);
-	free(p);
-}
-
 static void fail_item(struct commit_item *it, int error)
 {
 	it->ok = false;
 	it->error = error != 0 ? error : EIO;
 }
 
+/* The row-writing half of a batch commit, run while the pool flushes the files. */
+struct insert_job {
+	struct queue *q;
+	struct commit_item *batch;
+	time_t now;
+};
+
+static void insert_batch(void *arg)
+{
+	struct insert_job *ij = arg;
+	struct queue *q = ij->q;
+	/* writers of queue.db wait here, not in SQLite's sleeping busy handler */
+	pthread_mutex_lock(&q->db_write_lock);
+	bool txn_ok = queue_db_exec(q->commit_db, "BEGIN IMMEDIATE") == 0;
+	for (struct commit_item *it = ij->batch; it != NULL && txn_ok; it = it->next) {
+		if (!it->ok || it->fd < 0)
+			continue;
+		queue_db_exec(q->commit_db, "SAVEPOINT msg");
+		if (insert_rows(q->commit_db, it, ij->now) < 0) {
+			log_error("event=queue_insert_failed queue_id=%s error=\"%s\"", it->msg->id,
+				  sqlite3_errmsg(q->commit_db));
+			queue_db_exec(q->commit_db, "ROLLBACK TO msg");
+			fail_item(it, EIO);
+		}
+		queue_db_exec(q->commit_db, "RELEASE msg");
+	}
+	if (txn_ok && queue_db_exec(q->commit_db, "COMMIT") < 0) {
+		queue_db_exec(q->commit_db, "ROLLBACK");
+		txn_ok = false;
+	}
+	pthread_mutex_unlock(&q->db_write_lock);
+	if (!txn_ok) {
+		int e = sqlite3_system_errno(q->commit_db);
+		log_error("event=queue_commit_failed error=\"%s\"", sqlite3_errmsg(q->commit_db));
+		for (struct commit_item *it = ij->batch; it != NULL; it = it->next)
+			if (it->ok && it->fd >= 0)
+				fail_item(it, e);
+	}
+}
+
+/*
+ * Remove the rows of the messages marked `undo`: their rows were committed
+ * but their spool files could not be made durable, so they are refused
+ * (4xx). Should this fail too, recovery finds rows without a valid spool
+ * file at the next start and removes them.
+ */
+static void undo_rows(struct queue *q, struct commit_item *batch)
+{
+	pthread_mutex_lock(&q->db_write_lock);
+	if (queue_db_exec(q->commit_db, "BEGIN IMMEDIATE") == 0) {
+		for (struct commit_item *it = batch; it != NULL; it = it->next) {
+			if (!it->undo)
+				continue;
+			if (remove_message_rows(q->commit_db, it->msg->id) < 0)
+				log_error("event=queue_undo_failed queue_id=%s error=\"%s\"",
+					  it->msg->id, sqlite3_errmsg(q->commit_db));
+		}
+		if (queue_db_exec(q->commit_db, "COMMIT") < 0)
+			queue_db_exec(q->commit_db, "ROLLBACK");
+	}
+	pthread_mutex_unlock(&q->db_write_lock);
+}
+
 static void commit_batch(struct queue *q, struct commit_item *batch)
 {
-	size_t n = 0, nstored = 0;
+	size_t n = 0;
 	time_t now = time(NULL);
 
 	/* 1. every spool file written (no fsync yet) */
@@ -347,23 +480,28 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 		fds[nfds++] = it->fd;
 	}
 	/*
-	 * 2. the files and their directory entries durable: the files and
-	 * spool/ flushed side by side (fsync pool), so the batch waits for
-	 * about one journal commit
+	 * 2. The files, their directory entries and their rows durable, all at
+	 * once: the pool flushes the files and spool/ side by side while this
+	 * thread writes the rows in one transaction, so the batch waits for
+	 * about one journal commit and one WAL fsync running in parallel. No
+	 * 250 is sent before all three are done; a crash in between leaves a row
+	 * whose spool file is missing or short, which recovery removes (it was
+	 * never acknowledged), or a file without a row, likewise.
 	 */
 	if (nfds > 0) {
 		int dfd = open(q->spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		int derr = dfd < 0 ? errno : 0;
 		if (dfd >= 0)
 			fds[nfds] = dfd;
-		fsync_all(fds, nfds + (dfd >= 0), false, errs);
+		struct insert_job ij = {.q = q, .batch = batch, .now = now};
+		fsync_all_while(fds, nfds + (dfd >= 0), false, errs, insert_batch, &ij);
 		if (dfd >= 0) {
 			derr = errs[nfds];
 			close(dfd);
 		}
 		if (derr != 0)
 			log_error("event=spool_fsync_failed error=\"%s\"", strerror(derr));
-		size_t i = 0;
+		size_t i = 0, nundo = 0;
 		for (struct commit_item *it = batch; it != NULL; it = it->next) {
 			if (it->fd < 0)
 				continue;
@@ -373,49 +511,23 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 					  it->msg->id, strerror(e));
 			else
 				e = derr;
-			if (spool_msg_placed(it->msg, it->fd, e) < 0)
+			if (!it->ok)
+				e = it->error; /* its row could not be written */
+			if (spool_msg_placed(it->msg, it->fd, e) < 0) {
+				if (it->ok) {
+					/* its row is in, its file is not durable */
+					it->undo = true;
+					nundo++;
+				}
 				fail_item(it, errno);
-			else
-				nstored++;
+			}
 			it->fd = -1;
 		}
+		if (nundo > 0)
+			undo_rows(q, batch);
 	}
 	free(fds);
 	free(errs);
-	/* 3. all rows in one transaction: one WAL fsync for the batch */
-	if (nstored > 0) {
-		/* writers of queue.db wait here, not in SQLite's sleeping busy handler */
-		pthread_mutex_lock(&q->db_write_lock);
-		bool txn_ok = queue_db_exec(q->commit_db, "BEGIN IMMEDIATE") == 0;
-		for (struct commit_item *it = batch; it != NULL && txn_ok; it = it->next) {
-			if (!it->ok)
-				continue;
-			queue_db_exec(q->commit_db, "SAVEPOINT msg");
-			if (insert_rows(q->commit_db, it, now) < 0) {
-				log_error("event=queue_insert_failed queue_id=%s error=\"%s\"",
-					  it->msg->id, sqlite3_errmsg(q->commit_db));
-				queue_db_exec(q->commit_db, "ROLLBACK TO msg");
-				unlink_spool(q, it->msg->id);
-				fail_item(it, EIO);
-			}
-			queue_db_exec(q->commit_db, "RELEASE msg");
-		}
-		if (txn_ok && queue_db_exec(q->commit_db, "COMMIT") < 0) {
-			queue_db_exec(q->commit_db, "ROLLBACK");
-			txn_ok = false;
-		}
-		pthread_mutex_unlock(&q->db_write_lock);
-		if (!txn_ok) {
-			int e = sqlite3_system_errno(q->commit_db);
-			log_error("event=queue_commit_failed error=\"%s\"",
-				  sqlite3_errmsg(q->commit_db));
-			for (struct commit_item *it = batch; it != NULL; it = it->next)
-				if (it->ok) {
-					unlink_spool(q, it->msg->id);
-					fail_item(it, e);
-				}
-		}
-	}
 
 	size_t nok = 0;
 	for (struct commit_item *it = batch; it != NULL; it = it->next) {

@@ -398,14 +398,14 @@ static void test_unknown_at_delivery(void **state)
 }
 
 /* Insert a message row and recipient rows in `state`, as a crash would leave them. */
-static void craft_rows(const char *id, const char *state, const char *const *rcpts)
+static void craft_rows(const char *id, const char *state, const char *const *rcpts, size_t size)
 {
 	char *dbp = xasprintf("%s/queue.db", tmpdir);
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(dbp, &db), SQLITE_OK);
 	char *sql = xasprintf("INSERT INTO messages(id, sender, received, size) VALUES"
-			      " ('%s', 'crash@remote.test', %lld, 10)",
-			      id, (long long)time(NULL));
+			      " ('%s', 'crash@remote.test', %lld, %zu)",
+			      id, (long long)time(NULL), size);
 	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
 	free(sql);
 	for (int i = 0; rcpts[i] != NULL; i++) {
@@ -439,7 +439,7 @@ static void test_recovery(void **state)
 
 	/* M1: committed, crash while delivering: alice's copy made, bob's not */
 	static const char *const rcpts[] = {"alice@example.test", "bob@example.test", NULL};
-	craft_rows(m1, "delivering", rcpts);
+	craft_rows(m1, "delivering", rcpts, strlen(body));
 	write_spool(m1, body);
 	char *alice = maildir_path(tmpdir, "alice@example.test");
 	char unique[64];
@@ -455,7 +455,7 @@ static void test_recovery(void **state)
 	 */
 	char m2[QUEUE_ID_MAX];
 	queue_id_new(m2);
-	craft_rows(m2, "queued", rcpts);
+	craft_rows(m2, "queued", rcpts, strlen(body));
 	write_spool(m2, body);
 	char *bob = maildir_path(tmpdir, "bob@example.test");
 	snprintf(unique, sizeof(unique), "%s.%lld", m2, (long long)account_id("bob@example.test"));
@@ -464,6 +464,17 @@ static void test_recovery(void **state)
 			 0);
 	free(bob);
 	free(alice);
+	/*
+	 * Rows committed but the spool file not durable (the commit fsyncs the
+	 * file while it writes the rows, and acknowledges only when both are
+	 * done): a missing file and a short one. Never acknowledged: removed.
+	 */
+	char lost[QUEUE_ID_MAX], shorter[QUEUE_ID_MAX];
+	queue_id_new(lost);
+	queue_id_new(shorter);
+	craft_rows(lost, "queued", rcpts, strlen(body));
+	craft_rows(shorter, "queued", rcpts, strlen(body));
+	write_spool(shorter, "Subject: cr");
 	/* an orphan: spool file written, crash before the commit (never acknowledged) */
 	write_spool(orphan, body);
 	/* a message still being received */
@@ -486,6 +497,11 @@ static void test_recovery(void **state)
 	assert_int_equal(mail_count("bob@example.test", m1), 1);
 	assert_int_equal(mail_count("alice@example.test", m2), 1);
 	assert_int_equal(mail_count("bob@example.test", m2), 1);
+	assert_int_equal(mail_count("alice@example.test", lost), 0);
+	assert_int_equal(mail_count("alice@example.test", shorter), 0);
+	char *sh = xasprintf("%s/spool/%s", tmpdir, shorter);
+	assert_int_equal(access(sh, F_OK), -1);
+	free(sh);
 	char *sp = xasprintf("%s/spool/%s", tmpdir, m1);
 	double end = now_s() + 30;
 	while (access(sp, F_OK) == 0 && now_s() < end)
