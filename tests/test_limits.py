@@ -1,4 +1,6 @@
-"""Limits: SIZE, recipients, errors, line length, connections per IP, messages per IP per minute."""
+"""Limits: SIZE, recipients, errors, line length, connections per IP, messages per IP per minute,
+idle timeout, failed logins."""
+import re
 import socket
 import time
 
@@ -221,3 +223,44 @@ def test_auth_failures_rate_limited(postern_factory):
     except smtplib.SMTPServerDisconnected:
         ok = False
     assert not ok, "login allowed after max_failures failed attempts"
+
+
+def test_idle_timeout_closes_with_421(postern_factory):
+    # RFC 5321 4.5.3.2.7: the server may close an idle session; it says 421 first.
+    s = postern_factory(limits={"idle_timeout": "1s"})
+    c = s.raw()
+    assert c.cmd("EHLO client.example.test").code == 250
+    time.sleep(2.5)
+    r = c.reply(timeout=5)
+    assert r.code == 421 and r.lines[0].startswith("4.4.2"), r
+    assert c.closed_by_peer()
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline and "idle" not in s.log() and "timeout" not in s.log():
+        time.sleep(0.1)
+    assert re.search(r"client=127\.0\.0\.1.*(timeout|idle)|(timeout|idle).*client=127\.0\.0\.1", s.log())
+
+
+def test_auth_failures_rate_limited_per_account(postern_factory):
+    # Failures for one account from several addresses lock that account, not the others.
+    import smtplib
+    s = postern_factory(extra={"auth": {"max_failures": "3"}})
+    for i, src in enumerate(("127.0.0.3", "127.0.0.4", "127.0.0.5")):
+        c = s.smtp(port=s.submissions_port, source=src)
+        c.ehlo()
+        c.user, c.password = "a@example.test", "bad %d" % i
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.auth("PLAIN", c.auth_plain)
+        c.close()
+    c = s.smtp(port=s.submissions_port, source="127.0.0.6")
+    c.ehlo()
+    c.user, c.password = "a@example.test", "correct horse battery"
+    with pytest.raises((smtplib.SMTPAuthenticationError, smtplib.SMTPServerDisconnected)):
+        c.auth("PLAIN", c.auth_plain)
+    c.close()
+    # another account from a fresh address still logs in
+    c = s.smtp(port=s.submissions_port, source="127.0.0.7")
+    c.ehlo()
+    c.user, c.password = "b@example.test", "correct horse battery"
+    code, _ = c.auth("PLAIN", c.auth_plain)
+    assert code == 235
+    c.close()
