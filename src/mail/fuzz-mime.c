@@ -74,8 +74,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(s);
 	s = mime_envelope_string(root);
 	free(s);
-	static const char *const specs[] = { "", "1", "2", "1.1", "1.MIME", "1.2.MIME", "HEADER",
-					     "TEXT", "1.HEADER", "1.TEXT", "2.1.TEXT", "3.2.1" };
+	static const char *const specs[] = {"",         "1",        "2",        "1.1",
+	                                    "1.MIME",   "1.2.MIME", "HEADER",   "TEXT",
+	                                    "1.HEADER", "1.TEXT",   "2.1.TEXT", "3.2.1"};
 	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
 		struct mime_section sec;
 		const char *err;

@@ -132,7 +132,7 @@ static void read_domain(struct ap *p, struct sb *d)
 		return;
 	}
 	for (;;) {
-		struct sb w = { 0 };
+		struct sb w = {0};
 		if (!read_word(p, &w, NULL)) {
 			free(w.s);
 			break;
@@ -187,7 +187,7 @@ static void read_angle(struct ap *p, struct mime_address *a)
 			p->s++;
 	}
 	skip_cfws(p);
-	struct sb local = { 0 }, text = { 0 };
+	struct sb local = {0}, text = {0};
 	for (;;) {
 		if (!read_word(p, &text, &local))
 			break;
@@ -205,7 +205,7 @@ static void read_angle(struct ap *p, struct mime_address *a)
 	skip_cfws(p);
 	if (p->s < p->end && *p->s == '@') {
 		p->s++;
-		struct sb d = { 0 };
+		struct sb d = {0};
 		read_domain(p, &d);
 		a->domain = sb_take(&d);
 	}
@@ -222,15 +222,15 @@ static void read_angle(struct ap *p, struct mime_address *a)
  * the list (or of the group, at ';').
  */
 static void read_mailbox(struct ap *p, struct mime_address ***tail, unsigned *count, unsigned max,
-			 bool in_group)
+                         bool in_group)
 {
-	struct sb phrase = { 0 }, local = { 0 };
+	struct sb phrase = {0}, local = {0};
 	bool words = false;
 	p->have_comment = false;
 	skip_cfws(p);
 	/* phrase or local part: words, with dots between them for a local part */
 	for (;;) {
-		struct sb w = { 0 };
+		struct sb w = {0};
 		if (!read_word(p, &w, &local)) {
 			free(w.s);
 			break;
@@ -283,7 +283,7 @@ static void read_mailbox(struct ap *p, struct mime_address ***tail, unsigned *co
 			read_angle(p, a);
 			skip_cfws(p);
 		} else {
-			struct mime_address tmp = { 0 };
+			struct mime_address tmp = {0};
 			read_angle(p, &tmp);
 			free(tmp.route);
 			free(tmp.mailbox);
@@ -295,7 +295,7 @@ static void read_mailbox(struct ap *p, struct mime_address ***tail, unsigned *co
 	}
 	if (p->s < p->end && *p->s == '@') {
 		p->s++;
-		struct sb d = { 0 };
+		struct sb d = {0};
 		read_domain(p, &d);
 		skip_cfws(p);
 		if (*count < max) {
@@ -325,7 +325,7 @@ static void read_mailbox(struct ap *p, struct mime_address ***tail, unsigned *co
 
 struct mime_address *mime_address_parse(const char *value, size_t len, unsigned max)
 {
-	struct ap p = { value, value + len, { 0 }, false };
+	struct ap p = {value, value + len, {0}, false};
 	struct mime_address *list = NULL, **tail = &list;
 	unsigned count = 0;
 	while (p.s < p.end && count < max) {

@@ -113,7 +113,7 @@ static char *read_token(struct tok *t)
 /* Quoted string at t->s (which is '"'); NULL if unterminated. */
 static char *read_quoted(struct tok *t)
 {
-	struct sbuf b = { 0 };
+	struct sbuf b = {0};
 	bool closed = false;
 	t->s++;
 	while (t->s < t->end) {
@@ -170,8 +170,8 @@ static int cmp_base(const void *a, const void *b)
  * Like Dovecot: plain parameters first, in their order; then the RFC 2231
  * ones (anything with a '*'), merged per name and sorted by name.
  */
-static void merge_params(struct raw_param *raw, unsigned nraw, unsigned max, struct mime_param **out,
-			 unsigned *nout)
+static void merge_params(struct raw_param *raw, unsigned nraw, unsigned max,
+                         struct mime_param **out, unsigned *nout)
 {
 	struct mime_param *res = NULL;
 	size_t cap = 0;
@@ -205,14 +205,15 @@ static void merge_params(struct raw_param *raw, unsigned nraw, unsigned max, str
 			j++;
 		}
 		/* RFC 2231 3: sections 0, 1, ... in order; stop at a gap or repeat */
-		struct sbuf v = { 0 };
+		struct sbuf v = {0};
 		if (any_ext && !(ext[i].section == 0 && ext[i].extended))
 			sb_add(&v, "''", 2);
 		int want = 0;
 		for (unsigned k = i; k < j && ext[k].section == want; k++, want++) {
 			const char *val = ext[k].value;
 			if (any_ext && !ext[k].extended) {
-				/* keep the merged value decodable: escape what %XX decoding would touch */
+				/* keep the merged value decodable: escape what %XX decoding would
+				 * touch */
 				for (const char *c = val; *c != '\0'; c++) {
 					if (*c == '%')
 						sb_add(&v, "%25", 3);
@@ -234,10 +235,10 @@ static void merge_params(struct raw_param *raw, unsigned nraw, unsigned max, str
 }
 
 bool mime_parse_content_value(const char *value, size_t len, bool with_subtype, unsigned max_params,
-			      char **type_r, char **subtype_r, struct mime_param **params_r,
-			      unsigned *nparams_r)
+                              char **type_r, char **subtype_r, struct mime_param **params_r,
+                              unsigned *nparams_r)
 {
-	struct tok t = { value, value + len };
+	struct tok t = {value, value + len};
 	bool ok = true;
 	*type_r = NULL;
 	*subtype_r = NULL;
@@ -309,8 +310,9 @@ bool mime_parse_content_value(const char *value, size_t len, bool with_subtype, 
 			name[--nl] = '\0';
 		}
 		char *star = strrchr(name, '*');
-		if (star != NULL && star[1] != '\0' && strspn(star + 1, "0123456789") == strlen(star + 1) &&
-		    strlen(star + 1) <= 4 && star != name) {
+		if (star != NULL && star[1] != '\0' &&
+		    strspn(star + 1, "0123456789") == strlen(star + 1) && strlen(star + 1) <= 4 &&
+		    star != name) {
 			r->section = atoi(star + 1);
 			*star = '\0';
 		} else if (r->extended && star == NULL) {
@@ -409,7 +411,7 @@ static void convert(struct sbuf *b, const char *charset, const unsigned char *da
 
 char *mime_charset_to_utf8(const char *charset, const void *data, size_t len)
 {
-	struct sbuf b = { 0 };
+	struct sbuf b = {0};
 	convert(&b, charset, data, len);
 	/* NULs from a converter (e.g. UTF-16 input) would cut the C string */
 	char *s = sb_take(&b);
@@ -434,7 +436,7 @@ static int hexval(unsigned char c)
  * On success return its length and fill the parts.
  */
 static size_t encoded_word(const char *s, size_t n, const char **cs, size_t *cslen, char *enc,
-			   const char **text, size_t *textlen)
+                           const char **text, size_t *textlen)
 {
 	if (n < 8 || s[0] != '=' || s[1] != '?')
 		return 0;
@@ -472,7 +474,7 @@ static void decode_q(struct sbuf *b, const char *s, size_t n)
 		if (s[i] == '_') {
 			sb_addc(b, ' ');
 		} else if (s[i] == '=' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
-			   hexval(s[i + 2]) >= 0) {
+		           hexval(s[i + 2]) >= 0) {
 			sb_addc(b, (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2])));
 			i += 2;
 		} else {
@@ -485,7 +487,7 @@ static void decode_b(struct sbuf *b, const char *s, size_t n)
 {
 	/* lenient: ignore characters outside the alphabet, decode what is there */
 	static const char alpha[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	unsigned acc = 0, bits = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '=')
@@ -506,7 +508,7 @@ char *mime_decode_header(const void *value, size_t len)
 {
 	const char *v = value;
 	/* RFC 5322 2.2.3: unfolding removes the CRLF, keeps the whitespace */
-	struct sbuf u = { 0 };
+	struct sbuf u = {0};
 	for (size_t i = 0; i < len; i++) {
 		if (v[i] != '\r' && v[i] != '\n')
 			sb_addc(&u, v[i]);
@@ -514,7 +516,7 @@ char *mime_decode_header(const void *value, size_t len)
 	const char *s = u.s != NULL ? u.s : "";
 	size_t n = u.len;
 
-	struct sbuf out = { 0 }, raw = { 0 }, pend = { 0 };
+	struct sbuf out = {0}, raw = {0}, pend = {0};
 	char pend_cs[64] = "";
 	bool last_was_word = false;
 	size_t ws_start = 0, i = 0;
@@ -562,7 +564,8 @@ char *mime_decode_header(const void *value, size_t len)
 		}
 		last_was_word = false;
 		size_t j = i;
-		while (j < n && s[j] != ' ' && s[j] != '\t' && !(s[j] == '=' && j + 1 < n && s[j + 1] == '?'))
+		while (j < n && s[j] != ' ' && s[j] != '\t' &&
+		       !(s[j] == '=' && j + 1 < n && s[j + 1] == '?'))
 			j++;
 		if (j == i)
 			j++; /* a lone "=?" that is not an encoded word */
@@ -600,7 +603,7 @@ char *mime_decode_param(const char *name, const char *value)
 		}
 		text = q2 + 1;
 	}
-	struct sbuf raw = { 0 };
+	struct sbuf raw = {0};
 	size_t tl = strlen(text);
 	for (size_t i = 0; i < tl; i++) {
 		if (text[i] == '%' && i + 2 < tl && hexval(text[i + 1]) >= 0 &&
@@ -611,9 +614,9 @@ char *mime_decode_param(const char *name, const char *value)
 			sb_addc(&raw, text[i]);
 		}
 	}
-	struct sbuf out = { 0 };
+	struct sbuf out = {0};
 	convert(&out, cs[0] != '\0' ? cs : "us-ascii", (const unsigned char *)(raw.s ? raw.s : ""),
-		raw.len);
+	        raw.len);
 	free(raw.s);
 	return sb_take(&out);
 }

@@ -83,7 +83,7 @@ static void imap_nstring_nolf(struct str *b, const char *s)
 		imap_nstring(b, s);
 		return;
 	}
-	struct str t = { 0 };
+	struct str t = {0};
 	for (const char *c = s; *c != '\0'; c++) {
 		if (*c != '\r' && *c != '\n')
 			str_add(&t, c, 1);
@@ -126,7 +126,7 @@ static void imap_nstring_human(struct str *b, const char *s)
 		str_add(b, "\"", 1);
 		return;
 	}
-	struct str t = { 0 };
+	struct str t = {0};
 	last_lwsp = true;
 	for (size_t i = 0; i < n; i++) {
 		char c = s[i];
@@ -160,11 +160,22 @@ static void imap_nstring(struct str *b, const char *s)
 
 /* ---- envelope ---- */
 
-enum env_field { ENV_DATE, ENV_SUBJECT, ENV_FROM, ENV_SENDER, ENV_REPLY_TO, ENV_TO, ENV_CC, ENV_BCC,
-		 ENV_IN_REPLY_TO, ENV_MESSAGE_ID, ENV_COUNT };
+enum env_field {
+	ENV_DATE,
+	ENV_SUBJECT,
+	ENV_FROM,
+	ENV_SENDER,
+	ENV_REPLY_TO,
+	ENV_TO,
+	ENV_CC,
+	ENV_BCC,
+	ENV_IN_REPLY_TO,
+	ENV_MESSAGE_ID,
+	ENV_COUNT
+};
 
 static const char *const env_names[ENV_COUNT] = {
-	"date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc", "in-reply-to", "message-id",
+    "date", "subject", "from", "sender", "reply-to", "to", "cc", "bcc", "in-reply-to", "message-id",
 };
 
 /* Envelope header values need only a little of each header. */
@@ -194,7 +205,7 @@ static char *unfold(const unsigned char *v, size_t len)
 static void env_addresses(struct str *b, const char *value)
 {
 	struct mime_address *list =
-		value != NULL ? mime_address_parse(value, strlen(value), ENV_ADDR_MAX) : NULL;
+	    value != NULL ? mime_address_parse(value, strlen(value), ENV_ADDR_MAX) : NULL;
 	if (list == NULL) {
 		str_adds(b, "NIL");
 		return;
@@ -235,7 +246,7 @@ static bool addr_nonempty(const char *value)
 
 static char *build_envelope(char *const v[ENV_COUNT])
 {
-	struct str b = { 0 };
+	struct str b = {0};
 	str_add(&b, "(", 1);
 	imap_nstring_nolf(&b, v[ENV_DATE]);
 	str_add(&b, " ", 1);
@@ -301,7 +312,7 @@ static void builder_event(struct mime_builder *b, const struct mime_event *ev)
 			if (b->cur.v[i] == NULL) {
 				b->cur.v[i] = unfold(ev->value, ev->value_len);
 			} else if (i >= ENV_FROM && i <= ENV_BCC &&
-				   strlen(b->cur.v[i]) < ENV_VALUE_MAX) {
+			           strlen(b->cur.v[i]) < ENV_VALUE_MAX) {
 				/* Dovecot: repeated address fields are one list */
 				char *more = unfold(ev->value, ev->value_len);
 				char *joined = xasprintf("%s, %s", b->cur.v[i], more);
@@ -369,7 +380,7 @@ char *mime_envelope_string(const struct mime_part *m)
 {
 	if (m->envelope != NULL)
 		return xstrdup(m->envelope);
-	char *v[ENV_COUNT] = { 0 };
+	char *v[ENV_COUNT] = {0};
 	return build_envelope(v);
 }
 
@@ -499,7 +510,7 @@ static void write_part(struct str *b, const struct mime_part *m, bool ext)
 	str_add(b, " ", 1);
 	if (text && mime_param_get(m->params, m->nparams, "charset") == NULL) {
 		/* Dovecot: a text part always shows a charset, us-ascii by default */
-		struct str t = { 0 };
+		struct str t = {0};
 		write_params(&t, m->params, m->nparams);
 		if (m->nparams == 0) {
 			str_adds(b, "(\"charset\" \"us-ascii\")");
@@ -541,7 +552,7 @@ static void write_part(struct str *b, const struct mime_part *m, bool ext)
 
 char *mime_bodystructure(const struct mime_part *part, bool extended)
 {
-	struct str b = { 0 };
+	struct str b = {0};
 	write_part(&b, part, extended);
 	return b.s;
 }
@@ -567,7 +578,7 @@ static void set_range(struct mime_section *s, const struct mime_part *m, bool he
 }
 
 int mime_section_find(const struct mime_part *root, const char *spec, struct mime_section *r,
-		      const char **error_r)
+                      const char **error_r)
 {
 	const struct mime_part *node = root;
 	bool at_message = true; /* node is a message whose body is being numbered */
@@ -626,7 +637,7 @@ int mime_section_find(const struct mime_part *root, const char *spec, struct mim
 		return 0;
 	}
 	bool hdr = strcasecmp(s, "HEADER") == 0 || strncasecmp(s, "HEADER.FIELDS ", 14) == 0 ||
-		   strncasecmp(s, "HEADER.FIELDS.NOT ", 18) == 0;
+	           strncasecmp(s, "HEADER.FIELDS.NOT ", 18) == 0;
 	bool text = strcasecmp(s, "TEXT") == 0;
 	if (!hdr && !text) {
 		*error_r = "bad section text";
@@ -644,7 +655,7 @@ int mime_section_find(const struct mime_part *root, const char *spec, struct mim
 }
 
 size_t mime_copy_crlf(const unsigned char *msg, uint64_t offset, uint64_t size, uint64_t skip,
-		      unsigned char *out, size_t max)
+                      unsigned char *out, size_t max)
 {
 	uint64_t vpos = 0;
 	size_t n = 0;

@@ -105,7 +105,7 @@ struct mime_parser {
 
 static struct snap snap_now(const struct mime_parser *p)
 {
-	struct snap s = { p->buf_offset + p->pos, p->lf, p->bare_lf };
+	struct snap s = {p->buf_offset + p->pos, p->lf, p->bare_lf};
 	return s;
 }
 
@@ -145,6 +145,7 @@ struct mime_parser *mime_parser_new(const struct mime_limits *limits)
 	p->buf = xmalloc(p->cap);
 	p->root = xcalloc(1, sizeof(*p->root));
 	p->nparts = 1;
+	p->no_more_parts = p->lim.max_parts <= 1;
 	p->open[0].part = p->root;
 	p->nopen = 1;
 	p->st = ST_PART_BEGIN;
@@ -283,6 +284,11 @@ static void open_child(struct mime_parser *p)
 	o->last_child = c;
 	o->part->nchildren++;
 	p->nparts++;
+	if (p->nparts >= p->lim.max_parts) {
+		/* As Dovecot: no more boundaries, this part runs to the end. */
+		p->no_more_parts = true;
+		p->limited = true;
+	}
 	struct open_part *n = &p->open[p->nopen++];
 	memset(n, 0, sizeof(*n));
 	n->part = c;
@@ -304,8 +310,8 @@ static bool any_boundary(const struct mime_parser *p)
  * Is the line at s (n bytes available) a boundary line of an open
  * multipart? 1 with *level_r and *end_r, 0 no, -1 need more input.
  */
-static int match_boundary(struct mime_parser *p, const unsigned char *s, size_t n, unsigned *level_r,
-			  bool *end_r)
+static int match_boundary(struct mime_parser *p, const unsigned char *s, size_t n,
+                          unsigned *level_r, bool *end_r)
 {
 	if (p->no_more_parts)
 		return 0;
@@ -442,7 +448,7 @@ static char *xstrndup_unfold(const unsigned char *v, size_t len)
 
 /* Remember a Content-* field of the part (the first of each kind wins). */
 static void content_field(struct mime_parser *p, struct mime_part *m, const char *name, size_t nlen,
-			  const unsigned char *v, size_t vlen)
+                          const unsigned char *v, size_t vlen)
 {
 	if (nlen < 9 || strncasecmp(name, "content-", 8) != 0)
 		return;
@@ -454,7 +460,7 @@ static void content_field(struct mime_parser *p, struct mime_part *m, const char
 			return;
 		char *type, *subtype;
 		if (mime_parse_content_value((const char *)v, vlen, true, p->lim.max_params, &type,
-					     &subtype, &m->params, &m->nparams)) {
+		                             &subtype, &m->params, &m->nparams)) {
 			m->type = type;
 			m->subtype = subtype;
 		} else {
@@ -485,7 +491,7 @@ static void content_field(struct mime_parser *p, struct mime_part *m, const char
 			return;
 		char *tok, *sub;
 		if (mime_parse_content_value((const char *)v, vlen, false, p->lim.max_params, &tok,
-					     &sub, &m->disp_params, &m->ndisp_params))
+		                             &sub, &m->disp_params, &m->ndisp_params))
 			m->disposition = tok;
 		else
 			mime_params_free(&m->disp_params, m->ndisp_params), m->ndisp_params = 0;

@@ -7,10 +7,10 @@
  * misplaced boundaries, NULs, 8-bit headers, headers without a blank line,
  * absurd nesting) always yields a sane part tree, the way Dovecot's
  * message parser treats the same input. Every limit is in struct
- * mime_limits; hitting one degrades the structure (a part that would be too
- * deep becomes a leaf, parts beyond the count are not split out, an
- * oversized header field is truncated) and sets a flag, it never allocates
- * more.
+ * mime_limits; hitting one degrades the structure (a container that would
+ * be too deep becomes opaque data; after the last part allowed, boundaries
+ * are no longer looked for, so that part runs to the end; an oversized
+ * header field is truncated) and sets a flag; it never allocates more.
  *
  * Offsets are byte offsets in the input as pushed ("physical"). Sizes are
  * given twice: physical, and "virtual" (as if every bare LF were CRLF), which
@@ -41,13 +41,13 @@ struct mime_param {
 };
 
 /* struct mime_part.flags */
-#define MIME_PART_MULTIPART 0x01       /* has children separated by a boundary */
-#define MIME_PART_MESSAGE 0x02         /* message/rfc822: one child, the enclosed message */
+#define MIME_PART_MULTIPART 0x01        /* has children separated by a boundary */
+#define MIME_PART_MESSAGE 0x02          /* message/rfc822: one child, the enclosed message */
 #define MIME_PART_HEADER_TRUNCATED 0x04 /* a field or the header block hit a limit */
-#define MIME_PART_TOO_DEEP 0x08        /* would have been a container; max_depth reached */
-#define MIME_PART_NO_BOUNDARY 0x10     /* multipart without a usable boundary parameter */
-#define MIME_PART_HAS_NUL 0x20         /* a NUL byte in the header or body */
-#define MIME_PART_HEADER_8BIT 0x40     /* 8-bit bytes in the header */
+#define MIME_PART_TOO_DEEP 0x08         /* would have been a container; max_depth reached */
+#define MIME_PART_NO_BOUNDARY 0x10      /* multipart without a usable boundary parameter */
+#define MIME_PART_HAS_NUL 0x20          /* a NUL byte in the header or body */
+#define MIME_PART_HEADER_8BIT 0x40      /* 8-bit bytes in the header */
 #define MIME_PART_CONTENT_TYPE_BAD 0x80 /* Content-Type present but not type/subtype */
 
 /*
@@ -57,8 +57,8 @@ struct mime_param {
  */
 struct mime_part {
 	struct mime_part *parent, *children, *next;
-	unsigned depth;    /* root 0 */
-	unsigned flags;    /* MIME_PART_* */
+	unsigned depth; /* root 0 */
+	unsigned flags; /* MIME_PART_* */
 	unsigned nchildren;
 
 	/* Content-* fields of this part's header, raw (NULL when absent). */
@@ -87,11 +87,11 @@ struct mime_part {
 struct mime_parser;
 
 enum mime_event_type {
-	MIME_EVENT_PART_BEGIN,  /* a part starts; header_offset is known */
-	MIME_EVENT_HEADER,      /* one header field of the current part */
-	MIME_EVENT_HEADER_END,  /* header done: Content-* fields and flags are set */
-	MIME_EVENT_BODY,        /* body bytes of the innermost open part */
-	MIME_EVENT_PART_END,    /* the part is complete: sizes are final */
+	MIME_EVENT_PART_BEGIN, /* a part starts; header_offset is known */
+	MIME_EVENT_HEADER,     /* one header field of the current part */
+	MIME_EVENT_HEADER_END, /* header done: Content-* fields and flags are set */
+	MIME_EVENT_BODY,       /* body bytes of the innermost open part */
+	MIME_EVENT_PART_END,   /* the part is complete: sizes are final */
 };
 
 struct mime_event {
@@ -180,8 +180,8 @@ char *mime_charset_to_utf8(const char *charset, const void *data, size_t len);
  * token(s) are not there; parameters are parsed anyway.
  */
 bool mime_parse_content_value(const char *value, size_t len, bool with_subtype, unsigned max_params,
-			      char **type_r, char **subtype_r, struct mime_param **params_r,
-			      unsigned *nparams_r);
+                              char **type_r, char **subtype_r, struct mime_param **params_r,
+                              unsigned *nparams_r);
 void mime_params_free(struct mime_param **params, unsigned n);
 
 /* ---- RFC 5322 addresses (mime-address.c) ---- */
@@ -207,7 +207,8 @@ void mime_address_free(struct mime_address **list);
  * Parse a whole message and build what IMAP needs. The envelope of the root
  * and of every message/rfc822 part is stored in part->envelope.
  */
-struct mime_part *mime_message_parse(const void *data, size_t len, const struct mime_limits *limits);
+struct mime_part *mime_message_parse(const void *data, size_t len,
+                                     const struct mime_limits *limits);
 
 /* Builder form of the same for messages read in pieces. */
 struct mime_builder;
@@ -225,10 +226,10 @@ char *mime_bodystructure(const struct mime_part *part, bool extended);
 
 /* RFC 3501 6.4.5 section parts. */
 enum mime_section_kind {
-	MIME_SECTION_ALL,    /* BODY[] / BODY[1.2] (the part's content) */
-	MIME_SECTION_HEADER, /* BODY[HEADER] / BODY[1.2.HEADER]: message header */
-	MIME_SECTION_TEXT,   /* BODY[TEXT] / BODY[1.2.TEXT]: message body */
-	MIME_SECTION_MIME,   /* BODY[1.2.MIME]: the part's MIME header */
+	MIME_SECTION_ALL,           /* BODY[] / BODY[1.2] (the part's content) */
+	MIME_SECTION_HEADER,        /* BODY[HEADER] / BODY[1.2.HEADER]: message header */
+	MIME_SECTION_TEXT,          /* BODY[TEXT] / BODY[1.2.TEXT]: message body */
+	MIME_SECTION_MIME,          /* BODY[1.2.MIME]: the part's MIME header */
 	MIME_SECTION_HEADER_FIELDS, /* HEADER.FIELDS (...): the header range; caller filters */
 };
 
@@ -245,7 +246,7 @@ struct mime_section {
  * the part does not exist (IMAP then returns an empty string or NIL).
  */
 int mime_section_find(const struct mime_part *root, const char *spec,
-		      struct mime_section *section_r, const char **error_r);
+                      struct mime_section *section_r, const char **error_r);
 
 /*
  * Copy [offset, offset+size) of the message with bare LFs turned into CRLF,
@@ -254,6 +255,6 @@ int mime_section_find(const struct mime_part *root, const char *spec,
  * the bytes written.
  */
 size_t mime_copy_crlf(const unsigned char *msg, uint64_t offset, uint64_t size, uint64_t skip,
-		      unsigned char *out, size_t max);
+                      unsigned char *out, size_t max);
 
 #endif
