@@ -353,12 +353,10 @@ static void latin1_to_utf8(struct sbuf *b, const unsigned char *s, size_t n)
 /* Valid UTF-8 passes as is (NUL replaced); otherwise as ISO-8859-1. */
 static void raw_to_utf8(struct sbuf *b, const unsigned char *s, size_t n)
 {
-	if (utf8_valid(s, n) && memchr(s, '\0', n) == NULL)
-		sb_add(b, s, n);
-	else if (utf8_valid(s, n))
-		latin1_to_utf8(b, s, n); /* only NULs to replace; ASCII is the same */
+	if (utf8_valid(s, n))
+		sb_add_nonul(b, (const char *)s, n);
 	else
-		latin1_to_utf8(b, s, n);
+		latin1_to_utf8(b, s, n); /* also replaces NULs */
 }
 
 static void convert(struct sbuf *b, const char *charset, const unsigned char *data, size_t len)
@@ -519,7 +517,7 @@ char *mime_decode_header(const void *value, size_t len)
 	struct sbuf out = {0}, raw = {0}, pend = {0};
 	char pend_cs[64] = "";
 	bool last_was_word = false;
-	size_t ws_start = 0, i = 0;
+	size_t i = 0;
 	while (i < n) {
 		const char *cs, *text;
 		size_t cslen, textlen;
@@ -547,12 +545,9 @@ char *mime_decode_header(const void *value, size_t len)
 				decode_q(&pend, text, textlen);
 			i += wl;
 			last_was_word = true;
-			ws_start = i;
 			continue;
 		}
 		if (s[i] == ' ' || s[i] == '\t') {
-			if (raw.len == 0)
-				ws_start = i;
 			sb_addc(&raw, s[i]);
 			i++;
 			continue;
@@ -574,7 +569,6 @@ char *mime_decode_header(const void *value, size_t len)
 		raw.len = 0;
 		i = j;
 	}
-	(void)ws_start;
 	if (pend.len > 0)
 		convert(&out, pend_cs, (const unsigned char *)pend.s, pend.len);
 	if (raw.len > 0)
