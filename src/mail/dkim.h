@@ -31,6 +31,7 @@
 #define DKIM_MAX_HEADER_BYTES (1024 * 1024) /* header section buffered */
 #define DKIM_MAX_HEADER_FIELDS 1000       /* fields in the header section */
 #define DKIM_MIN_RSA_BITS 1024            /* RFC 8301 3.2 */
+#define DKIM_MAX_RSA_BITS 8192            /* a bigger key costs seconds per signature: refused */
 
 enum dkim_result {
 	DKIM_NONE,      /* no signature */

@@ -321,6 +321,8 @@ static void check_one(struct dkim_verifier *v, struct vsig *s)
 		RESULT(DKIM_PERMERROR, "bad public key");
 	if (key.type == DKIM_KEY_RSA && EVP_PKEY_get_bits(pk) < (int)v->min_rsa_bits)
 		RESULT(DKIM_PERMERROR, "RSA key too short");
+	if (key.type == DKIM_KEY_RSA && EVP_PKEY_get_bits(pk) > DKIM_MAX_RSA_BITS)
+		RESULT(DKIM_PERMERROR, "RSA key too long");
 	if (bh_len != s->sig.bh_len || memcmp(bh, s->sig.bh, bh_len) != 0) {
 		if (key.testing)
 			RESULT(DKIM_NEUTRAL, "body hash did not verify (key in testing mode)");

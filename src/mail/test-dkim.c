@@ -843,6 +843,99 @@ static void test_limits(void **state)
 	free(m);
 }
 
+/* Repeated headers are selected bottom-up (RFC 6376 5.4.2); i= in a subdomain;
+   key t=s; a large body streamed in chunks. */
+static void test_header_selection_and_streaming(void **state)
+{
+	char *seed = vec_line("dkim-dkimpy/data/rfc8032_7_1.key");
+	char *pem = ed25519_pem(seed);
+	char *rec = ed25519_record(seed);
+	const char *msg = "Received: x\r\nSubject: one\r\nFrom: a@example.org\r\n"
+			  "Subject: two\r\nTo: b@example.net\r\n\r\nbody\r\n";
+	struct dkim_sign_params p = {
+		.domain = "example.org",
+		.selector = "s1",
+		.key_pem = pem,
+		.identity = "a@mail.example.org",
+		.timestamp = NOW,
+	};
+	const char *err;
+	struct dkim_signer *sg = dkim_signer_new(&p, &err);
+	assert_non_null(sg);
+	dkim_signer_push(sg, msg, strlen(msg));
+	char *h = dkim_signer_finish(sg, &err);
+	dkim_signer_free(&sg);
+	assert_non_null(h);
+	char *unfolded = xstrdup(h);
+	for (char *q; (q = strstr(unfolded, "\r\n\t")) != NULL;)
+		memmove(q, q + 3, strlen(q + 3) + 1);
+	assert_non_null(strstr(unfolded, "h=From:From:Subject:Subject:To;"));
+	free(unfolded);
+	char *signed_msg = xasprintf("%s%s", h, msg);
+	struct stub st = {0};
+	stub_add(&st, "s1._domainkey.example.org", rec);
+	const struct dkim_sig_result *res;
+	size_t n;
+	struct dkim_verifier *v = verify(&st, signed_msg, strlen(signed_msg), 5, NOW, &res, &n);
+	assert_int_equal(res[0].result, DKIM_PASS);
+	assert_string_equal(res[0].identity, "a@mail.example.org");
+	dkim_verifier_free(&v);
+	/* the two Subject fields swapped: the order of instances is signed */
+	char *swapped = xasprintf("%sReceived: x\r\nSubject: two\r\nFrom: a@example.org\r\n"
+				  "Subject: one\r\nTo: b@example.net\r\n\r\nbody\r\n",
+				  h);
+	v = verify(&st, swapped, strlen(swapped), 0, NOW, &res, &n);
+	assert_int_equal(res[0].result, DKIM_FAIL);
+	dkim_verifier_free(&v);
+	/* a third Subject above the others is not seen (the two bottom-most
+	   instances are the signed ones); one below them is */
+	char *extra = xasprintf("Subject: zero\r\n%s", signed_msg);
+	v = verify(&st, extra, strlen(extra), 0, NOW, &res, &n);
+	assert_int_equal(res[0].result, DKIM_PASS);
+	dkim_verifier_free(&v);
+	free(extra);
+	extra = xasprintf("%sReceived: x\r\nSubject: one\r\nFrom: a@example.org\r\n"
+			  "Subject: two\r\nTo: b@example.net\r\nSubject: three\r\n\r\nbody\r\n",
+			  h);
+	v = verify(&st, extra, strlen(extra), 0, NOW, &res, &n);
+	assert_int_equal(res[0].result, DKIM_FAIL);
+	dkim_verifier_free(&v);
+	/* key t=s: i= must be in d= itself, not a subdomain */
+	char *strict = xasprintf("%s; t=s", rec);
+	struct stub st2 = {0};
+	stub_add(&st2, "s1._domainkey.example.org", strict);
+	v = verify(&st2, signed_msg, strlen(signed_msg), 0, NOW, &res, &n);
+	assert_int_equal(res[0].result, DKIM_PERMERROR);
+	assert_string_equal(res[0].reason, "key requires i= domain equal to d= (t=s)");
+	dkim_verifier_free(&v);
+	free(strict);
+	free(extra);
+	free(swapped);
+	free(signed_msg);
+	free(h);
+
+	/* 4 MiB body, LF line ends, signed and verified in 4 KiB chunks */
+	size_t body = 4 * 1024 * 1024;
+	const char *hdr = "From: a@example.org\nSubject: big\n\n";
+	char *big = xmalloc(strlen(hdr) + body + 1);
+	strcpy(big, hdr);
+	char *b = big + strlen(hdr);
+	for (size_t i = 0; i < body; i++)
+		b[i] = i % 64 == 63 ? '\n' : (i % 7 == 0 ? ' ' : (char)('a' + i % 26));
+	b[body] = '\0';
+	p.identity = NULL;
+	char *sbig = sign_msg(big, strlen(big), pem, "example.org", "s1", 4096);
+	v = verify(&st, sbig, strlen(sbig), 4096, NOW, &res, &n);
+	assert_int_equal(res[0].result, DKIM_PASS);
+	assert_true(res[0].body_length > body);
+	dkim_verifier_free(&v);
+	free(sbig);
+	free(big);
+	free(pem);
+	free(rec);
+	free(seed);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -857,6 +950,7 @@ int main(void)
 		cmocka_unit_test(test_dkimpy_signs_with_l),
 		cmocka_unit_test(test_keygen),
 		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_header_selection_and_streaming),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
