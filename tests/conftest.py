@@ -428,6 +428,21 @@ class Postern:
                 )
             time.sleep(0.05)
 
+    def wait_for_usage(self, address, timeout=15):
+        """Wait until the account's quota usage counts every stored message (the counter is
+        updated just after the files appear); returns the usage in bytes."""
+        import json
+        deadline = time.monotonic() + timeout
+        while True:
+            stored = sum(len(m) for m in self.maildir(address))
+            users = json.loads(self.must("user", "list", "--json").stdout)
+            used = [u["used"] for u in users if u["address"] == address][0]
+            if used >= stored:
+                return used
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: usage %d, stored %d" % (address, used, stored))
+            time.sleep(0.05)
+
     def spool_files(self):
         d = os.path.join(self.data_dir, "spool")
         try:

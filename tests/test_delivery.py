@@ -343,6 +343,7 @@ class TestQuota:
         code, text = send(c, "sender@remote.test", ["q@example.test"], big)
         assert code == 250, text
         s.wait_for_delivery("q@example.test", 1)
+        s.wait_for_usage("q@example.test")
 
         # A second 24 KiB would exceed 40K: refused at DATA, and nothing of it stored.
         big2 = make_message("quota exceeded", body="x\r\n") + (("z" * 78 + "\r\n") * 300).encode()
@@ -360,6 +361,7 @@ class TestQuota:
         code, text = send(c, "sender@remote.test", ["q@example.test"], make_message("quota small"))
         assert code == 250, text
         s.wait_for_delivery("q@example.test", 2)
+        s.wait_for_usage("q@example.test")
 
         # Lower the quota below what is stored: the mailbox is full, RCPT says 452 4.2.2 at once.
         s.must("user", "quota", "q@example.test", "10K")

@@ -109,7 +109,7 @@ struct smtp_session {
 	char queue_id[QUEUE_ID_MAX];
 	struct spool_msg *msg;
 	struct smtp_data data;
-	char *dbuf;          /* DATA decode output, 2 * DATA_CHUNK + 4 */
+	char *dbuf;          /* DATA decode output, 2 * DATA_CHUNK + 4; only during DATA */
 	uint64_t size;       /* message octets after our Received header */
 	bool too_big, write_failed, bdat_started, bdat_last;
 	const char *chunk_refusal;  /* this BDAT chunk is read and discarded, then refused */
@@ -209,6 +209,7 @@ static void transaction_reset(struct smtp_session *s)
 	s->chunk_refusal = NULL;
 	s->write_errno = 0;
 	s->bdat_remaining = 0;
+	xfree(&s->dbuf); /* idle sessions keep no DATA buffer */
 }
 
 static void session_free(struct smtp_session *s)
@@ -1444,6 +1445,8 @@ static void handle_line(struct smtp_session *s, const char *line, size_t len)
 /* Stream DATA text; true when more input is needed. */
 static bool read_data(struct smtp_session *s, struct evbuffer *in)
 {
+	if (s->dbuf == NULL)
+		s->dbuf = xmalloc(2 * DATA_CHUNK + 4);
 	while (evbuffer_get_length(in) > 0) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, DATA_CHUNK, NULL, &v, 1) < 1)
@@ -1663,7 +1666,6 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 	memcpy(&s->sa, sa, salen < sizeof(s->sa) ? salen : sizeof(s->sa));
 	s->trusted = netlist_match(&s->cfg->trusted, sa);
 	s->replies = evbuffer_new();
-	s->dbuf = xmalloc(2 * DATA_CHUNK + 4);
 	line_reader_init(&s->lr, SMTP_AUTH_LINE_MAX);
 	s->next = srv->sessions;
 	if (srv->sessions != NULL)
