@@ -147,7 +147,8 @@ static bool tag_is(const struct dkim_tag *t, const char *v)
 }
 
 /* Decode base64 with FWS anywhere (RFC 6376 3.5 b=, bh=, 3.6.1 p=). */
-static int b64_fws(const char *s, size_t len, unsigned char **out_r, size_t *out_len_r, char **text_r)
+static int b64_fws(const char *s, size_t len, unsigned char **out_r, size_t *out_len_r,
+                   char **text_r)
 {
 	char *clean = xmalloc(len + 1);
 	size_t n = 0;
@@ -205,8 +206,7 @@ static bool valid_domain(const char *s, size_t len)
 }
 
 /* The colon-separated h= list, FWS around each name. */
-static int split_colon_list(const char *s, size_t len, char ***items_r, size_t *count_r,
-			    size_t max)
+static int split_colon_list(const char *s, size_t len, char ***items_r, size_t *count_r, size_t max)
 {
 	char **items = NULL;
 	size_t n = 0, cap = 0, i = 0;
@@ -272,7 +272,8 @@ static char *qp_decode(const char *s, size_t len)
 			continue;
 		if (c == '=') {
 			int h, l;
-			if (i + 2 >= len || (h = hexval(s[i + 1])) < 0 || (l = hexval(s[i + 2])) < 0) {
+			if (i + 2 >= len || (h = hexval(s[i + 1])) < 0 ||
+			    (l = hexval(s[i + 2])) < 0) {
 				free(out);
 				return NULL;
 			}
@@ -323,7 +324,7 @@ static int sig_fail(struct dkim_signature *sig, const char *msg, const char **er
 
 /* RFC 6376 3.5 */
 int dkim_signature_parse(const char *value, size_t len, time_t now, struct dkim_signature *sig,
-			 const char **error_r)
+                         const char **error_r)
 {
 	struct dkim_taglist *tl = xmalloc(sizeof(*tl));
 	const struct dkim_tag *t;
@@ -401,7 +402,7 @@ int dkim_signature_parse(const char *value, size_t len, time_t now, struct dkim_
 	if ((t = dkim_taglist_get(tl, "h")) == NULL)
 		FAIL("missing h= tag");
 	if (split_colon_list(t->value, t->value_len, &sig->headers, &sig->header_count,
-			     DKIM_MAX_H_ENTRIES) < 0)
+	                     DKIM_MAX_H_ENTRIES) < 0)
 		FAIL("bad h= list");
 	bool from = false;
 	for (size_t i = 0; i < sig->header_count; i++)
@@ -563,7 +564,7 @@ void dkim_txt_clear(struct dkim_txt *out)
 /* ---- canonicalization ---- */
 
 void dkim_body_canon_init(struct dkim_body_canon *bc, enum dkim_canon canon,
-			  void (*emit)(void *ctx, const char *data, size_t len), void *ctx)
+                          void (*emit)(void *ctx, const char *data, size_t len), void *ctx)
 {
 	memset(bc, 0, sizeof(*bc));
 	bc->canon = canon;
@@ -672,8 +673,8 @@ static void out_put(char **out, size_t *len, size_t *cap, const char *s, size_t 
 }
 
 /* RFC 6376 3.4.1 and 3.4.2 */
-void dkim_header_canon(enum dkim_canon canon, const char *field, size_t len, bool crlf,
-		       char **out, size_t *out_len, size_t *out_cap)
+void dkim_header_canon(enum dkim_canon canon, const char *field, size_t len, bool crlf, char **out,
+                       size_t *out_len, size_t *out_cap)
 {
 	if (canon == DKIM_CANON_SIMPLE) {
 		out_put(out, out_len, out_cap, field, len);
@@ -681,8 +682,8 @@ void dkim_header_canon(enum dkim_canon canon, const char *field, size_t len, boo
 		const char *colon = memchr(field, ':', len);
 		size_t nl = colon ? (size_t)(colon - field) : len;
 		size_t ne = nl;
-		while (ne > 0 && (is_wsp(field[ne - 1]) || field[ne - 1] == '\r' ||
-				  field[ne - 1] == '\n'))
+		while (ne > 0 &&
+		       (is_wsp(field[ne - 1]) || field[ne - 1] == '\r' || field[ne - 1] == '\n'))
 			ne--;
 		*out = xgrow(*out, out_cap, *out_len + len + 4, 1);
 		char *p = *out + *out_len;

@@ -23,15 +23,15 @@
 #include <stdint.h>
 #include <time.h>
 
-#define DKIM_MAX_SIG_BYTES (16 * 1024)    /* one DKIM-Signature field */
-#define DKIM_MAX_TAGS 64                  /* tags in a signature or key record */
-#define DKIM_MAX_H_ENTRIES 128            /* header names in one h= list */
-#define DKIM_MAX_SIGNATURES 16            /* signatures evaluated per message */
-#define DKIM_MAX_KEY_BYTES 8192           /* one key record (TXT strings joined) */
+#define DKIM_MAX_SIG_BYTES (16 * 1024)      /* one DKIM-Signature field */
+#define DKIM_MAX_TAGS 64                    /* tags in a signature or key record */
+#define DKIM_MAX_H_ENTRIES 128              /* header names in one h= list */
+#define DKIM_MAX_SIGNATURES 16              /* signatures evaluated per message */
+#define DKIM_MAX_KEY_BYTES 8192             /* one key record (TXT strings joined) */
 #define DKIM_MAX_HEADER_BYTES (1024 * 1024) /* header section buffered */
-#define DKIM_MAX_HEADER_FIELDS 1000       /* fields in the header section */
-#define DKIM_MIN_RSA_BITS 1024            /* RFC 8301 3.2 */
-#define DKIM_MAX_RSA_BITS 8192            /* a bigger key costs seconds per signature: refused */
+#define DKIM_MAX_HEADER_FIELDS 1000         /* fields in the header section */
+#define DKIM_MIN_RSA_BITS 1024              /* RFC 8301 3.2 */
+#define DKIM_MAX_RSA_BITS 8192              /* a bigger key costs seconds per signature: refused */
 
 enum dkim_result {
 	DKIM_NONE,      /* no signature */
@@ -88,7 +88,7 @@ struct dkim_signature {
 	size_t bh_len;
 	unsigned char *b; /* signature (decoded) */
 	size_t b_len;
-	char *b_text;     /* b= as written, FWS removed (for RFC 6008 header.b) */
+	char *b_text; /* b= as written, FWS removed (for RFC 6008 header.b) */
 	bool has_l;
 	uint64_t l;
 	bool has_t, has_x;
@@ -102,7 +102,7 @@ struct dkim_signature {
  * set (static string); on error *sig is left empty (nothing to free).
  */
 int dkim_signature_parse(const char *value, size_t len, time_t now, struct dkim_signature *sig,
-			 const char **error_r);
+                         const char **error_r);
 void dkim_signature_clear(struct dkim_signature *sig);
 
 /* ---- key records (RFC 6376 3.6.1) ---- */
@@ -111,11 +111,11 @@ enum dkim_key_type { DKIM_KEY_RSA, DKIM_KEY_ED25519 };
 
 struct dkim_key {
 	enum dkim_key_type type;
-	bool revoked;     /* empty p= */
-	bool testing;     /* t=y */
-	bool strict;      /* t=s: i= domain must equal d= */
+	bool revoked;                /* empty p= */
+	bool testing;                /* t=y */
+	bool strict;                 /* t=s: i= domain must equal d= */
 	bool hash_sha1, hash_sha256; /* h=, both true when absent */
-	bool has_g;       /* g= (RFC 4871, honoured for compatibility) */
+	bool has_g;                  /* g= (RFC 4871, honoured for compatibility) */
 	char *g;
 	unsigned char *p; /* decoded p= */
 	size_t p_len;
@@ -170,7 +170,7 @@ struct dkim_body_canon {
 };
 
 void dkim_body_canon_init(struct dkim_body_canon *bc, enum dkim_canon canon,
-			  void (*emit)(void *ctx, const char *data, size_t len), void *ctx);
+                          void (*emit)(void *ctx, const char *data, size_t len), void *ctx);
 void dkim_body_canon_push(struct dkim_body_canon *bc, const char *data, size_t len);
 void dkim_body_canon_finish(struct dkim_body_canon *bc);
 
@@ -179,21 +179,22 @@ void dkim_body_canon_finish(struct dkim_body_canon *bc);
  * the final CRLF; CRLF or LF inside) and append it to *out (xrealloc'd) with
  * a final CRLF when `crlf`.
  */
-void dkim_header_canon(enum dkim_canon canon, const char *field, size_t len, bool crlf,
-		       char **out, size_t *out_len, size_t *out_cap);
+void dkim_header_canon(enum dkim_canon canon, const char *field, size_t len, bool crlf, char **out,
+                       size_t *out_len, size_t *out_cap);
 
 /* ---- verification ---- */
 
 struct dkim_sig_result {
 	enum dkim_result result;
-	const char *reason; /* static string, "" on pass */
-	char *domain;       /* d= (NULL when unparseable) */
-	char *selector;     /* s= */
-	char *identity;     /* i= */
-	const char *algorithm; /* "rsa-sha256", ... or NULL */
-	char *b_prefix;     /* first 8 characters of b= (RFC 6008), NULL if none */
-	bool testing;       /* key has t=y */
-	bool has_l;         /* l= was given */
+	const char *reason;     /* static string, "" on pass */
+	char *domain;           /* d= (NULL when unparseable) */
+	char *selector;         /* s= */
+	char *identity;         /* i= */
+	const char *algorithm;  /* "rsa-sha256", ... or NULL */
+	char *b_prefix;         /* first 8 characters of b= (RFC 6008), NULL if none */
+	unsigned key_bits;      /* RSA modulus size, 256 for Ed25519, 0 when no key was loaded */
+	bool testing;           /* key has t=y */
+	bool has_l;             /* l= was given */
 	uint64_t body_length;   /* canonical body octets */
 	uint64_t body_unsigned; /* canonical body octets after l= (not covered) */
 };
@@ -223,7 +224,8 @@ void dkim_verifier_free(struct dkim_verifier **v);
 struct dkim_sign_params {
 	const char *domain;   /* d= */
 	const char *selector; /* s= */
-	const char *key_pem;  /* PKCS#8 or traditional PEM private key: RSA (>= 1024 bits) or Ed25519 */
+	const char
+	    *key_pem; /* PKCS#8 or traditional PEM private key: RSA (>= 1024 bits) or Ed25519 */
 	const char *identity; /* i=, NULL for none */
 	time_t timestamp;     /* t= */
 	uint64_t expire;      /* seconds until x=, 0 for no x= */

@@ -26,25 +26,25 @@
    forwarder should not change. From is signed once more than it appears
    so that a From added later breaks the signature. */
 static const char *const signed_headers[] = {
-	"From",
-	"Subject",
-	"Date",
-	"To",
-	"Cc",
-	"Message-ID",
-	"In-Reply-To",
-	"References",
-	"MIME-Version",
-	"Content-Type",
-	"Content-Transfer-Encoding",
-	"List-Id",
-	"List-Help",
-	"List-Unsubscribe",
-	"List-Unsubscribe-Post",
-	"List-Subscribe",
-	"List-Post",
-	"List-Owner",
-	"List-Archive",
+    "From",
+    "Subject",
+    "Date",
+    "To",
+    "Cc",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "List-Id",
+    "List-Help",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "List-Subscribe",
+    "List-Post",
+    "List-Owner",
+    "List-Archive",
 };
 
 struct dkim_signer {
@@ -85,8 +85,8 @@ struct dkim_signer *dkim_signer_new(const struct dkim_sign_params *p, const char
 	if (p->identity != NULL) {
 		const char *at = strrchr(p->identity, '@');
 		size_t dl = strlen(p->domain), il;
-		if (at == NULL || strchr(p->identity, ';') != NULL ||
-		    (il = strlen(at + 1)) < dl || strcasecmp(at + 1 + il - dl, p->domain) != 0 ||
+		if (at == NULL || strchr(p->identity, ';') != NULL || (il = strlen(at + 1)) < dl ||
+		    strcasecmp(at + 1 + il - dl, p->domain) != 0 ||
 		    (il > dl && at[il - dl] != '.')) {
 			*error_r = "identity is not within the domain";
 			return NULL;
@@ -149,7 +149,7 @@ int dkim_signer_push(struct dkim_signer *s, const void *data, size_t len)
 /* Append `piece` to the field, starting a new folded line when the current
    one would pass 78 columns. */
 static void fold_add(char **out, size_t *len, size_t *cap, size_t *col, const char *piece,
-		     bool space)
+                     bool space)
 {
 	size_t n = strlen(piece);
 	if (*col + n + (space ? 1 : 0) > 78) {
@@ -231,7 +231,7 @@ char *dkim_signer_finish(struct dkim_signer *s, const char **error_r)
 	}
 	for (size_t i = 0; i < nh; i++) {
 		snprintf(tmp, sizeof(tmp), "%s%s%s", i == 0 ? "h=" : "", hnames[i],
-			 i + 1 == nh ? ";" : ":");
+		         i + 1 == nh ? ";" : ":");
 		fold_add(&f, &flen, &fcap, &col, tmp, i == 0);
 	}
 	char b64[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
@@ -252,8 +252,8 @@ char *dkim_signer_finish(struct dkim_signer *s, const char **error_r)
 				continue;
 			used[k] = true;
 			clen = 0;
-			dkim_header_canon(DKIM_CANON_RELAXED, m->hdr + fd->off, fd->len, true, &canon,
-					  &clen, &ccap);
+			dkim_header_canon(DKIM_CANON_RELAXED, m->hdr + fd->off, fd->len, true,
+			                  &canon, &clen, &ccap);
 			EVP_DigestUpdate(hctx, canon, clen);
 			break;
 		}
@@ -340,8 +340,9 @@ void dkim_signer_free(struct dkim_signer **sp)
 
 int dkim_keygen(enum dkim_keygen_alg alg, char **pem_r, char **txt_r, const char **error_r)
 {
-	EVP_PKEY *pk = alg == DKIM_KEYGEN_ED25519 ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")
-						  : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
+	EVP_PKEY *pk = alg == DKIM_KEYGEN_ED25519
+	                   ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")
+	                   : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048);
 	unsigned char *pub = NULL;
 	size_t pub_len = 0;
 	BIO *bio = NULL;
@@ -377,8 +378,8 @@ int dkim_keygen(enum dkim_keygen_alg alg, char **pem_r, char **txt_r, const char
 	*pem_r = xstrndup(data, (size_t)dl);
 	char *b64 = xmalloc(4 * ((pub_len + 2) / 3) + 1);
 	base64_encode(pub, pub_len, b64);
-	*txt_r = xasprintf("v=DKIM1; k=%s; p=%s", alg == DKIM_KEYGEN_ED25519 ? "ed25519" : "rsa",
-			   b64);
+	*txt_r =
+	    xasprintf("v=DKIM1; k=%s; p=%s", alg == DKIM_KEYGEN_ED25519 ? "ed25519" : "rsa", b64);
 	free(b64);
 	ret = 0;
 out:

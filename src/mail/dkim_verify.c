@@ -135,7 +135,8 @@ static void headers_done(struct dkim_verifier *v)
 		r->b_prefix = xstrndup(s->sig.b_text, strnlen(s->sig.b_text, 8));
 		r->has_l = s->sig.has_l;
 		s->bh_ctx = EVP_MD_CTX_new();
-		if (s->bh_ctx == NULL || EVP_DigestInit_ex(s->bh_ctx, alg_md(s->sig.alg), NULL) != 1)
+		if (s->bh_ctx == NULL ||
+		    EVP_DigestInit_ex(s->bh_ctx, alg_md(s->sig.alg), NULL) != 1)
 			fatal("EVP_DigestInit_ex failed");
 		dkim_body_canon_init(&s->bc, s->sig.body_canon, body_emit, s);
 	}
@@ -222,7 +223,7 @@ static int header_hash(struct dkim_verifier *v, struct vsig *s, unsigned char *m
 			used[k] = true;
 			blen = 0;
 			dkim_header_canon(s->sig.header_canon, m->hdr + f->off, f->len, true, &buf,
-					  &blen, &bcap);
+			                  &blen, &bcap);
 			EVP_DigestUpdate(ctx, buf, blen);
 			break;
 		}
@@ -237,7 +238,7 @@ static int header_hash(struct dkim_verifier *v, struct vsig *s, unsigned char *m
 	memcpy(tmp + cut, ft + resume, f->len - resume);
 	blen = 0;
 	dkim_header_canon(s->sig.header_canon, tmp, cut + f->len - resume, false, &buf, &blen,
-			  &bcap);
+	                  &bcap);
 	free(tmp);
 	if (blen > 0)
 		EVP_DigestUpdate(ctx, buf, blen);
@@ -250,7 +251,7 @@ static int header_hash(struct dkim_verifier *v, struct vsig *s, unsigned char *m
 }
 
 static bool sig_verify(EVP_PKEY *pk, enum dkim_alg alg, const unsigned char *hash, size_t hlen,
-		       const unsigned char *sig, size_t slen)
+                       const unsigned char *sig, size_t slen)
 {
 	bool ok = false;
 	if (alg == DKIM_ALG_ED25519_SHA256) {
@@ -295,7 +296,8 @@ static void check_one(struct dkim_verifier *v, struct vsig *s)
 		RESULT(DKIM_PERMERROR, "l= is larger than the body");
 
 	char *name = xasprintf("%s._domainkey.%s", s->sig.selector, s->sig.domain);
-	int rc = strlen(name) > 253 ? DKIM_DNS_NXDOMAIN : v->resolver->txt(v->resolver->ctx, name, &txt);
+	int rc =
+	    strlen(name) > 253 ? DKIM_DNS_NXDOMAIN : v->resolver->txt(v->resolver->ctx, name, &txt);
 	free(name);
 	if (rc == DKIM_DNS_TEMPFAIL)
 		RESULT(DKIM_TEMPERROR, "key lookup failed");
@@ -319,6 +321,7 @@ static void check_one(struct dkim_verifier *v, struct vsig *s)
 	pk = load_key(&key);
 	if (pk == NULL)
 		RESULT(DKIM_PERMERROR, "bad public key");
+	r->key_bits = key.type == DKIM_KEY_ED25519 ? 256 : (unsigned)EVP_PKEY_get_bits(pk);
 	if (key.type == DKIM_KEY_RSA && EVP_PKEY_get_bits(pk) < (int)v->min_rsa_bits)
 		RESULT(DKIM_PERMERROR, "RSA key too short");
 	if (key.type == DKIM_KEY_RSA && EVP_PKEY_get_bits(pk) > DKIM_MAX_RSA_BITS)
@@ -348,8 +351,8 @@ out:
 size_t dkim_verifier_finish(struct dkim_verifier *v, const struct dkim_sig_result **results_r)
 {
 	static const struct dkim_sig_result too_big = {
-		.result = DKIM_PERMERROR,
-		.reason = "header section too large",
+	    .result = DKIM_PERMERROR,
+	    .reason = "header section too large",
 	};
 
 	if (!v->finished) {

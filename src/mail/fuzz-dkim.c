@@ -51,7 +51,8 @@ static void init_key(void)
 		seed[i] = (unsigned char)(i * 7 + 1);
 	EVP_PKEY *pk = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, sizeof(seed));
 	BIO *bio = BIO_new(BIO_s_mem());
-	if (pk == NULL || bio == NULL || PEM_write_bio_PrivateKey(bio, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
+	if (pk == NULL || bio == NULL ||
+	    PEM_write_bio_PrivateKey(bio, pk, NULL, NULL, 0, NULL, NULL) != 1 ||
 	    EVP_PKEY_get_raw_public_key(pk, pub, &pl) != 1)
 		abort();
 	char *data;
@@ -91,8 +92,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		dkim_body_canon_finish(&bc);
 		char *out = NULL;
 		size_t ol = 0, oc = 0;
-		dkim_header_canon(c ? DKIM_CANON_RELAXED : DKIM_CANON_SIMPLE, s, size, true, &out, &ol,
-				  &oc);
+		dkim_header_canon(c ? DKIM_CANON_RELAXED : DKIM_CANON_SIMPLE, s, size, true, &out,
+		                  &ol, &oc);
 		free(out);
 	}
 
@@ -108,10 +109,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* round trip: what we sign, we verify (the input must start a header
 	   field, or its first line would continue our signature field) */
 	struct dkim_sign_params p = {
-		.domain = "example.org",
-		.selector = "fz",
-		.key_pem = key_pem,
-		.timestamp = 1700000000,
+	    .domain = "example.org",
+	    .selector = "fz",
+	    .key_pem = key_pem,
+	    .timestamp = 1700000000,
 	};
 	struct dkim_signer *sg = dkim_signer_new(&p, &err);
 	if (sg == NULL)

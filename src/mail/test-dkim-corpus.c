@@ -153,48 +153,48 @@ struct deviation {
 
 #define DK "DomainKeys (RFC 4870, historic) only: no DKIM-Signature field, nothing to verify"
 #define DRAFT                                                                                      \
-	"pre-RFC 4871 draft signature without v=: RFC 6376 6.1.1 requires PERMFAIL for a missing "  \
+	"pre-RFC 4871 draft signature without v=: RFC 6376 6.1.1 requires PERMFAIL for a missing " \
 	"required tag"
 #define V05 "draft signature with v=0.5: RFC 6376 6.1.1 requires PERMFAIL for another version"
 
 static const struct deviation deviations[] = {
-	{"good_dk_gmail.txt", "none", NULL, DK},
-	{"good_dk_yahoo.txt", "none", NULL, DK},
-	{"good_dk_1.txt", "none", NULL, DK},
-	{"good_dk_2.txt", "none", NULL, DK},
-	{"good_dk_3.txt", "none", NULL, DK},
-	{"good_dk_4.txt", "none", NULL, DK},
-	{"good_dk_5.txt", "none", NULL, DK},
-	{"good_dk_6.txt", "none", NULL, DK},
-	{"good_dk_7.txt", "none", NULL, DK},
-	{"dk_headers_1.txt", "none", NULL, DK},
-	{"dk_headers_2.txt", "none", NULL, DK},
-	{"bad_dk_1.txt", "none", NULL, DK},
-	{"bad_dk_2.txt", "none", NULL, DK},
-	{"bad_dk_3.txt", "none", NULL, DK},
-	{"bad_dk_4.txt", "none", NULL, DK},
-	{"bad_dk_5.txt", "none", NULL, DK},
-	{"dk_multiple_1.txt", "none", NULL, DK},
-	{"good_ietf00_1.txt", "invalid", "missing v= tag", DRAFT},
-	{"good_ietf00_2.txt", "invalid", "missing v= tag", DRAFT},
-	{"good_ietf00_3.txt", "invalid", "missing v= tag", DRAFT},
-	{"good_ietf00_4.txt", "invalid", "missing v= tag", DRAFT},
-	{"good_ietf00_5.txt", "invalid", "missing v= tag", DRAFT},
-	{"mine_ietf01_1.txt", "invalid", "missing v= tag", DRAFT},
-	{"mine_ietf01_2.txt", "invalid", "missing v= tag", DRAFT},
-	{"mine_ietf01_3.txt", "invalid", "missing v= tag", DRAFT},
-	{"mine_ietf01_4.txt", "invalid", "missing v= tag", DRAFT},
-	{"good_ietf01_1.txt", "invalid", "missing v= tag", DRAFT},
-	{"good_ietf01_2.txt", "invalid", "missing v= tag", DRAFT},
-	{"bad_ietf01_1.txt", "invalid", "missing v= tag", DRAFT},
-	{"bad_ietf01_2.txt", "invalid", "missing v= tag", DRAFT},
-	{"bad_ietf01_3.txt", "invalid", "missing v= tag", DRAFT},
-	{"bad_1.txt", "invalid", "missing v= tag", DRAFT},
-	{"multiple_1.txt", "invalid", "missing v= tag", DRAFT},
-	{"mine_ietf05_1.txt", "invalid", "unsupported version (v=)", V05},
-	{"no_body_1.txt", "invalid", "unsupported version (v=)", V05},
-	{"no_body_2.txt", "invalid", "unsupported version (v=)", V05},
-	{"no_body_3.txt", "invalid", "unsupported version (v=)", V05},
+    {"good_dk_gmail.txt", "none", NULL, DK},
+    {"good_dk_yahoo.txt", "none", NULL, DK},
+    {"good_dk_1.txt", "none", NULL, DK},
+    {"good_dk_2.txt", "none", NULL, DK},
+    {"good_dk_3.txt", "none", NULL, DK},
+    {"good_dk_4.txt", "none", NULL, DK},
+    {"good_dk_5.txt", "none", NULL, DK},
+    {"good_dk_6.txt", "none", NULL, DK},
+    {"good_dk_7.txt", "none", NULL, DK},
+    {"dk_headers_1.txt", "none", NULL, DK},
+    {"dk_headers_2.txt", "none", NULL, DK},
+    {"bad_dk_1.txt", "none", NULL, DK},
+    {"bad_dk_2.txt", "none", NULL, DK},
+    {"bad_dk_3.txt", "none", NULL, DK},
+    {"bad_dk_4.txt", "none", NULL, DK},
+    {"bad_dk_5.txt", "none", NULL, DK},
+    {"dk_multiple_1.txt", "none", NULL, DK},
+    {"good_ietf00_1.txt", "invalid", "missing v= tag", DRAFT},
+    {"good_ietf00_2.txt", "invalid", "missing v= tag", DRAFT},
+    {"good_ietf00_3.txt", "invalid", "missing v= tag", DRAFT},
+    {"good_ietf00_4.txt", "invalid", "missing v= tag", DRAFT},
+    {"good_ietf00_5.txt", "invalid", "missing v= tag", DRAFT},
+    {"mine_ietf01_1.txt", "invalid", "missing v= tag", DRAFT},
+    {"mine_ietf01_2.txt", "invalid", "missing v= tag", DRAFT},
+    {"mine_ietf01_3.txt", "invalid", "missing v= tag", DRAFT},
+    {"mine_ietf01_4.txt", "invalid", "missing v= tag", DRAFT},
+    {"good_ietf01_1.txt", "invalid", "missing v= tag", DRAFT},
+    {"good_ietf01_2.txt", "invalid", "missing v= tag", DRAFT},
+    {"bad_ietf01_1.txt", "invalid", "missing v= tag", DRAFT},
+    {"bad_ietf01_2.txt", "invalid", "missing v= tag", DRAFT},
+    {"bad_ietf01_3.txt", "invalid", "missing v= tag", DRAFT},
+    {"bad_1.txt", "invalid", "missing v= tag", DRAFT},
+    {"multiple_1.txt", "invalid", "missing v= tag", DRAFT},
+    {"mine_ietf05_1.txt", "invalid", "unsupported version (v=)", V05},
+    {"no_body_1.txt", "invalid", "unsupported version (v=)", V05},
+    {"no_body_2.txt", "invalid", "unsupported version (v=)", V05},
+    {"no_body_3.txt", "invalid", "unsupported version (v=)", V05},
 };
 
 /*
@@ -205,9 +205,10 @@ static const struct deviation deviations[] = {
  */
 static bool rfc8301_deviation(const char *got, const char *why)
 {
-	return (strcmp(got, "invalid") == 0 && why != NULL && strcmp(why, "RSA key too short") == 0) ||
+	return (strcmp(got, "invalid") == 0 && why != NULL &&
+	        strcmp(why, "RSA key too short") == 0) ||
 	       (strcmp(got, "policy") == 0 && why != NULL &&
-		strcmp(why, "rsa-sha1 is not accepted (RFC 8301)") == 0);
+	        strcmp(why, "rsa-sha1 is not accepted (RFC 8301)") == 0);
 }
 
 static const struct deviation *find_deviation(const char *file)
@@ -260,8 +261,8 @@ static void run_corpus(bool compat)
 				why = r[i].reason;
 			}
 			dl += (size_t)snprintf(detail + dl, sizeof(detail) - dl, " [%s %s: %s]",
-					       r[i].algorithm ? r[i].algorithm : "-",
-					       dkim_result_name(r[i].result), r[i].reason);
+			                       r[i].algorithm ? r[i].algorithm : "-",
+			                       dkim_result_name(r[i].result), r[i].reason);
 			if (dl >= sizeof(detail))
 				dl = sizeof(detail) - 1;
 		}
@@ -279,14 +280,14 @@ static void run_corpus(bool compat)
 		if (d == NULL && strcmp(got, exp) == 0) {
 			match++;
 		} else if (d != NULL && strcmp(got, d->got) == 0 &&
-			   (d->why == NULL || (why != NULL && strcmp(why, d->why) == 0))) {
+		           (d->why == NULL || (why != NULL && strcmp(why, d->why) == 0))) {
 			deviated++;
 		} else if (d == NULL && !compat && rfc8301_deviation(got, why)) {
 			rfc8301++;
 		} else {
 			unexpected++;
-			printf("UNEXPECTED %s %s: expected %s, got %s%s\n", compat ? "compat" : "default",
-			       file, exp, got, detail);
+			printf("UNEXPECTED %s %s: expected %s, got %s%s\n",
+			       compat ? "compat" : "default", file, exp, got, detail);
 		}
 		dkim_verifier_free(&v);
 		free(msg);
@@ -318,8 +319,8 @@ int main(void)
 	zone_load(dns);
 	free(dns);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_corpus_compat),
-		cmocka_unit_test(test_corpus_default),
+	    cmocka_unit_test(test_corpus_compat),
+	    cmocka_unit_test(test_corpus_default),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	for (size_t i = 0; i < zone.n; i++) {

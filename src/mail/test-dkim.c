@@ -107,7 +107,7 @@ static void stub_add(struct stub *s, const char *name, const char *value)
 
 /* Verify `msg`, pushing `chunk` octets at a time (0: all at once). */
 static struct dkim_verifier *verify(struct stub *st, const char *msg, size_t len, size_t chunk,
-				    time_t now, const struct dkim_sig_result **res, size_t *n)
+                                    time_t now, const struct dkim_sig_result **res, size_t *n)
 {
 	static struct dkim_key_resolver r;
 	r.txt = stub_txt;
@@ -154,13 +154,13 @@ static char *ed25519_record(const char *b64seed)
 }
 
 static char *sign_msg(const char *msg, size_t len, const char *pem, const char *domain,
-		      const char *sel, size_t chunk)
+                      const char *sel, size_t chunk)
 {
 	struct dkim_sign_params p = {
-		.domain = domain,
-		.selector = sel,
-		.key_pem = pem,
-		.timestamp = NOW - 60,
+	    .domain = domain,
+	    .selector = sel,
+	    .key_pem = pem,
+	    .timestamp = NOW - 60,
 	};
 	const char *err = NULL;
 	struct dkim_signer *s = dkim_signer_new(&p, &err);
@@ -168,7 +168,8 @@ static char *sign_msg(const char *msg, size_t len, const char *pem, const char *
 	if (chunk == 0)
 		chunk = len;
 	for (size_t i = 0; i < len; i += chunk)
-		assert_int_equal(dkim_signer_push(s, msg + i, len - i < chunk ? len - i : chunk), 0);
+		assert_int_equal(dkim_signer_push(s, msg + i, len - i < chunk ? len - i : chunk),
+		                 0);
 	char *h = dkim_signer_finish(s, &err);
 	if (h == NULL)
 		fail_msg("sign: %s", err);
@@ -195,8 +196,8 @@ static void test_taglist(void **state)
 	assert_null(dkim_taglist_get(&tl, "B"));
 
 	static const char *const bad[] = {
-		"",         "a=1;a=2", "1a=x",     "a",       "a=1;;b=2", "a=\x01", "a=b\xe1",
-		"a=1; =2", "a b=1",   "a=1\r\nb=2",
+	    "",       "a=1;a=2", "1a=x",    "a",     "a=1;;b=2",
+	    "a=\x01", "a=b\xe1", "a=1; =2", "a b=1", "a=1\r\nb=2",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
 		assert_int_equal(dkim_taglist_parse(bad[i], strlen(bad[i]), &tl, &err), -1);
@@ -224,9 +225,10 @@ static void test_signature_parse(void **state)
 {
 	struct dkim_signature sig;
 	const char *err;
-	const char *good = " v=1; a=rsa-sha256; c=relaxed; d=Example.COM; s=sel;\r\n"
-			   "\th=From : to:from; i=joe=40x@sub.example.com; l=10; t=5; x=2000000000;\r\n"
-			   "\tbh=MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=;\r\n\tb=YWJj\r\n ZGVm; z=x";
+	const char *good =
+	    " v=1; a=rsa-sha256; c=relaxed; d=Example.COM; s=sel;\r\n"
+	    "\th=From : to:from; i=joe=40x@sub.example.com; l=10; t=5; x=2000000000;\r\n"
+	    "\tbh=MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI=;\r\n\tb=YWJj\r\n ZGVm; z=x";
 	assert_int_equal(parse_sig(good, &sig, &err), 0);
 	assert_int_equal(sig.alg, DKIM_ALG_RSA_SHA256);
 	assert_int_equal(sig.header_canon, DKIM_CANON_RELAXED);
@@ -241,36 +243,38 @@ static void test_signature_parse(void **state)
 	assert_memory_equal(sig.b, "abcdef", 6);
 	assert_string_equal(sig.b_text, "YWJjZGVm");
 	/* the b= value runs from after '=' to the ';' */
-	assert_memory_equal(good + sig.b_value_off, "YWJj\r\n ZGVm", sig.b_value_end - sig.b_value_off);
+	assert_memory_equal(good + sig.b_value_off, "YWJj\r\n ZGVm",
+	                    sig.b_value_end - sig.b_value_off);
 	dkim_signature_clear(&sig);
 
 	static const struct {
 		const char *sig;
 		const char *err;
 	} bad[] = {
-		{"a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==", "missing v= tag"},
-		{"v=2; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==", "unsupported version (v=)"},
-		{"v=1; a=rsa-md5; d=x.com; s=s; h=from; bh=YQ==; b=YQ==", "unsupported algorithm (a=)"},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=to; bh=YQ==; b=YQ==", "From is not signed (h=)"},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=Y!==", "bad b= value"},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=", "bad b= value"},
-		{"v=1; a=rsa-sha256; d=x.com(.y.com; s=s; h=from; bh=YQ==; b=YQ==", "bad d= domain"},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; i=@y.com",
-		 "i= is not within d="},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; i=@evilx.com",
-		 "i= is not within d="},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; x=1000",
-		 "signature expired (x=)"},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; t=2000000001; x=2000000000",
-		 "x= is before t="},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; q=http",
-		 "unsupported query method (q=)"},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; c=future",
-		 "unsupported canonicalization (c=)"},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; l=99999999999999999999",
-		 "bad l= value"},
-		{"v=1; a=rsa-sha256; d=x.com; s=s; h=from::to; bh=YQ==; b=YQ==", "bad h= list"},
-		{"v=1; a=rsa-sha256; d=x.com; h=from; bh=YQ==; b=YQ==", "missing s= tag"},
+	    {"a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==", "missing v= tag"},
+	    {"v=2; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==",
+	     "unsupported version (v=)"},
+	    {"v=1; a=rsa-md5; d=x.com; s=s; h=from; bh=YQ==; b=YQ==", "unsupported algorithm (a=)"},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=to; bh=YQ==; b=YQ==", "From is not signed (h=)"},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=Y!==", "bad b= value"},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=", "bad b= value"},
+	    {"v=1; a=rsa-sha256; d=x.com(.y.com; s=s; h=from; bh=YQ==; b=YQ==", "bad d= domain"},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; i=@y.com",
+	     "i= is not within d="},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; i=@evilx.com",
+	     "i= is not within d="},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; x=1000",
+	     "signature expired (x=)"},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; t=2000000001; x=2000000000",
+	     "x= is before t="},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; q=http",
+	     "unsupported query method (q=)"},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; c=future",
+	     "unsupported canonicalization (c=)"},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from; bh=YQ==; b=YQ==; l=99999999999999999999",
+	     "bad l= value"},
+	    {"v=1; a=rsa-sha256; d=x.com; s=s; h=from::to; bh=YQ==; b=YQ==", "bad h= list"},
+	    {"v=1; a=rsa-sha256; d=x.com; h=from; bh=YQ==; b=YQ==", "missing s= tag"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		err = NULL;
@@ -311,8 +315,8 @@ static void test_key_parse(void **state)
 	dkim_key_clear(&k);
 
 	static const char *const bad[] = {
-		"p=YWJj; v=DKIM1", "v=DKIM2; p=YWJj", "k=dsa; p=YWJj", "s=tlsrpt; p=YWJj",
-		"k=rsa", "p=YW!j", "k=rsa; t; p=YWJj", "",
+	    "p=YWJj; v=DKIM1", "v=DKIM2; p=YWJj", "k=dsa; p=YWJj",    "s=tlsrpt; p=YWJj",
+	    "k=rsa",           "p=YW!j",          "k=rsa; t; p=YWJj", "",
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
 		if (dkim_key_parse(bad[i], strlen(bad[i]), &k, &err) != -1)
@@ -323,10 +327,10 @@ static void test_key_parse(void **state)
 		const char *file;
 		int ret;
 	} files[] = {
-		{"dkim-dkimpy/data/test.txt", 0},       {"dkim-dkimpy/data/test2.txt", 0},
-		{"dkim-dkimpy/data/badk.txt", -1},      {"dkim-dkimpy/data/badversion.txt", -1},
-		{"dkim-dkimpy/data/test_tlsrpt.txt", -1}, {"dkim-dkimpy/data/ed25519test.dns", 0},
-		{"dkim-dkimpy/data/eximtest.dns", 0},
+	    {"dkim-dkimpy/data/test.txt", 0},         {"dkim-dkimpy/data/test2.txt", 0},
+	    {"dkim-dkimpy/data/badk.txt", -1},        {"dkim-dkimpy/data/badversion.txt", -1},
+	    {"dkim-dkimpy/data/test_tlsrpt.txt", -1}, {"dkim-dkimpy/data/ed25519test.dns", 0},
+	    {"dkim-dkimpy/data/eximtest.dns", 0},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
 		char *r = vec_line(files[i].file);
@@ -375,24 +379,24 @@ static void test_body_canon(void **state)
 	static const struct {
 		const char *in, *simple, *relaxed;
 	} cases[] = {
-		/* RFC 6376 3.4.5 */
-		{" C \r\nD \t E\r\n\r\n\r\n", " C \r\nD \t E\r\n", " C\r\nD E\r\n"},
-		{"", "\r\n", ""},
-		{"\r\n\r\n", "\r\n", ""},
-		{"  \r\n\t\r\n", "  \r\n\t\r\n", ""},
-		{"abc", "abc\r\n", "abc\r\n"},
-		{"a\n\nb \n\n", "a\r\n\r\nb \r\n", "a\r\n\r\nb\r\n"},
-		{"a\rb\r\n", "a\rb\r\n", "a\rb\r\n"},
-		{"x\r", "x\r\r\n", "x\r\r\n"},
-		{"a  \t b\t\r\n \r\nc", "a  \t b\t\r\n \r\nc\r\n", "a b\r\n\r\nc\r\n"},
+	    /* RFC 6376 3.4.5 */
+	    {" C \r\nD \t E\r\n\r\n\r\n", " C \r\nD \t E\r\n", " C\r\nD E\r\n"},
+	    {"", "\r\n", ""},
+	    {"\r\n\r\n", "\r\n", ""},
+	    {"  \r\n\t\r\n", "  \r\n\t\r\n", ""},
+	    {"abc", "abc\r\n", "abc\r\n"},
+	    {"a\n\nb \n\n", "a\r\n\r\nb \r\n", "a\r\n\r\nb\r\n"},
+	    {"a\rb\r\n", "a\rb\r\n", "a\rb\r\n"},
+	    {"x\r", "x\r\r\n", "x\r\r\n"},
+	    {"a  \t b\t\r\n \r\nc", "a  \t b\t\r\n \r\nc\r\n", "a b\r\n\r\nc\r\n"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		for (size_t chunk = 0; chunk <= 3; chunk++) {
 			char *s = body_canon(DKIM_CANON_SIMPLE, cases[i].in, chunk);
 			char *r = body_canon(DKIM_CANON_RELAXED, cases[i].in, chunk);
 			if (strcmp(s, cases[i].simple) != 0 || strcmp(r, cases[i].relaxed) != 0)
-				fail_msg("case %zu chunk %zu: simple \"%s\" relaxed \"%s\"", i, chunk, s,
-					 r);
+				fail_msg("case %zu chunk %zu: simple \"%s\" relaxed \"%s\"", i,
+				         chunk, s, r);
 			free(s);
 			free(r);
 		}
@@ -425,7 +429,8 @@ static void rfc8463_stub(struct stub *st, char **keep)
 	keep[1] = ed25519_record(keep[0]);
 	keep[2] = vec_line("dkim-dkimpy/data/test.txt");
 	/* RFC 8463 A.2 publishes this very key */
-	assert_string_equal(keep[1], "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
+	assert_string_equal(keep[1],
+	                    "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=");
 	stub_add(st, "brisbane._domainkey.football.example.com", keep[1]);
 	stub_add(st, "test._domainkey.football.example.com", keep[2]);
 }
@@ -449,6 +454,8 @@ static void test_rfc8463_example(void **state)
 		assert_string_equal(res[0].b_prefix, "9/dsDChY");
 		assert_string_equal(res[1].algorithm, "rsa-sha256");
 		assert_int_equal(res[1].result, DKIM_PASS);
+		assert_int_equal(res[0].key_bits, 256);
+		assert_int_equal(res[1].key_bits, 1024);
 		assert_false(res[1].has_l);
 		assert_int_equal(res[1].body_unsigned, 0);
 		dkim_verifier_free(&v);
@@ -588,12 +595,12 @@ static int dkimpy_verify(const char *msg, const char *rec)
 	assert_int_equal(write(kfd, rec, strlen(rec)), (ssize_t)strlen(rec));
 	close(mfd);
 	close(kfd);
-	char *cmd = xasprintf(
-		"/usr/bin/python3 -c 'import sys, dkim\n"
-		"m = open(sys.argv[1], \"rb\").read()\n"
-		"k = open(sys.argv[2], \"rb\").read()\n"
-		"sys.exit(0 if dkim.verify(m, dnsfunc=lambda n, timeout=5: k) else 3)' %s %s",
-		mpath, kpath);
+	char *cmd =
+	    xasprintf("/usr/bin/python3 -c 'import sys, dkim\n"
+	              "m = open(sys.argv[1], \"rb\").read()\n"
+	              "k = open(sys.argv[2], \"rb\").read()\n"
+	              "sys.exit(0 if dkim.verify(m, dnsfunc=lambda n, timeout=5: k) else 3)' %s %s",
+	              mpath, kpath);
 	int rc = system(cmd);
 	free(cmd);
 	unlink(mpath);
@@ -602,7 +609,7 @@ static int dkimpy_verify(const char *msg, const char *rec)
 }
 
 static void check_signed(const char *signed_msg, const char *domain, const char *sel,
-			 const char *rec, bool external)
+                         const char *rec, bool external)
 {
 	struct stub st = {0};
 	char *name = xasprintf("%s._domainkey.%s", sel, domain);
@@ -612,13 +619,14 @@ static void check_signed(const char *signed_msg, const char *domain, const char 
 	struct dkim_verifier *v = verify(&st, signed_msg, strlen(signed_msg), 0, NOW, &res, &n);
 	assert_int_equal(n, 1);
 	if (res[0].result != DKIM_PASS)
-		fail_msg("own signature: %s (%s)\n%s", dkim_result_name(res[0].result), res[0].reason,
-			 signed_msg);
+		fail_msg("own signature: %s (%s)\n%s", dkim_result_name(res[0].result),
+		         res[0].reason, signed_msg);
 	dkim_verifier_free(&v);
 	if (external) {
 		int rc = dkimpy_verify(signed_msg, rec);
 		if (rc != 0)
-			fail_msg("dkimpy did not verify our signature (exit %d):\n%s", rc, signed_msg);
+			fail_msg("dkimpy did not verify our signature (exit %d):\n%s", rc,
+			         signed_msg);
 	}
 	free(name);
 }
@@ -661,7 +669,8 @@ static void test_sign_rfc8463_message(void **state)
 	char *forged = xasprintf("%sFrom: evil@example.net\r\n", s1);
 	char *body = strstr(forged, "\n\n");
 	assert_non_null(body);
-	char *re = xasprintf("%.*s\r\nFrom: evil@example.net%s", (int)(body - forged), forged, body);
+	char *re =
+	    xasprintf("%.*s\r\nFrom: evil@example.net%s", (int)(body - forged), forged, body);
 	struct stub st = {0};
 	stub_add(&st, "brisbane._domainkey.football.example.com", ed_rec);
 	const struct dkim_sig_result *res;
@@ -674,12 +683,12 @@ static void test_sign_rfc8463_message(void **state)
 
 	/* x= expiry */
 	struct dkim_sign_params p = {
-		.domain = "football.example.com",
-		.selector = "brisbane",
-		.key_pem = ed_pem,
-		.identity = "joe@football.example.com",
-		.timestamp = NOW - 1000,
-		.expire = 500,
+	    .domain = "football.example.com",
+	    .selector = "brisbane",
+	    .key_pem = ed_pem,
+	    .identity = "joe@football.example.com",
+	    .timestamp = NOW - 1000,
+	    .expire = 500,
 	};
 	const char *err;
 	struct dkim_signer *sg = dkim_signer_new(&p, &err);
@@ -746,14 +755,13 @@ static void test_dkimpy_signs_with_l(void **state)
 	int fd = mkstemp(out);
 	assert_true(fd >= 0);
 	close(fd);
-	char *cmd = xasprintf(
-		"/usr/bin/python3 -c 'import sys, dkim\n"
-		"m = open(sys.argv[1], \"rb\").read()\n"
-		"k = open(sys.argv[2], \"rb\").read()\n"
-		"s = dkim.sign(m, b\"test\", b\"example.com\", k, length=True,"
-		" include_headers=[b\"from\", b\"subject\"])\n"
-		"open(sys.argv[3], \"wb\").write(s + m)' %s %s %s",
-		msgp, keyp, out);
+	char *cmd = xasprintf("/usr/bin/python3 -c 'import sys, dkim\n"
+	                      "m = open(sys.argv[1], \"rb\").read()\n"
+	                      "k = open(sys.argv[2], \"rb\").read()\n"
+	                      "s = dkim.sign(m, b\"test\", b\"example.com\", k, length=True,"
+	                      " include_headers=[b\"from\", b\"subject\"])\n"
+	                      "open(sys.argv[3], \"wb\").write(s + m)' %s %s %s",
+	                      msgp, keyp, out);
 	assert_int_equal(system(cmd), 0);
 	free(cmd);
 	char *signed_msg = slurp(out, &len);
@@ -793,7 +801,7 @@ static void test_keygen(void **state)
 		assert_int_equal(dkim_keygen(algs[i], &pem, &txt, &err), 0);
 		assert_non_null(strstr(pem, "-----BEGIN PRIVATE KEY-----"));
 		assert_true(str_has_prefix_ci(txt, i == 0 ? "v=DKIM1; k=ed25519; p="
-							  : "v=DKIM1; k=rsa; p=MIIBIjAN"));
+		                                          : "v=DKIM1; k=rsa; p=MIIBIjAN"));
 		struct dkim_key k;
 		assert_int_equal(dkim_key_parse(txt, strlen(txt), &k, &err), 0);
 		assert_int_equal(k.p_len, i == 0 ? 32 : 294);
@@ -829,8 +837,8 @@ static void test_limits(void **state)
 	char *m = xstrdup("");
 	for (int i = 0; i < DKIM_MAX_SIGNATURES + 5; i++) {
 		char *t = xasprintf("%sDKIM-Signature: v=1; a=rsa-sha256; d=x.com; s=s%d; h=from; "
-				    "bh=YQ==; b=YQ==\r\n",
-				    m, i);
+		                    "bh=YQ==; b=YQ==\r\n",
+		                    m, i);
 		free(m);
 		m = t;
 	}
@@ -851,13 +859,13 @@ static void test_header_selection_and_streaming(void **state)
 	char *pem = ed25519_pem(seed);
 	char *rec = ed25519_record(seed);
 	const char *msg = "Received: x\r\nSubject: one\r\nFrom: a@example.org\r\n"
-			  "Subject: two\r\nTo: b@example.net\r\n\r\nbody\r\n";
+	                  "Subject: two\r\nTo: b@example.net\r\n\r\nbody\r\n";
 	struct dkim_sign_params p = {
-		.domain = "example.org",
-		.selector = "s1",
-		.key_pem = pem,
-		.identity = "a@mail.example.org",
-		.timestamp = NOW,
+	    .domain = "example.org",
+	    .selector = "s1",
+	    .key_pem = pem,
+	    .identity = "a@mail.example.org",
+	    .timestamp = NOW,
 	};
 	const char *err;
 	struct dkim_signer *sg = dkim_signer_new(&p, &err);
@@ -882,8 +890,8 @@ static void test_header_selection_and_streaming(void **state)
 	dkim_verifier_free(&v);
 	/* the two Subject fields swapped: the order of instances is signed */
 	char *swapped = xasprintf("%sReceived: x\r\nSubject: two\r\nFrom: a@example.org\r\n"
-				  "Subject: one\r\nTo: b@example.net\r\n\r\nbody\r\n",
-				  h);
+	                          "Subject: one\r\nTo: b@example.net\r\n\r\nbody\r\n",
+	                          h);
 	v = verify(&st, swapped, strlen(swapped), 0, NOW, &res, &n);
 	assert_int_equal(res[0].result, DKIM_FAIL);
 	dkim_verifier_free(&v);
@@ -895,8 +903,8 @@ static void test_header_selection_and_streaming(void **state)
 	dkim_verifier_free(&v);
 	free(extra);
 	extra = xasprintf("%sReceived: x\r\nSubject: one\r\nFrom: a@example.org\r\n"
-			  "Subject: two\r\nTo: b@example.net\r\nSubject: three\r\n\r\nbody\r\n",
-			  h);
+	                  "Subject: two\r\nTo: b@example.net\r\nSubject: three\r\n\r\nbody\r\n",
+	                  h);
 	v = verify(&st, extra, strlen(extra), 0, NOW, &res, &n);
 	assert_int_equal(res[0].result, DKIM_FAIL);
 	dkim_verifier_free(&v);
@@ -939,18 +947,18 @@ static void test_header_selection_and_streaming(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_taglist),
-		cmocka_unit_test(test_signature_parse),
-		cmocka_unit_test(test_key_parse),
-		cmocka_unit_test(test_body_canon),
-		cmocka_unit_test(test_header_canon),
-		cmocka_unit_test(test_rfc8463_example),
-		cmocka_unit_test(test_dkimpy_vectors),
-		cmocka_unit_test(test_sign_rfc8463_message),
-		cmocka_unit_test(test_dkimpy_signs_with_l),
-		cmocka_unit_test(test_keygen),
-		cmocka_unit_test(test_limits),
-		cmocka_unit_test(test_header_selection_and_streaming),
+	    cmocka_unit_test(test_taglist),
+	    cmocka_unit_test(test_signature_parse),
+	    cmocka_unit_test(test_key_parse),
+	    cmocka_unit_test(test_body_canon),
+	    cmocka_unit_test(test_header_canon),
+	    cmocka_unit_test(test_rfc8463_example),
+	    cmocka_unit_test(test_dkimpy_vectors),
+	    cmocka_unit_test(test_sign_rfc8463_message),
+	    cmocka_unit_test(test_dkimpy_signs_with_l),
+	    cmocka_unit_test(test_keygen),
+	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_header_selection_and_streaming),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
