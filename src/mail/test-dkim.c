@@ -617,7 +617,7 @@ static void check_signed(const char *signed_msg, const char *domain, const char 
 	const struct dkim_sig_result *res;
 	size_t n;
 	struct dkim_verifier *v = verify(&st, signed_msg, strlen(signed_msg), 0, NOW, &res, &n);
-	assert_int_equal(n, 1);
+	assert_true(n >= 1); /* ours is the topmost; test2.message carries an old one too */
 	if (res[0].result != DKIM_PASS)
 		fail_msg("own signature: %s (%s)\n%s", dkim_result_name(res[0].result),
 		         res[0].reason, signed_msg);
@@ -807,7 +807,7 @@ static void test_keygen(void **state)
 		assert_int_equal(k.p_len, i == 0 ? 32 : 294);
 		dkim_key_clear(&k);
 		char *s = sign_msg(msg, len, pem, "example.com", "k1", 0);
-		check_signed(s, "example.com", "k1", txt, i == 0);
+		check_signed(s, "example.com", "k1", txt, true);
 		free(s);
 		free(pem);
 		free(txt);
@@ -944,6 +944,51 @@ static void test_header_selection_and_streaming(void **state)
 	free(seed);
 }
 
+/* The other dkimpy sign-then-verify inputs: 8-bit header (windows-1258),
+   degenerate folding (Debian bug #711751), extra Received fields; each
+   signed with both algorithms and checked by us and by dkimpy. */
+static void test_sign_dkimpy_inputs(void **state)
+{
+	static const char *const files[] = {
+	    "dkim-dkimpy/data/rfc6376.w1258.msg",
+	    "dkim-dkimpy/data/test2.message",
+	    "dkim-dkimpy/data/test_extra.message",
+	    "dkim-dkimpy/data/test.message",
+	};
+	size_t len;
+	char *seed = vec_line("dkim-dkimpy/data/ed25519test.key");
+	char *ed_pem = ed25519_pem(seed);
+	char *ed_rec = vec_line("dkim-dkimpy/data/ed25519test.dns");
+	char *rsa_pem = vec_read("dkim-dkimpy/data/test2.private", &len);
+	char *rsa_rec = vec_line("dkim-dkimpy/data/test2.txt");
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char *msg = vec_read(files[i], &len);
+		char *s = sign_msg(msg, len, ed_pem, "example.net", "test", 0);
+		check_signed(s, "example.net", "test", ed_rec, true);
+		free(s);
+		s = sign_msg(msg, len, rsa_pem, "example.com", "test2", 0);
+		check_signed(s, "example.com", "test2", rsa_rec, true);
+		free(s);
+		free(msg);
+	}
+	/* no From: refused */
+	char *msg = vec_read("dkim-dkimpy/data/test_nofrom.message", &len);
+	struct dkim_sign_params p = {
+	    .domain = "example.com", .selector = "test2", .key_pem = rsa_pem, .timestamp = NOW};
+	const char *err;
+	struct dkim_signer *sg = dkim_signer_new(&p, &err);
+	assert_int_equal(dkim_signer_push(sg, msg, len), 0);
+	assert_null(dkim_signer_finish(sg, &err));
+	assert_string_equal(err, "message has no From header");
+	dkim_signer_free(&sg);
+	free(msg);
+	free(seed);
+	free(ed_pem);
+	free(ed_rec);
+	free(rsa_pem);
+	free(rsa_rec);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -959,6 +1004,7 @@ int main(void)
 	    cmocka_unit_test(test_keygen),
 	    cmocka_unit_test(test_limits),
 	    cmocka_unit_test(test_header_selection_and_streaming),
+	    cmocka_unit_test(test_sign_dkimpy_inputs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
