@@ -376,12 +376,10 @@ int dkim_signature_parse(const char *value, size_t len, time_t now, struct dkim_
 	if ((t = dkim_taglist_get(tl, "c")) != NULL) {
 		const char *slash = memchr(t->value, '/', t->value_len);
 		size_t hl = slash ? (size_t)(slash - t->value) : t->value_len;
-		for (int part = 0; part < 2; part++) {
+		for (int part = 0; part < (slash != NULL ? 2 : 1); part++) {
 			const char *p = part == 0 ? t->value : slash + 1;
 			size_t pl = part == 0 ? hl : t->value_len - hl - 1;
 			enum dkim_canon c;
-			if (part == 1 && slash == NULL)
-				break;
 			if (pl == 6 && strncasecmp(p, "simple", 6) == 0)
 				c = DKIM_CANON_SIMPLE;
 			else if (pl == 7 && strncasecmp(p, "relaxed", 7) == 0)
