@@ -210,6 +210,8 @@ class Postern:
             },
             "relay": {"trusted_networks": "127.0.0.2/32"},
             "limits": dict(self.limits),
+            # outbound delivery resolves through the private test DNS, never the real network
+            "dns": {"resolver": test_dns().resolver},
         }
         for sec, kv in self.extra.items():
             sections.setdefault(sec, {}).update(kv)
@@ -495,7 +497,137 @@ def base_dir():
     return _BASE[0]
 
 
+# ---- the session's private DNS server, for outbound delivery ----
+
+_DNS = []
+# Default zones: the remote domains the tests send to have no mail server, so mail for them
+# stays deferred in the queue (a test that wants delivery starts its own DNS with
+# MX records pointing at a Sink and passes extra={"dns": {"resolver": ...}}).
+DEFAULT_ZONES = {
+    "remote.test": "$ORIGIN remote.test.\n$TTL 300\n"
+                   "@ SOA ns.remote.test. hostmaster.remote.test. 1 3600 600 86400 60\n"
+                   "@ NS ns.remote.test.\nns A 127.0.0.1\n",
+}
+
+
+def test_dns():
+    """The session-wide DNSServer (tests/dns/testdns.py), started on first use."""
+    if not _DNS:
+        import sys
+        sys.path.insert(0, os.path.join(ROOT, "tests", "dns"))
+        from testdns import DNSServer
+        d = tempfile.mkdtemp(prefix="dns-", dir=base_dir())
+        _DNS.append(DNSServer(d, zones=DEFAULT_ZONES).start())
+    return _DNS[0]
+
+
+test_dns.__test__ = False  # a helper, not a test
+
+
+# ---- a scripted SMTP receiver (aiosmtpd) for outbound tests ----
+
+class Sink:
+    """An aiosmtpd server on 127.0.0.x:port that records what it receives. The recipient's
+    local part scripts the answer: reject* -> 550 5.1.1, deferN* -> 450 4.2.0 for the first N
+    RCPTs of that address (defer99 = always), stall* -> DATA hangs until released, anything
+    else -> accepted. With tls_cert/tls_key it offers STARTTLS."""
+
+    def __init__(self, host, port, tls_cert=None, tls_key=None, name="sink"):
+        from aiosmtpd.controller import Controller
+        self.host, self.port, self.name = host, port, name
+        self.messages = []      # dicts: mail_from, rcpt_tos, content, mail_options, rcpt_options, tls
+        self.rcpt_seen = {}     # address -> RCPT count
+        self.stalled = []       # addresses whose DATA is stalling
+        self.release = False
+        ctx = None
+        if tls_cert:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(tls_cert, tls_key)
+        sink = self
+
+        class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                local = address.split("@")[0].lower()
+                n = sink.rcpt_seen.get(address, 0)
+                sink.rcpt_seen[address] = n + 1
+                if local.startswith("reject"):
+                    return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+                m = re.match(r"defer(\d+)", local)
+                if m and n < int(m.group(1)):
+                    return "450 4.2.0 <%s>: try again later (%d)" % (address, n + 1)
+                envelope.rcpt_tos.append(address)
+                envelope.rcpt_options.extend(rcpt_options)
+                return "250 2.1.5 Ok"
+
+            async def handle_DATA(self, server, session, envelope):
+                import asyncio
+                stall = [r for r in envelope.rcpt_tos if r.split("@")[0].lower().startswith("stall")]
+                if stall and not sink.release:
+                    sink.stalled.extend(stall)
+                    for _ in range(400):
+                        if sink.release:
+                            break
+                        await asyncio.sleep(0.05)
+                    return "451 4.3.0 stalled"
+                sink.messages.append({
+                    "mail_from": envelope.mail_from, "rcpt_tos": list(envelope.rcpt_tos),
+                    "content": envelope.original_content or envelope.content,
+                    "mail_options": list(envelope.mail_options),
+                    "rcpt_options": list(envelope.rcpt_options),
+                    "tls": session.ssl is not None,
+                })
+                return "250 2.0.0 Ok: queued as %s%d" % (sink.name, len(sink.messages))
+
+        kw = dict(hostname=host, port=port, server_hostname="%s.sink.test" % name,
+                  decode_data=False, enable_SMTPUTF8=True)
+        if ctx is not None:
+            kw.update(tls_context=ctx, require_starttls=False)
+        self.controller = Controller(Handler(), **kw)
+
+    def start(self):
+        self.controller.start()
+        return self
+
+    def stop(self):
+        try:
+            self.controller.stop()
+        except Exception:
+            pass
+
+    def wait(self, n, timeout=20):
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError("%s got %d message(s), expected %d within %ss"
+                                     % (self.name, len(self.messages), n, timeout))
+            time.sleep(0.05)
+        return self.messages
+
+
+def free_port_on(hosts):
+    """A TCP port free on every 127.0.0.x address in `hosts`."""
+    for _ in range(50):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((hosts[0], 0))
+        port = s.getsockname()[1]
+        s.close()
+        ok = True
+        for h in hosts:
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                t.bind((h, port))
+            except OSError:
+                ok = False
+            finally:
+                t.close()
+        if ok:
+            return port
+    raise RuntimeError("no common free port")
+
+
 def pytest_sessionfinish(session, exitstatus):
+    for d in _DNS:
+        d.stop()
     if _BASE:
         if session.testsfailed == 0:
             shutil.rmtree(_BASE[0], ignore_errors=True)

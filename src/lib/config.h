@@ -35,6 +35,17 @@ struct config {
 	/* [dns] */
 	char *dns_resolver;
 
+	/* [queue]: outbound delivery */
+	uint64_t remote_port;     /* port of remote MX hosts (25; tests use high ports) */
+	uint64_t retry_min;       /* seconds */
+	uint64_t retry_max;       /* seconds */
+	uint64_t warn_after;      /* seconds */
+	uint64_t max_lifetime;    /* seconds */
+	uint64_t queue_max_connections;
+	uint64_t max_per_domain;
+	uint64_t connect_timeout; /* seconds */
+	uint64_t command_timeout; /* seconds */
+
 	/* [relay] */
 	char *trusted_networks;
 	struct netlist trusted; /* parsed trusted_networks */

@@ -72,6 +72,8 @@ struct queue {
 	bool deliver_retry_queued; /* delivery thread only: a round failed, rescan 'queued' rows */
 	struct queue_stats stats;
 
+	struct outbound *outbound; /* outbound.c, when started */
+
 	pthread_t commit_thread, deliver_thread;
 	bool threads_started;
 	sqlite3 *commit_db, *deliver_db;

@@ -32,7 +32,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define QUEUE_SCHEMA_VERSION 1
+#define QUEUE_SCHEMA_VERSION 2
 
 static const char *const queue_schema_v1 =
 	"CREATE TABLE messages ("
@@ -65,6 +65,10 @@ static const char *const queue_schema_v1 =
 	"  last_error TEXT);"
 	"CREATE INDEX recipients_queue ON recipients(queue_id);"
 	"CREATE INDEX recipients_state ON recipients(state, next_attempt);";
+
+/* v2: the outbound agent's delay notice is sent once per message */
+static const char *const queue_schema_v2 =
+	"ALTER TABLE messages ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;";
 
 int queue_db_exec(sqlite3 *db, const char *sql)
 {
@@ -118,7 +122,10 @@ sqlite3 *queue_db_open(const char *path, char **error_r)
 	else if (v < 1 && (queue_db_exec(db, queue_schema_v1) < 0 ||
 			   queue_db_exec(db, "PRAGMA user_version = 1") < 0))
 		err = "cannot create schema";
-	/* later migrations: if (v < 2) ... */
+	else if (v < 2 && (queue_db_exec(db, queue_schema_v2) < 0 ||
+			   queue_db_exec(db, "PRAGMA user_version = 2") < 0))
+		err = "cannot migrate schema to version 2";
+	/* later migrations: if (v < 3) ... */
 	if (err == NULL && queue_db_exec(db, "COMMIT") < 0)
 		err = "cannot commit schema";
 	if (err != NULL) {
@@ -636,6 +643,7 @@ void queue_kick(struct queue *q)
 	q->kicked = true;
 	pthread_cond_signal(&q->deliver_cond);
 	pthread_mutex_unlock(&q->lock);
+	queue_outbound_kick(q);
 }
 
 void queue_get_stats(struct queue *q, struct queue_stats *stats_r)
@@ -706,6 +714,8 @@ void queue_close(struct queue **qp)
 	struct queue *q = *qp;
 	if (q == NULL)
 		return;
+	/* first: its workers write queue.db and push DSNs to the delivery thread */
+	queue_outbound_stop(q);
 	if (q->threads_started) {
 		pthread_mutex_lock(&q->lock);
 		q->stopping = true;

@@ -108,8 +108,18 @@ typedef void queue_commit_done_fn(void *arg, bool ok, int error_number);
 void queue_commit(struct queue *q, struct spool_msg *msg, struct envelope *env,
 		  queue_commit_done_fn *done, void *arg);
 
-/* Wake the delivery thread now (e.g. after a CLI change). */
+/* Wake the delivery thread (and the outbound agent) now (e.g. after a CLI change). */
 void queue_kick(struct queue *q);
+
+/*
+ * Start the outbound agent (outbound.c): worker threads that send the
+ * recipients outside our domains to their MX hosts ([queue] and [dns]
+ * settings of `cfg`), retry, and send DSNs. Stopped by queue_close().
+ * 0, or -1 with *error_r.
+ */
+int queue_outbound_start(struct queue *q, const struct config *cfg, char **error_r);
+void queue_outbound_stop(struct queue *q);
+void queue_outbound_kick(struct queue *q);
 
 /* Counters since queue_open(), for tests, benchmarks and logs. Thread-safe. */
 struct queue_stats {

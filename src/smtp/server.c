@@ -347,6 +347,13 @@ int server_run(struct config *cfg)
 		free(err);
 		goto out;
 	}
+	/* the outbound agent: its own threads, stopped by queue_close() */
+	if (queue_outbound_start(srv->smtp.queue, cfg, &err) < 0) {
+		char q[600];
+		log_error("event=outbound_start_failed error=%s", log_quote(q, sizeof(q), err, 500));
+		free(err);
+		goto out;
+	}
 	srv->smtp.workers = worker_pool_new(srv->smtp.base, 4);
 	srv->smtp.resolver = worker_pool_new(srv->smtp.base, 2);
 
