@@ -56,6 +56,8 @@ extern const struct cli_cmd cmd_user_cmds[];
 extern const struct cli_cmd cmd_alias_cmds[];
 extern const struct cli_cmd cmd_config_cmds[];
 extern const struct cli_cmd cmd_sendmail_cmds[];
+extern const struct cli_cmd cmd_dkim_cmds[];
+extern const struct cli_cmd cmd_dns_cmds[];
 
 /* Print "usage: postern [-c FILE] GROUP NAME ARGS" and the summary. */
 void cli_usage(FILE *out, const struct cli_cmd *cmd);
@@ -143,5 +145,8 @@ void cli_strlist_free(struct cli_strlist *l);
  */
 int sendmail_address_list(const char *s, const char *hostname, struct cli_strlist *out,
 			  unsigned *flags_r);
+
+/* (cmd_dkim.c) Print "SELECTOR._domainkey.DOMAIN. IN TXT "..." ..." (255-octet strings). */
+void dkim_txt_record_print(FILE *out, const char *domain, const char *selector, const char *txt);
 
 #endif
