@@ -66,7 +66,7 @@ static char *local_domain(struct cli *cli, const char *arg)
 
 /* "postern" + yyyymm + "r"/"e", with a number appended if taken. */
 static char *default_selector(const char *data_dir, const char *domain, const char *base,
-			      enum dkim_keygen_alg alg)
+                              enum dkim_keygen_alg alg)
 {
 	char prefix[DKIMKEYS_MAX_SELECTOR + 1];
 	if (base != NULL) {
@@ -75,12 +75,13 @@ static char *default_selector(const char *data_dir, const char *domain, const ch
 		time_t now = time(NULL);
 		struct tm tm;
 		gmtime_r(&now, &tm);
-		snprintf(prefix, sizeof(prefix), "postern%04d%02d", tm.tm_year + 1900, tm.tm_mon + 1);
+		snprintf(prefix, sizeof(prefix), "postern%04d%02d", tm.tm_year + 1900,
+		         tm.tm_mon + 1);
 	}
 	const char *suffix = alg == DKIM_KEYGEN_ED25519 ? "e" : "r";
 	for (int i = 1; i <= DEFAULT_SELECTOR_TRIES; i++) {
 		char *s = i == 1 ? xasprintf("%s%s", prefix, suffix)
-				 : xasprintf("%s%s%d", prefix, suffix, i);
+		                 : xasprintf("%s%s%d", prefix, suffix, i);
 		if (!dkimkeys_exists(data_dir, domain, s))
 			return s;
 		free(s);
@@ -90,7 +91,7 @@ static char *default_selector(const char *data_dir, const char *domain, const ch
 
 /* Make keys of the `n` algorithms; print them. Returns the number created or -1. */
 static int create_keys(struct cli *cli, const char *domain, const char *selector, bool suffixed,
-		       const enum dkim_keygen_alg *algs, size_t n)
+                       const enum dkim_keygen_alg *algs, size_t n)
 {
 	const char *data_dir = cli->cfg->data_dir;
 	int created = 0;
@@ -133,7 +134,8 @@ static int print_active(struct cli *cli, const char *domain)
 		free(error);
 		return -1;
 	}
-	printf("\nPublish %s in DNS (zone-file syntax):\n", l.n == 1 ? "this record" : "these records");
+	printf("\nPublish %s in DNS (zone-file syntax):\n",
+	       l.n == 1 ? "this record" : "these records");
 	for (size_t i = 0; i < l.n; i++)
 		dkim_txt_record_print(stdout, l.v[i].domain, l.v[i].selector, l.v[i].txt);
 	dkimkey_list_free(&l);
@@ -163,7 +165,7 @@ static int run_keygen(struct cli *cli, const struct cli_cmd *cmd, int argc, char
 		size_t max = DKIMKEYS_MAX_SELECTOR - (nalgs > 1 ? 3 : 0);
 		if (!dkimkeys_name_ok(selector, max)) {
 			cli_error("invalid selector (lowercase letters, digits, '-' and '.'): %s",
-				  selector);
+			          selector);
 			return CLI_EXIT_USAGE;
 		}
 	}
@@ -173,7 +175,7 @@ static int run_keygen(struct cli *cli, const struct cli_cmd *cmd, int argc, char
 	if (domain == NULL)
 		return CLI_EXIT_FAIL;
 	ret = create_keys(cli, domain, selector, nalgs > 1, algs, nalgs) < 0 ? CLI_EXIT_FAIL
-									    : CLI_EXIT_OK;
+	                                                                     : CLI_EXIT_OK;
 	if (ret == CLI_EXIT_OK && print_active(cli, domain) < 0)
 		ret = CLI_EXIT_FAIL;
 	if (ret == CLI_EXIT_OK)
@@ -219,7 +221,7 @@ static int run_rotate(struct cli *cli, const struct cli_cmd *cmd, int argc, char
 	ret = create_keys(cli, domain, NULL, true, algs, nalgs) < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
 	for (size_t i = 0; ret == CLI_EXIT_OK && i < old.n; i++) {
 		if (dkimkeys_set_state(cli->cfg->data_dir, domain, old.v[i].selector,
-				       DKIMKEY_RETIRED, &error) < 0) {
+		                       DKIMKEY_RETIRED, &error) < 0) {
 			cli_error("%s", error);
 			free(error);
 			ret = CLI_EXIT_FAIL;
@@ -237,14 +239,15 @@ static int run_rotate(struct cli *cli, const struct cli_cmd *cmd, int argc, char
 	if (ret == CLI_EXIT_OK && print_active(cli, domain) < 0)
 		ret = CLI_EXIT_FAIL;
 	if (ret == CLI_EXIT_OK && old.n > 0) {
-		printf("\nPublish the new records now; mail is signed with the new keys from now on.\n"
-		       "Keep the old records published for a few days, so mail signed before the\n"
-		       "rotation still verifies, then remove them:\n");
+		printf(
+		    "\nPublish the new records now; mail is signed with the new keys from now on.\n"
+		    "Keep the old records published for a few days, so mail signed before the\n"
+		    "rotation still verifies, then remove them:\n");
 		for (size_t i = 0; i < old.n; i++)
 			printf("  %s._domainkey.%s. IN TXT (%s, retired)\n", old.v[i].selector,
 			       domain, dkimkey_alg_name(old.v[i].alg));
-		printf("and delete the retired keys with `%s dkim del %s SELECTOR`.\n", cli->progname,
-		       domain);
+		printf("and delete the retired keys with `%s dkim del %s SELECTOR`.\n",
+		       cli->progname, domain);
 	}
 	dkimkey_list_free(&old);
 	free(domain);
@@ -277,11 +280,11 @@ static int run_list(struct cli *cli, const struct cli_cmd *cmd, int argc, char *
 			const struct dkimkey *k = &l.v[i];
 			char *name = xasprintf("%s._domainkey.%s", k->selector, k->domain);
 			json_array_append_new(
-			    arr, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "domain", k->domain,
-					   "selector", k->selector, "algorithm",
-					   dkimkey_alg_name(k->alg), "state", dkimkey_state_name(k->state),
-					   "created", (json_int_t)k->created, "name", name, "txt",
-					   k->txt));
+			    arr, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:s}", "domain",
+			                   k->domain, "selector", k->selector, "algorithm",
+			                   dkimkey_alg_name(k->alg), "state",
+			                   dkimkey_state_name(k->state), "created",
+			                   (json_int_t)k->created, "name", name, "txt", k->txt));
 			free(name);
 		}
 		json_dumpf(arr, stdout, JSON_INDENT(2));
@@ -345,13 +348,13 @@ static int run_del(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 }
 
 const struct cli_cmd cmd_dkim_cmds[] = {
-	{"dkim", "keygen", "DOMAIN [--selector S] [--algorithm ed25519|rsa2048]",
-	 "Create DKIM signing keys (rsa2048 and ed25519 unless --algorithm) and print the DNS "
-	 "records",
-	 run_keygen},
-	{"dkim", "list", "[DOMAIN] [--json]", "List the DKIM keys with their state and TXT record",
-	 run_list},
-	{"dkim", "rotate", "DOMAIN", "Create new keys and retire the active ones", run_rotate},
-	{"dkim", "del", "DOMAIN SELECTOR [--force]", "Delete a retired DKIM key", run_del},
-	{0},
+    {"dkim", "keygen", "DOMAIN [--selector S] [--algorithm ed25519|rsa2048]",
+     "Create DKIM signing keys (rsa2048 and ed25519 unless --algorithm) and print the DNS "
+     "records",
+     run_keygen},
+    {"dkim", "list", "[DOMAIN] [--json]", "List the DKIM keys with their state and TXT record",
+     run_list},
+    {"dkim", "rotate", "DOMAIN", "Create new keys and retire the active ones", run_rotate},
+    {"dkim", "del", "DOMAIN SELECTOR [--force]", "Delete a retired DKIM key", run_del},
+    {0},
 };

@@ -75,7 +75,7 @@ struct dnscmd {
 };
 
 static struct rec *rec_add(struct dnscmd *d, const char *kind, const char *type, char *name,
-			   char *value)
+                           char *value)
 {
 	d->recs = xgrow(d->recs, &d->cap, d->nrecs + 1, sizeof(*d->recs));
 	struct rec *r = &d->recs[d->nrecs++];
@@ -99,12 +99,13 @@ static void set_status(struct rec *r, enum status st, char *found)
 static bool ip_global(int family, const unsigned char *a)
 {
 	if (family == AF_INET) {
-		uint32_t v = (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3];
+		uint32_t v =
+		    (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3];
 		static const struct {
 			uint32_t net;
 			int bits;
 		} special[] = {
-		    {0x00000000, 8},  {0x0A000000, 8},	{0x64400000, 10}, {0x7F000000, 8},
+		    {0x00000000, 8},  {0x0A000000, 8},  {0x64400000, 10}, {0x7F000000, 8},
 		    {0xA9FE0000, 16}, {0xAC100000, 12}, {0xC0000000, 24}, {0xC0000200, 24},
 		    {0xC0A80000, 16}, {0xC6120000, 15}, {0xC6336400, 24}, {0xCB007100, 24},
 		    {0xE0000000, 3},
@@ -152,7 +153,7 @@ static int ip_parse(const char *s, int *family_r, unsigned char *addr)
 static bool listen_addrs(struct dnscmd *d)
 {
 	const char *lists[] = {d->cfg->listen_smtp, d->cfg->listen_submission,
-			       d->cfg->listen_submissions};
+	                       d->cfg->listen_submissions};
 	bool wildcard = false;
 	for (size_t l = 0; l < 3; l++) {
 		size_t n;
@@ -164,7 +165,8 @@ static bool listen_addrs(struct dnscmd *d)
 				continue;
 			unsigned char a[16];
 			int family;
-			if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+			if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 ||
+			    strcmp(host, "::") == 0)
 				wildcard = true;
 			else if (ip_parse(host, &family, a) == 0 && ip_global(family, a))
 				ip_add(d, family, a);
@@ -266,24 +268,26 @@ static void build(struct dnscmd *d)
 	r = rec_add(d, "MX", "MX", xstrdup(D), xasprintf("10 %s.", H));
 	unsigned smtp_port = listen_port(d->cfg->listen_smtp);
 	if (smtp_port == 0)
-		r->note = xstrdup("[listen] smtp is off: this server cannot receive mail from others");
+		r->note =
+		    xstrdup("[listen] smtp is off: this server cannot receive mail from others");
 	else if (smtp_port != 25)
 		r->note = xasprintf("[listen] smtp is on port %u; other servers deliver to port 25 "
-				    "only",
-				    smtp_port);
+		                    "only",
+		                    smtp_port);
 
 	bool have4 = false, have6 = false;
 	for (size_t i = 0; i < d->nips; i++) {
 		bool v4 = d->ips[i].family == AF_INET;
-		rec_add(d, v4 ? "A" : "AAAA", v4 ? "A" : "AAAA", xstrdup(H), xstrdup(d->ips[i].text));
+		rec_add(d, v4 ? "A" : "AAAA", v4 ? "A" : "AAAA", xstrdup(H),
+		        xstrdup(d->ips[i].text));
 		have4 |= v4;
 		have6 |= !v4;
 	}
 	if (!have4 && !have6) {
 		r = rec_add(d, "A", "A", xstrdup(H), xstrdup("<YOUR-IPV4>"));
 		r->note = xstrdup("no public address found: fill in the server's IPv4 address "
-				  "(and an AAAA record with its IPv6 address, if it has one), or "
-				  "pass --ip");
+		                  "(and an AAAA record with its IPv6 address, if it has one), or "
+		                  "pass --ip");
 	} else if (!have6) {
 		/* nothing to publish; said in the header comment */
 	}
@@ -291,11 +295,11 @@ static void build(struct dnscmd *d)
 		r = rec_add(d, "PTR", "PTR", reverse_name(&d->ips[i]), xasprintf("%s.", H));
 		r->provider = true;
 		r->note = xasprintf("reverse DNS: ask the provider of %s to set this PTR",
-				    d->ips[i].text);
+		                    d->ips[i].text);
 	}
 	if (d->nips == 0) {
 		r = rec_add(d, "PTR", "PTR", xstrdup("<YOUR-IPV4-REVERSED>.in-addr.arpa"),
-			    xasprintf("%s.", H));
+		            xasprintf("%s.", H));
 		r->provider = true;
 		r->note = xstrdup("reverse DNS: ask the provider of your address to set this PTR");
 	}
@@ -321,14 +325,14 @@ static void build(struct dnscmd *d)
 	}
 	if (d->keys.n == 0) {
 		r = rec_add(d, "DKIM", "TXT", xasprintf("<SELECTOR>._domainkey.%s", D),
-			    xstrdup("\"v=DKIM1; ...\""));
+		            xstrdup("\"v=DKIM1; ...\""));
 		r->commented = true;
 		r->note = xasprintf("no DKIM key yet: create one with `postern dkim keygen %s`", D);
 	}
 
 	r = rec_add(d, "DMARC", "TXT", xasprintf("_dmarc.%s", D), xstrdup("\"v=DMARC1; p=none\""));
 	r->note = xstrdup("p=none only reports; once SPF and DKIM pass for all your mail, move to "
-			  "p=quarantine, then p=reject");
+	                  "p=quarantine, then p=reject");
 
 	/* RFC 6186 (and RFC 8314 for _submissions): where clients find us */
 	struct {
@@ -349,10 +353,10 @@ static void build(struct dnscmd *d)
 		} else {
 			r = rec_add(d, "SRV", "SRV", name, xstrdup("0 0 0 ."));
 			r->note = xstrdup(srv[i].listen != NULL
-					      ? "service off in [listen]: \".\" tells clients it "
-						"is not available (RFC 6186)"
-					      : "not provided by Postern yet: \".\" tells clients "
-						"it is not available (RFC 6186)");
+			                      ? "service off in [listen]: \".\" tells clients it "
+			                        "is not available (RFC 6186)"
+			                      : "not provided by Postern yet: \".\" tells clients "
+			                        "it is not available (RFC 6186)");
 		}
 	}
 	/* Autoconfig needs an HTTPS server; Postern has none yet. */
@@ -361,7 +365,7 @@ static void build(struct dnscmd *d)
 		r = rec_add(d, "CNAME", "CNAME", xasprintf("%s.%s", cn[i], D), xasprintf("%s.", H));
 		r->commented = true;
 		r->note = xstrdup("for mail client autoconfiguration; publish it once Postern "
-				  "serves it over HTTPS (not yet)");
+		                  "serves it over HTTPS (not yet)");
 	}
 }
 
@@ -430,14 +434,14 @@ static char *fmt_txt(const struct dns_rr *rr)
 static bool lookup_failed(struct rec *r, struct dns_result *res)
 {
 	if (res->status == DNS_NXDOMAIN || (res->status == DNS_NOERROR && res->count == 0)) {
-		set_status(r, ST_MISSING, xstrdup(res->status == DNS_NXDOMAIN ? "no such name"
-									      : "no record"));
+		set_status(r, ST_MISSING,
+		           xstrdup(res->status == DNS_NXDOMAIN ? "no such name" : "no record"));
 		return true;
 	}
 	if (res->status != DNS_NOERROR) {
 		set_status(r, ST_ERROR,
-			   xasprintf("lookup failed: %s%s%s", dns_status_name(res->status),
-				     res->error ? ": " : "", res->error ? res->error : ""));
+		           xasprintf("lookup failed: %s%s%s", dns_status_name(res->status),
+		                     res->error ? ": " : "", res->error ? res->error : ""));
 		return true;
 	}
 	return false;
@@ -453,7 +457,8 @@ static void check_mx(struct dnscmd *d, struct rec *r)
 			if (strcmp(res->rrs[i].u.mx.host, d->host) == 0)
 				ok = true;
 		if (res->null_mx)
-			set_status(r, ST_WRONG, xasprintf("null MX (the domain refuses mail): %s", found));
+			set_status(r, ST_WRONG,
+			           xasprintf("null MX (the domain refuses mail): %s", found));
 		else if (ok)
 			set_status(r, ST_OK, xasprintf("%s", found));
 		else
@@ -474,9 +479,9 @@ static void check_addr(struct dnscmd *d, struct rec *r)
 			for (size_t i = 0; i < res->count; i++)
 				ip_add(d, res->rrs[i].u.addr.family, res->rrs[i].u.addr.addr);
 			d->ips_from_dns = true;
-			set_status(r, ST_OK,
-				   xasprintf("%s (not compared: no public address known here)",
-					     found));
+			set_status(
+			    r, ST_OK,
+			    xasprintf("%s (not compared: no public address known here)", found));
 		} else {
 			unsigned char a[16];
 			int family;
@@ -484,11 +489,11 @@ static void check_addr(struct dnscmd *d, struct rec *r)
 			if (ip_parse(r->value, &family, a) == 0)
 				for (size_t i = 0; i < res->count; i++)
 					if (memcmp(res->rrs[i].u.addr.addr, a,
-						   family == AF_INET ? 4 : 16) == 0)
+					           family == AF_INET ? 4 : 16) == 0)
 						ok = true;
 			set_status(r, ok ? ST_OK : ST_WRONG,
-				   ok ? xstrdup(found) : xasprintf("%s is not among %s", r->value,
-								    found));
+			           ok ? xstrdup(found)
+			              : xasprintf("%s is not among %s", r->value, found));
 		}
 		free(found);
 	}
@@ -527,14 +532,14 @@ static void check_ptr(struct dnscmd *d, struct rec *r, const struct ip *ip)
 			bool back = false;
 			for (size_t i = 0; fwd->status == DNS_NOERROR && i < fwd->count; i++)
 				if (memcmp(fwd->rrs[i].u.addr.addr, ip->addr,
-					   ip->family == AF_INET ? 4 : 16) == 0)
+				           ip->family == AF_INET ? 4 : 16) == 0)
 					back = true;
 			if (back)
 				set_status(r, ST_OK, xasprintf("%s (forward-confirmed)", found));
 			else
 				set_status(r, ST_WRONG,
-					   xasprintf("%s, but %s does not resolve back to %s", found,
-						     d->host, ip->text));
+				           xasprintf("%s, but %s does not resolve back to %s",
+				                     found, d->host, ip->text));
 			dns_result_free(&fwd);
 		}
 		free(found);
@@ -606,9 +611,9 @@ static void check_spf(struct dnscmd *d, struct rec *r, bool helo)
 	}
 	if (d->nips == 0) {
 		set_status(r, ST_WRONG,
-			   xasprintf("%s, but no server address is known to evaluate it (publish "
-				     "the A record or pass --ip)",
-				     found));
+		           xasprintf("%s, but no server address is known to evaluate it (publish "
+		                     "the A record or pass --ip)",
+		                     found));
 		free(found);
 		return;
 	}
@@ -617,28 +622,29 @@ static void check_spf(struct dnscmd *d, struct rec *r, bool helo)
 	bool temp = false;
 	for (size_t i = 0; i < d->nips; i++) {
 		struct spf_request req = {.family = d->ips[i].family,
-					  .helo = d->host,
-					  .receiver = NULL,
-					  .now = time(NULL)};
+		                          .helo = d->host,
+		                          .receiver = NULL,
+		                          .now = time(NULL)};
 		memcpy(req.ip, d->ips[i].addr, 16);
 		struct spf_outcome out;
 		char *sender = xasprintf("postmaster@%s", r->name);
 		req.sender = sender;
 		enum spf_result sres = helo ? spf_check_helo(&sr, &req, &out)
-					    : spf_check_host(&sr, &req, r->name, &out);
+		                            : spf_check_host(&sr, &req, r->name, &out);
 		free(sender);
 		if (sres == SPF_TEMPERROR && bad == NULL)
 			temp = true;
 		if (sres != SPF_PASS && bad == NULL)
 			bad = xasprintf("%s for %s%s%s", spf_result_name(sres), d->ips[i].text,
-					out.reason ? ": " : "", out.reason ? out.reason : "");
+			                out.reason ? ": " : "", out.reason ? out.reason : "");
 		spf_outcome_free(&out);
 	}
 	if (bad != NULL)
 		set_status(r, temp ? ST_ERROR : ST_WRONG, xasprintf("%s gives %s", found, bad));
 	else
-		set_status(r, ST_OK, xasprintf("%s (pass for %s)", found,
-					       d->nips == 1 ? d->ips[0].text : "every address"));
+		set_status(r, ST_OK,
+		           xasprintf("%s (pass for %s)", found,
+		                     d->nips == 1 ? d->ips[0].text : "every address"));
 	free(bad);
 	free(found);
 }
@@ -659,20 +665,21 @@ static void check_dkim(struct dnscmd *d, struct rec *r, const struct dkimkey *k)
 	}
 	char *found = join_found(res, fmt_txt);
 	if (res->count > 1) {
-		set_status(r, ST_WRONG, xasprintf("%zu TXT records (one expected): %s", res->count,
-						  found));
+		set_status(r, ST_WRONG,
+		           xasprintf("%zu TXT records (one expected): %s", res->count, found));
 	} else {
 		struct dkim_key theirs = {0};
 		const struct dns_rr *rr = &res->rrs[0];
 		if (dkim_key_parse(rr->u.txt.text, rr->u.txt.len, &theirs, &err) < 0)
-			set_status(r, ST_WRONG, xasprintf("not a valid key record (%s): %s", err,
-							  found));
+			set_status(r, ST_WRONG,
+			           xasprintf("not a valid key record (%s): %s", err, found));
 		else if (theirs.type != ours.type || theirs.p_len != ours.p_len ||
-			 memcmp(theirs.p, ours.p, ours.p_len) != 0)
+		         memcmp(theirs.p, ours.p, ours.p_len) != 0)
 			set_status(r, ST_WRONG, xasprintf("a different key: %s", found));
 		else if (theirs.testing)
-			set_status(r, ST_OK, xstrdup("matches (t=y: receivers treat failures as "
-						     "testing)"));
+			set_status(r, ST_OK,
+			           xstrdup("matches (t=y: receivers treat failures as "
+			                   "testing)"));
 		else
 			set_status(r, ST_OK, xstrdup("matches the key"));
 		dkim_key_clear(&theirs);
@@ -696,7 +703,8 @@ static void check_dmarc(struct dnscmd *d, struct rec *r)
 		const struct dns_rr *rr = &res->rrs[i];
 		if (rr->u.txt.len >= 8 && memcmp(rr->u.txt.text, "v=DMARC1", 8) == 0) {
 			size_t j = 8;
-			while (j < rr->u.txt.len && (rr->u.txt.text[j] == ' ' || rr->u.txt.text[j] == '\t'))
+			while (j < rr->u.txt.len &&
+			       (rr->u.txt.text[j] == ' ' || rr->u.txt.text[j] == '\t'))
 				j++;
 			if (j == rr->u.txt.len || rr->u.txt.text[j] == ';') {
 				n++;
@@ -716,18 +724,19 @@ static void check_dmarc(struct dnscmd *d, struct rec *r)
 		char *copy = xstrndup(rec->u.txt.text, rec->u.txt.len);
 		char *save = NULL, *p = NULL;
 		size_t idx = 0;
-		for (char *t = strtok_r(copy, ";", &save); t != NULL; t = strtok_r(NULL, ";", &save)) {
+		for (char *t = strtok_r(copy, ";", &save); t != NULL;
+		     t = strtok_r(NULL, ";", &save)) {
 			t = str_trim(t);
 			if (idx++ == 1 && strncmp(t, "p=", 2) == 0)
 				p = str_trim(t + 2);
 		}
 		if (p == NULL || (strcmp(p, "none") != 0 && strcmp(p, "quarantine") != 0 &&
-				  strcmp(p, "reject") != 0))
-			set_status(r, ST_WRONG, xasprintf("no valid p= policy after v=DMARC1: %s",
-							  found));
+		                  strcmp(p, "reject") != 0))
+			set_status(r, ST_WRONG,
+			           xasprintf("no valid p= policy after v=DMARC1: %s", found));
 		else if (strcmp(p, "none") == 0)
-			set_status(r, ST_OK, xasprintf("%s (p=none: consider quarantine/reject)",
-						       found));
+			set_status(r, ST_OK,
+			           xasprintf("%s (p=none: consider quarantine/reject)", found));
 		else
 			set_status(r, ST_OK, xstrdup(found));
 		free(copy);
@@ -792,7 +801,7 @@ static void check_srv(struct dnscmd *d, struct rec *r)
 			port = (unsigned)(rr->rdata[4] << 8 | rr->rdata[5]);
 		}
 		char *n = xasprintf("%s%s%u %u %u %s", found, i > 0 ? ", " : "", prio, weight, port,
-				    target ? target : "(malformed)");
+		                    target ? target : "(malformed)");
 		free(found);
 		found = n;
 		if (target != NULL) {
@@ -819,7 +828,8 @@ static void check_srv(struct dnscmd *d, struct rec *r)
 
 static int check(struct dnscmd *d)
 {
-	struct dns_options opts = {.resolver = d->cfg->dns_resolver, .timeout_ms = CHECK_TIMEOUT_MS};
+	struct dns_options opts = {.resolver = d->cfg->dns_resolver,
+	                           .timeout_ms = CHECK_TIMEOUT_MS};
 	const char *err = NULL;
 	d->dns = dns_sync_new(&opts, &err);
 	if (d->dns == NULL) {
@@ -831,9 +841,9 @@ static int check(struct dnscmd *d)
 		struct rec *r = &d->recs[i];
 		if (r->commented && strcmp(r->kind, "DKIM") == 0) {
 			set_status(r, ST_MISSING,
-				   xasprintf("no DKIM key on this server: run `postern dkim keygen "
-					     "%s`",
-					     d->domain));
+			           xasprintf("no DKIM key on this server: run `postern dkim keygen "
+			                     "%s`",
+			                     d->domain));
 			continue;
 		}
 		if (r->commented)
@@ -854,7 +864,7 @@ static int check(struct dnscmd *d)
 				for (size_t j = 1; j < d->nips; j++) {
 					char *name = reverse_name(&d->ips[j]);
 					struct rec *nr = rec_add(d, "PTR", "PTR", name,
-								 xasprintf("%s.", d->host));
+					                         xasprintf("%s.", d->host));
 					nr->provider = true;
 					r = &d->recs[i]; /* rec_add may move the array */
 					check_ptr(d, nr, &d->ips[j]);
@@ -863,8 +873,8 @@ static int check(struct dnscmd *d)
 				set_status(r, ST_MISSING, xstrdup("no server address to check"));
 			}
 		} else if (strcmp(r->kind, "SPF") == 0) {
-			check_spf(d, r, strcmp(r->name, d->host) == 0 &&
-					    strcmp(d->host, d->domain) != 0);
+			check_spf(d, r,
+			          strcmp(r->name, d->host) == 0 && strcmp(d->host, d->domain) != 0);
 		} else if (strcmp(r->kind, "DKIM") == 0) {
 			check_dkim(d, r, &d->keys.v[dkim_i++]);
 		} else if (strcmp(r->kind, "DMARC") == 0) {
@@ -888,7 +898,8 @@ static void print_zone(struct dnscmd *d)
 	for (size_t i = 0; i < d->nips; i++)
 		have6 |= d->ips[i].family == AF_INET6;
 	if (d->nips > 0 && !have6)
-		printf("; No public IPv6 address found: add an AAAA record if the server has one.\n");
+		printf(
+		    "; No public IPv6 address found: add an AAAA record if the server has one.\n");
 	const char *last_kind = "";
 	for (size_t i = 0; i < d->nrecs; i++) {
 		const struct rec *r = &d->recs[i];
@@ -902,10 +913,12 @@ static void print_zone(struct dnscmd *d)
 	for (size_t i = 0; i < d->retired.n; i++) {
 		const struct dkimkey *k = &d->retired.v[i];
 		if (i == 0)
-			printf("\n; Retired DKIM keys: keep their records a few days after the rotation\n"
-			       "; (mail signed before it still verifies), then remove them from DNS\n"
-			       "; and delete the keys with `postern dkim del %s SELECTOR`:\n",
-			       d->domain);
+			printf(
+			    "\n; Retired DKIM keys: keep their records a few days after the "
+			    "rotation\n"
+			    "; (mail signed before it still verifies), then remove them from DNS\n"
+			    "; and delete the keys with `postern dkim del %s SELECTOR`:\n",
+			    d->domain);
 		dkim_txt_record_print(stdout, d->domain, k->selector, k->txt);
 	}
 }
@@ -942,9 +955,9 @@ static size_t print_json(struct dnscmd *d, bool checked)
 	size_t problems = 0;
 	for (size_t i = 0; i < d->nrecs; i++) {
 		const struct rec *r = &d->recs[i];
-		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "kind", r->kind, "name", r->name,
-				      "type", r->type, "value", r->value, "publish", !r->commented,
-				      "provider", r->provider);
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "kind", r->kind, "name",
+		                      r->name, "type", r->type, "value", r->value, "publish",
+		                      !r->commented, "provider", r->provider);
 		if (r->note != NULL)
 			json_object_set_new(o, "note", json_string(r->note));
 		if (checked && r->status != ST_NONE) {
@@ -959,7 +972,7 @@ static size_t print_json(struct dnscmd *d, bool checked)
 	for (size_t i = 0; i < d->nips; i++)
 		json_array_append_new(ips, json_string(d->ips[i].text));
 	json_t *top = json_pack("{s:s, s:s, s:o, s:o}", "domain", d->domain, "hostname", d->host,
-				"addresses", ips, "records", arr);
+	                        "addresses", ips, "records", arr);
 	if (checked)
 		json_object_set_new(top, "ok", json_boolean(problems == 0));
 	json_dumpf(top, stdout, JSON_INDENT(2));
@@ -1023,7 +1036,7 @@ static int run_dns(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 			d.keys.v[w++] = d.keys.v[i];
 		} else {
 			d.retired.v = xgrow(d.retired.v, &d.retired.cap, d.retired.n + 1,
-					    sizeof(*d.retired.v));
+			                    sizeof(*d.retired.v));
 			d.retired.v[d.retired.n++] = d.keys.v[i];
 		}
 	}
@@ -1061,8 +1074,7 @@ out:
 }
 
 const struct cli_cmd cmd_dns_cmds[] = {
-	{"dns", NULL, "DOMAIN [--check] [--json] [--ip ADDR,...]",
-	 "Print the DNS records to publish for DOMAIN; --check compares them with live DNS",
-	 run_dns},
-	{0},
+    {"dns", NULL, "DOMAIN [--check] [--json] [--ip ADDR,...]",
+     "Print the DNS records to publish for DOMAIN; --check compares them with live DNS", run_dns},
+    {0},
 };

@@ -71,7 +71,8 @@ static int check_names(const char *domain, const char *selector, char **error_r)
 		return -1;
 	}
 	if (selector != NULL && !dkimkeys_name_ok(selector, DKIMKEYS_MAX_SELECTOR)) {
-		*error_r = xasprintf("invalid selector (letters, digits, '-' and '.'): %s", selector);
+		*error_r =
+		    xasprintf("invalid selector (letters, digits, '-' and '.'): %s", selector);
 		return -1;
 	}
 	return 0;
@@ -153,7 +154,7 @@ fail:
 static char *meta_text(const struct dkimkey *k)
 {
 	return xasprintf("algorithm=%s\ncreated=%lld\nstate=%s\ntxt=%s\n", dkimkey_alg_name(k->alg),
-			 (long long)k->created, dkimkey_state_name(k->state), k->txt);
+	                 (long long)k->created, dkimkey_state_name(k->state), k->txt);
 }
 
 /* Parse a metadata file into k (domain and selector already set). */
@@ -212,7 +213,7 @@ bool dkimkeys_exists(const char *data_dir, const char *domain, const char *selec
 }
 
 int dkimkeys_create(const char *data_dir, const char *domain, const char *selector,
-		    enum dkim_keygen_alg alg, time_t now, struct dkimkey *key_r, char **error_r)
+                    enum dkim_keygen_alg alg, time_t now, struct dkimkey *key_r, char **error_r)
 {
 	memset(key_r, 0, sizeof(*key_r));
 	if (check_names(domain, selector, error_r) < 0)
@@ -288,7 +289,7 @@ static bool has_suffix(const char *s, const char *suffix)
 
 /* Load the keys of one domain directory into out. */
 static int list_domain(const char *data_dir, const char *domain, bool active_only, bool with_pem,
-		       struct dkimkey_list *out, char **error_r)
+                       struct dkimkey_list *out, char **error_r)
 {
 	char *dir_path = xasprintf("%s/dkim/%s", data_dir, domain);
 	DIR *d = opendir(dir_path);
@@ -345,7 +346,7 @@ static int list_domain(const char *data_dir, const char *domain, bool active_onl
 }
 
 int dkimkeys_list(const char *data_dir, const char *domain, bool active_only, bool with_pem,
-		  struct dkimkey_list *out, char **error_r)
+                  struct dkimkey_list *out, char **error_r)
 {
 	memset(out, 0, sizeof(*out));
 	int ret = 0;
@@ -368,7 +369,8 @@ int dkimkeys_list(const char *data_dir, const char *domain, bool active_only, bo
 		while (ret == 0 && (de = readdir(d)) != NULL) {
 			if (!dkimkeys_name_ok(de->d_name, 253))
 				continue;
-			ret = list_domain(data_dir, de->d_name, active_only, with_pem, out, error_r);
+			ret =
+			    list_domain(data_dir, de->d_name, active_only, with_pem, out, error_r);
 		}
 		closedir(d);
 		free(top);
@@ -383,13 +385,13 @@ int dkimkeys_list(const char *data_dir, const char *domain, bool active_only, bo
 }
 
 int dkimkeys_load_active(const char *data_dir, const char *domain, struct dkimkey_list *out,
-			 char **error_r)
+                         char **error_r)
 {
 	return dkimkeys_list(data_dir, domain, true, true, out, error_r);
 }
 
 int dkimkeys_set_state(const char *data_dir, const char *domain, const char *selector,
-		       enum dkimkey_state state, char **error_r)
+                       enum dkimkey_state state, char **error_r)
 {
 	if (check_names(domain, selector, error_r) < 0)
 		return -1;
@@ -409,8 +411,7 @@ int dkimkeys_set_state(const char *data_dir, const char *domain, const char *sel
 	return ret;
 }
 
-int dkimkeys_delete(const char *data_dir, const char *domain, const char *selector,
-		    char **error_r)
+int dkimkeys_delete(const char *data_dir, const char *domain, const char *selector, char **error_r)
 {
 	if (check_names(domain, selector, error_r) < 0)
 		return -1;

@@ -63,7 +63,7 @@ bool dkimkeys_name_ok(const char *s, size_t max);
  * Returns 0, or -1 with an allocated *error_r.
  */
 int dkimkeys_create(const char *data_dir, const char *domain, const char *selector,
-		    enum dkim_keygen_alg alg, time_t now, struct dkimkey *key_r, char **error_r);
+                    enum dkim_keygen_alg alg, time_t now, struct dkimkey *key_r, char **error_r);
 
 /* True if the selector is already used for the domain (any state). */
 bool dkimkeys_exists(const char *data_dir, const char *domain, const char *selector);
@@ -76,7 +76,7 @@ bool dkimkeys_exists(const char *data_dir, const char *domain, const char *selec
  * that cannot be read or parsed is an error, not skipped).
  */
 int dkimkeys_list(const char *data_dir, const char *domain, bool active_only, bool with_pem,
-		  struct dkimkey_list *out, char **error_r);
+                  struct dkimkey_list *out, char **error_r);
 
 /*
  * For the signer: the active keys of `domain` with their private keys
@@ -84,15 +84,14 @@ int dkimkeys_list(const char *data_dir, const char *domain, bool active_only, bo
  * domain has none. Same return as dkimkeys_list.
  */
 int dkimkeys_load_active(const char *data_dir, const char *domain, struct dkimkey_list *out,
-			 char **error_r);
+                         char **error_r);
 
 /* Change the state of one key (rewrites its metadata atomically). */
 int dkimkeys_set_state(const char *data_dir, const char *domain, const char *selector,
-		       enum dkimkey_state state, char **error_r);
+                       enum dkimkey_state state, char **error_r);
 
 /* Remove one key (its .pem and .key files). */
-int dkimkeys_delete(const char *data_dir, const char *domain, const char *selector,
-		    char **error_r);
+int dkimkeys_delete(const char *data_dir, const char *domain, const char *selector, char **error_r);
 
 void dkimkey_clear(struct dkimkey *k);
 void dkimkey_list_free(struct dkimkey_list *l);

@@ -81,17 +81,17 @@ static int txt_from_list(void *ctx, const char *name, struct dkim_txt *out)
 }
 
 static const char message[] = "From: a@keys.test\r\nTo: b@example.org\r\nSubject: hi\r\n"
-			      "Date: Sun, 22 Nov 2026 12:00:00 +0000\r\n\r\nbody\r\n";
+                              "Date: Sun, 22 Nov 2026 12:00:00 +0000\r\n\r\nbody\r\n";
 
 /* Sign with every loaded key; verify each signature against `published`. */
 static void sign_verify(const struct dkimkey_list *keys, const struct dkimkey_list *published,
-			enum dkim_result want)
+                        enum dkim_result want)
 {
 	for (size_t i = 0; i < keys->n; i++) {
 		struct dkim_sign_params p = {.domain = keys->v[i].domain,
-					     .selector = keys->v[i].selector,
-					     .key_pem = keys->v[i].pem,
-					     .timestamp = 1795387000};
+		                             .selector = keys->v[i].selector,
+		                             .key_pem = keys->v[i].pem,
+		                             .timestamp = 1795387000};
 		const char *err = NULL;
 		struct dkim_signer *s = dkim_signer_new(&p, &err);
 		assert_non_null(s);
@@ -117,24 +117,22 @@ static void test_create_list_rotate_delete(void **state)
 	(void)state;
 	struct dkimkey k;
 	char *error = NULL;
-	assert_int_equal(dkimkeys_create(tmpdir, "keys.test", "r1", DKIM_KEYGEN_RSA2048, 1000, &k,
-					 &error),
-			 0);
+	assert_int_equal(
+	    dkimkeys_create(tmpdir, "keys.test", "r1", DKIM_KEYGEN_RSA2048, 1000, &k, &error), 0);
 	assert_string_equal(k.selector, "r1");
 	assert_int_equal(strncmp(k.txt, "v=DKIM1; k=rsa; p=", 18), 0);
 	assert_null(k.pem);
 	dkimkey_clear(&k);
-	assert_int_equal(dkimkeys_create(tmpdir, "keys.test", "e1", DKIM_KEYGEN_ED25519, 1001, &k,
-					 &error),
-			 0);
+	assert_int_equal(
+	    dkimkeys_create(tmpdir, "keys.test", "e1", DKIM_KEYGEN_ED25519, 1001, &k, &error), 0);
 	dkimkey_clear(&k);
 	/* same selector again: refused; paths outside: refused */
-	assert_int_equal(dkimkeys_create(tmpdir, "keys.test", "e1", DKIM_KEYGEN_ED25519, 1002, &k,
-					 &error),
-			 -1);
+	assert_int_equal(
+	    dkimkeys_create(tmpdir, "keys.test", "e1", DKIM_KEYGEN_ED25519, 1002, &k, &error), -1);
 	assert_non_null(strstr(error, "already exists"));
 	xfree(&error);
-	assert_int_equal(dkimkeys_create(tmpdir, "..", "x", DKIM_KEYGEN_ED25519, 1, &k, &error), -1);
+	assert_int_equal(dkimkeys_create(tmpdir, "..", "x", DKIM_KEYGEN_ED25519, 1, &k, &error),
+	                 -1);
 	xfree(&error);
 	assert_int_equal(
 	    dkimkeys_create(tmpdir, "keys.test", "../x", DKIM_KEYGEN_ED25519, 1, &k, &error), -1);
@@ -152,9 +150,8 @@ static void test_create_list_rotate_delete(void **state)
 	free(path);
 
 	/* a key of another domain */
-	assert_int_equal(dkimkeys_create(tmpdir, "other.test", "o1", DKIM_KEYGEN_ED25519, 900, &k,
-					 &error),
-			 0);
+	assert_int_equal(
+	    dkimkeys_create(tmpdir, "other.test", "o1", DKIM_KEYGEN_ED25519, 900, &k, &error), 0);
 	dkimkey_clear(&k);
 
 	struct dkimkey_list all;
@@ -199,8 +196,8 @@ static void test_create_list_rotate_delete(void **state)
 	assert_int_equal(all.v[0].state, DKIMKEY_RETIRED);
 	assert_int_equal(all.v[1].state, DKIMKEY_ACTIVE);
 	dkimkey_list_free(&all);
-	assert_int_equal(
-	    dkimkeys_set_state(tmpdir, "keys.test", "nosuch", DKIMKEY_RETIRED, &error), -1);
+	assert_int_equal(dkimkeys_set_state(tmpdir, "keys.test", "nosuch", DKIMKEY_RETIRED, &error),
+	                 -1);
 	xfree(&error);
 
 	/* delete */
@@ -216,7 +213,7 @@ static void test_create_list_rotate_delete(void **state)
 	assert_int_equal(dkimkeys_load_active(tmpdir, "none.test", &active, &error), 0);
 	assert_int_equal(active.n, 0);
 	assert_int_equal(dkimkeys_list("/nonexistent-postern", NULL, false, false, &all, &error),
-			 0);
+	                 0);
 	assert_int_equal(all.n, 0);
 }
 
@@ -240,12 +237,12 @@ static void test_malformed_metadata(void **state)
 	assert_int_equal(mkdir(dir, 0700), 0);
 	free(dir);
 	const char *bad[] = {
-	    "algorithm=ed25519\ncreated=1\nstate=active\n",                         /* no txt */
-	    "algorithm=dsa\ncreated=1\nstate=active\ntxt=v=DKIM1; p=x\n",           /* alg */
-	    "algorithm=ed25519\ncreated=-1\nstate=active\ntxt=v=DKIM1; p=x\n",      /* created */
-	    "algorithm=ed25519\ncreated=1\nstate=maybe\ntxt=v=DKIM1; p=x\n",        /* state */
+	    "algorithm=ed25519\ncreated=1\nstate=active\n",                          /* no txt */
+	    "algorithm=dsa\ncreated=1\nstate=active\ntxt=v=DKIM1; p=x\n",            /* alg */
+	    "algorithm=ed25519\ncreated=-1\nstate=active\ntxt=v=DKIM1; p=x\n",       /* created */
+	    "algorithm=ed25519\ncreated=1\nstate=maybe\ntxt=v=DKIM1; p=x\n",         /* state */
 	    "algorithm=ed25519\ncreated=1\nstate=active\ntxt=v=DKIM1; p=x\nfoo=1\n", /* unknown */
-	    "algorithm=ed25519\ncreated=1\nstate=active\ntxt=hello\n",              /* txt */
+	    "algorithm=ed25519\ncreated=1\nstate=active\ntxt=hello\n",               /* txt */
 	    "garbage\n",
 	};
 	struct dkimkey_list l;
@@ -257,7 +254,8 @@ static void test_malformed_metadata(void **state)
 		xfree(&error);
 	}
 	/* well-formed metadata without its private key: listed, but not loadable */
-	write_meta("s", "algorithm=ed25519\ncreated=5\nstate=active\ntxt=v=DKIM1; k=ed25519; p=x\n");
+	write_meta("s",
+	           "algorithm=ed25519\ncreated=5\nstate=active\ntxt=v=DKIM1; k=ed25519; p=x\n");
 	assert_int_equal(dkimkeys_list(tmpdir, "bad.test", false, false, &l, &error), 0);
 	assert_int_equal(l.n, 1);
 	assert_int_equal(l.v[0].created, 5);
