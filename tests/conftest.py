@@ -532,13 +532,19 @@ class Sink:
     RCPTs of that address (defer99 = always), stall* -> DATA hangs until released, anything
     else -> accepted. With tls_cert/tls_key it offers STARTTLS."""
 
-    def __init__(self, host, port, tls_cert=None, tls_key=None, name="sink"):
+    def __init__(self, host, port, tls_cert=None, tls_key=None, name="sink", dsn=False,
+                 implicit_tls=False, auth=None):
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import SMTP
         self.host, self.port, self.name = host, port, name
         self.messages = []      # dicts: mail_from, rcpt_tos, content, mail_options, rcpt_options, tls
         self.rcpt_seen = {}     # address -> RCPT count
         self.stalled = []       # addresses whose DATA is stalling
         self.release = False
+        self.ehlos = 0          # EHLO commands seen (two per STARTTLS session)
+        self.dsn = dsn          # offer DSN (RFC 3461) and record its parameters
+        self.dsn_params = []    # (command, [params]) of MAIL/RCPT
+        self.auth_ok = []       # logins that succeeded (auth=(user, password) offers AUTH)
         ctx = None
         if tls_cert:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -546,6 +552,13 @@ class Sink:
         sink = self
 
         class Handler:
+            async def handle_EHLO(self, server, session, envelope, hostname, responses):
+                sink.ehlos += 1
+                session.host_name = hostname
+                if sink.dsn:
+                    responses.insert(len(responses) - 1, "250-DSN")
+                return responses
+
             async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
                 local = address.split("@")[0].lower()
                 n = sink.rcpt_seen.get(address, 0)
@@ -578,11 +591,45 @@ class Sink:
                 })
                 return "250 2.0.0 Ok: queued as %s%d" % (sink.name, len(sink.messages))
 
+        class DSNSMTP(SMTP):
+            """aiosmtpd knows no DSN parameters: record them and pass the rest on."""
+
+            def _take_dsn(self, cmd, arg, names):
+                if not sink.dsn or arg is None:
+                    return arg
+                words = arg.split(" ")
+                keep = [w for w in words if w.split("=")[0].upper() not in names]
+                sink.dsn_params.append((cmd, [w for w in words if w not in keep]))
+                return " ".join(keep)
+
+            async def smtp_MAIL(self, arg):
+                return await super().smtp_MAIL(self._take_dsn("MAIL", arg, ("RET", "ENVID")))
+
+            async def smtp_RCPT(self, arg):
+                return await super().smtp_RCPT(self._take_dsn("RCPT", arg, ("NOTIFY", "ORCPT")))
+
         kw = dict(hostname=host, port=port, server_hostname="%s.sink.test" % name,
                   decode_data=False, enable_SMTPUTF8=True)
-        if ctx is not None:
+        if ctx is not None and implicit_tls:
+            kw.update(ssl_context=ctx)
+        elif ctx is not None:
             kw.update(tls_context=ctx, require_starttls=False)
-        self.controller = Controller(Handler(), **kw)
+        if auth is not None:
+            from aiosmtpd.smtp import AuthResult
+
+            def authenticator(server, session, envelope, mechanism, auth_data):
+                ok = (auth_data.login.decode(), auth_data.password.decode()) == tuple(auth)
+                if ok:
+                    sink.auth_ok.append(auth_data.login.decode())
+                return AuthResult(success=ok)
+
+            kw.update(authenticator=authenticator, auth_require_tls=True, auth_required=False)
+
+        class DSNController(Controller):
+            def factory(self):
+                return DSNSMTP(self.handler, **self.SMTP_kwargs)
+
+        self.controller = DSNController(Handler(), **kw)
 
     def start(self):
         self.controller.start()

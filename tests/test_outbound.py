@@ -190,17 +190,18 @@ def test_connection_reused_for_several_messages(postern_factory, dns, port):
         wait_until(lambda: all(queue_rows(p, q) and queue_rows(p, q)[0][2] >= 1 for q in qids),
                    20, "first attempts")
         assert p.stop() == 0
+        time.sleep(2.5)  # every row due (retry_max = 2s) when the server comes back
         p.write_config(extra=dict(p.extra, queue=dict(p.extra["queue"], remote_port=str(port),
                                                       max_per_domain="1")))
         p.start()
         sink.wait(3)
         for q in qids:
             wait_gone(p, q)
-        log = p.log()
-        relay_lines = [line for line in log.splitlines() if "event=outbound_tls" in line
-                       or "event=delivered_remote" in line]
-        assert len([line for line in relay_lines if "delivered_remote" in line]) == 3
-        assert sink.controller.server is not None
+        assert p.log().count("event=delivered_remote") == 3
+        # max_per_domain = 1: one job, one connection, one EHLO for the three messages
+        assert sink.ehlos == 1, sink.ehlos
+        assert sorted(r for m in sink.messages for r in m["rcpt_tos"]) == \
+            ["r0@ok.test", "r1@ok.test", "r2@ok.test"]
     finally:
         finish(p)
         sink.stop()
@@ -222,3 +223,149 @@ def test_kill9_during_outbound_loses_nothing(postern_factory, dns, port):
     finally:
         finish(p)
         sink.stop()
+
+
+def test_dsn_parameters_passed_on(postern_factory, dns, port):
+    sink = Sink("127.0.0.2", port, name="mx1", dsn=True).start()
+    p = outbound_server(postern_factory, dns, port)
+    try:
+        qid = submit_to(p, ["dsn@ok.test"], "with dsn", mail_options=["RET=HDRS", "ENVID=abc+2Bdef"],
+                        rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;dsn@ok.test"])
+        sink.wait(1)
+        wait_gone(p, qid)
+        mail = [ps for cmd, ps in sink.dsn_params if cmd == "MAIL"]
+        rcpt = [ps for cmd, ps in sink.dsn_params if cmd == "RCPT"]
+        assert mail == [["RET=HDRS", "ENVID=abc+2Bdef"]], sink.dsn_params
+        assert rcpt == [["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;dsn@ok.test"]], sink.dsn_params
+    finally:
+        finish(p)
+        sink.stop()
+
+
+def test_utf8_message_needs_smtputf8(postern_factory, dns, port):
+    sink = Sink("127.0.0.2", port, name="mx1").start()
+    p = outbound_server(postern_factory, dns, port)
+    try:
+        c = p.submit()
+        c.ehlo()
+        assert c.mail("a@" + DOMAIN, ["SMTPUTF8", "BODY=8BITMIME"])[0] == 250
+        assert c.rcpt("jörg@ok.test")[0] == 250
+        body = ("From: <a@example.test>\r\nTo: <jörg@ok.test>\r\nSubject: grüße\r\n\r\n"
+                "Grüße\r\n").encode("utf-8")
+        code, text = c.data(body)
+        assert code == 250, text
+        qid = queue_id_of(text.decode())
+        m = sink.wait(1)[0]
+        assert m["rcpt_tos"] == ["jörg@ok.test"]
+        assert "SMTPUTF8" in m["mail_options"] and "BODY=8BITMIME" in m["mail_options"]
+        assert "Grüße".encode() in m["content"]
+        wait_gone(p, qid)
+    finally:
+        finish(p)
+        sink.stop()
+
+
+# ---- smarthost ----
+
+def smarthost_server(postern_factory, dns, port, relay, start=True):
+    p = postern_factory(extra={"dns": {"resolver": dns.resolver},
+                               "queue": {"retry_min": "1s", "retry_max": "2s",
+                                         "connect_timeout": "3s", "command_timeout": "10s"},
+                               "relay": dict(relay, smarthost="127.0.0.2:%d" % port)},
+                        start=start)
+    return p
+
+
+def test_smarthost_starttls_auth_rewrite(postern_factory, dns, port):
+    p = smarthost_server(postern_factory, dns, port, {
+        "smarthost_tls": "starttls", "smarthost_user": "acct@provider.test",
+        "smarthost_password": "s3cret pw", "rewrite_sender": "acct@provider.test"}, start=False)
+    cert, key = cert_of(p)
+    sink = Sink("127.0.0.2", port, tls_cert=cert, tls_key=key, name="smarthost",
+                auth=("acct@provider.test", "s3cret pw")).start()
+    try:
+        p.start()
+        # the MX of nullmx.test does not matter: everything remote goes to the smarthost;
+        # b@example.test is local and never goes there
+        qid = submit_to(p, ["friend@ok.test", "x@nullmx.test", "b@" + DOMAIN], "via smarthost")
+        m = sink.wait(1)[0]
+        assert sorted(m["rcpt_tos"]) == ["friend@ok.test", "x@nullmx.test"]
+        assert m["mail_from"] == "acct@provider.test"
+        assert m["tls"]
+        assert sink.auth_ok == ["acct@provider.test"]
+        head = m["content"].split(b"\r\n\r\n", 1)[0]
+        assert b"\r\nFrom: <acct@provider.test>\r\n" in head
+        assert b"From: <a@example.test>" not in head
+        assert b"Subject: via smarthost" in head
+        p.wait_for_delivery("b@" + DOMAIN, 1)
+        wait_gone(p, qid)
+        assert "s3cret" not in p.log()
+        out = p.cli("config").stdout.decode()
+        assert "s3cret" not in out and "smarthost_password = (set, not shown)" in out
+    finally:
+        finish(p)
+        sink.stop()
+
+
+def test_smarthost_implicit_tls(postern_factory, dns, port):
+    p = smarthost_server(postern_factory, dns, port, {"smarthost_tls": "tls"}, start=False)
+    cert, key = cert_of(p)
+    sink = Sink("127.0.0.2", port, tls_cert=cert, tls_key=key, name="smarthost",
+                implicit_tls=True).start()
+    try:
+        p.start()
+        qid = submit_to(p, ["friend@ok.test"], "implicit tls")
+        m = sink.wait(1)[0]
+        assert m["mail_from"] == "a@" + DOMAIN
+        wait_gone(p, qid)
+        assert "event=outbound_tls relay=127.0.0.2[127.0.0.2] verified=no" in p.log()
+    finally:
+        finish(p)
+        sink.stop()
+
+
+def test_smarthost_no_tls(postern_factory, dns, port):
+    p = smarthost_server(postern_factory, dns, port, {"smarthost_tls": "none"}, start=False)
+    cert, key = cert_of(p)
+    sink = Sink("127.0.0.2", port, tls_cert=cert, tls_key=key, name="smarthost").start()
+    try:
+        p.start()
+        qid = submit_to(p, ["friend@ok.test"], "plain smarthost")
+        m = sink.wait(1)[0]
+        assert not m["tls"]
+        wait_gone(p, qid)
+    finally:
+        finish(p)
+        sink.stop()
+
+
+def test_smarthost_requires_starttls_and_good_credentials(postern_factory, dns, port):
+    # no STARTTLS offered: deferred, never sent in plaintext
+    sink = Sink("127.0.0.2", port, name="smarthost").start()
+    p = smarthost_server(postern_factory, dns, port, {"smarthost_tls": "starttls"})
+    try:
+        qid = submit_to(p, ["friend@ok.test"], "needs tls")
+        wait_until(lambda: queue_rows(p, qid) and queue_rows(p, qid)[0][2] >= 1, 20, "an attempt")
+        rows = queue_rows(p, qid)
+        assert rows[0][1] == "deferred" and "does not offer STARTTLS" in rows[0][3], rows
+        assert sink.messages == []
+    finally:
+        finish(p)
+        sink.stop()
+    # a wrong password: deferred (not bounced), nothing sent
+    p2 = smarthost_server(postern_factory, dns, port, {
+        "smarthost_user": "acct@provider.test", "smarthost_password": "wrong"}, start=False)
+    cert, key = cert_of(p2)
+    sink2 = Sink("127.0.0.2", port, tls_cert=cert, tls_key=key, name="smarthost",
+                 auth=("acct@provider.test", "right")).start()
+    try:
+        p2.start()
+        qid = submit_to(p2, ["friend@ok.test"], "bad password")
+        wait_until(lambda: queue_rows(p2, qid) and queue_rows(p2, qid)[0][2] >= 1, 20, "an attempt")
+        rows = queue_rows(p2, qid)
+        assert rows[0][1] == "deferred" and "AUTH" in rows[0][3], rows
+        assert sink2.messages == [] and sink2.auth_ok == []
+        assert p2.maildir("a@" + DOMAIN) == []
+    finally:
+        finish(p2)
+        sink2.stop()

@@ -84,6 +84,17 @@ static const struct knob knobs[] = {
 	{"queue", "command_timeout", K_DURATION, F(command_timeout), "5m", 1, 3600, NULL,
 	 "Time allowed for each reply of a remote mail server (and each block of DATA)"},
 
+	{"relay", "smarthost", K_STRING, F(smarthost), "", 0, 0, NULL,
+	 "Send all outbound mail through this server (host:port, [ip]:port); empty = by MX"},
+	{"relay", "smarthost_tls", K_ENUM, F(smarthost_tls), "starttls", 0, 0, "starttls|tls|none",
+	 "TLS to the smarthost: STARTTLS required, implicit TLS (port 465), or none"},
+	{"relay", "smarthost_user", K_STRING, F(smarthost_user), "", 0, 0, NULL,
+	 "Account for AUTH PLAIN at the smarthost (sent only over TLS); empty = no AUTH"},
+	{"relay", "smarthost_password", K_STRING, F(smarthost_password), "", 0, 0, NULL,
+	 "Password for smarthost_user"},
+	{"relay", "rewrite_sender", K_STRING, F(rewrite_sender), "", 0, 0, NULL,
+	 "Through the smarthost, use this address as envelope sender and From (the null "
+	 "sender of DSNs is kept); empty = unchanged"},
 	{"relay", "trusted_networks", K_NETLIST, F(trusted_networks), "127.0.0.0/8, ::1", 0, 0,
 	 NULL, "Clients in these networks may relay without authentication"},
 
@@ -297,6 +308,16 @@ static const char *finish(struct config *cfg)
 		cfg->hostname = system_hostname();
 	}
 	str_lower(cfg->hostname);
+	if (cfg->smarthost[0] != '\0') {
+		char *host;
+		uint16_t port;
+		if (hostport_parse(cfg->smarthost, &host, &port) < 0)
+			return "[relay] smarthost: expected host:port or [ip]:port";
+		bool empty = host[0] == '\0';
+		free(host);
+		if (empty)
+			return "[relay] smarthost: expected host:port or [ip]:port";
+	}
 	if (cfg->dns_resolver[0] != '\0') {
 		/* ip or ip:port */
 		char *host;
@@ -466,6 +487,9 @@ void config_print(FILE *out, const struct config *cfg)
 		}
 		char val[1024];
 		knob_value(cfg, k, val, sizeof(val));
+		/* a secret is not printed, only whether it is set */
+		if (k->offset == F(smarthost_password) && val[0] != '\0')
+			snprintf(val, sizeof(val), "(set, not shown)");
 		fprintf(out, "# %s (default: %s)\n%s = %s\n", k->help,
 			k->def[0] ? k->def : "empty", k->name, val);
 	}

@@ -47,6 +47,11 @@ struct config {
 	uint64_t command_timeout; /* seconds */
 
 	/* [relay] */
+	char *smarthost;          /* host:port, "" = deliver by MX */
+	char *smarthost_tls;      /* starttls | tls | none */
+	char *smarthost_user;     /* "" = no AUTH */
+	char *smarthost_password;
+	char *rewrite_sender;     /* "" = keep the sender */
 	char *trusted_networks;
 	struct netlist trusted; /* parsed trusted_networks */
 

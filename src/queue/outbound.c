@@ -30,6 +30,7 @@
 #include "lib/config.h"
 #include "lib/fsync_pool.h"
 #include "lib/log.h"
+#include "lib/netaddr.h"
 #include "lib/xalloc.h"
 #include "queue/outbound.h"
 #include "queue/queue-private.h"
@@ -191,6 +192,12 @@ struct outbound {
 	uint64_t retry_min, retry_max, warn_after, max_lifetime;
 	unsigned max_conns, max_per_domain;
 	unsigned connect_ms, command_ms;
+	/* [relay] smarthost: every job goes there instead of to the MX hosts */
+	char *sh_host;        /* NULL = by MX */
+	uint16_t sh_port;
+	enum { SH_STARTTLS, SH_TLS, SH_NONE } sh_tls;
+	char *sh_user, *sh_password; /* NULL = no AUTH */
+	char *rewrite_sender;        /* NULL = unchanged */
 
 	pthread_mutex_t lock;
 	pthread_cond_t sched_cond, work_cond;
@@ -240,6 +247,12 @@ static const char *domain_of(const char *address)
 {
 	const char *at = strrchr(address, '@');
 	return at != NULL ? at + 1 : "";
+}
+
+/* Rows are grouped into jobs by destination: the domain, or the smarthost for everything. */
+static const char *job_key(const struct outbound *ob, const char *address)
+{
+	return ob->sh_host != NULL ? ob->sh_host : domain_of(address);
 }
 
 static bool inflight_has(struct outbound *ob, int64_t row)
@@ -347,7 +360,7 @@ static void schedule(struct outbound *ob)
 	for (size_t i = 0; i < n && ob->busy < ob->nworkers; i++) {
 		if (taken[i])
 			continue;
-		const char *domain = domain_of(rows[i].address);
+		const char *domain = job_key(ob, rows[i].address);
 		struct ob_domain_count *dc = domain_count(ob, domain, true);
 		unsigned room = ob->max_per_domain > dc->n ? ob->max_per_domain - dc->n : 0;
 		unsigned free_workers = (unsigned)ob->nworkers - ob->busy;
@@ -359,7 +372,7 @@ static void schedule(struct outbound *ob)
 				*dc = ob->domains[--ob->ndomains];
 			}
 			for (size_t k = i; k < n; k++)
-				if (strcasecmp(domain_of(rows[k].address), domain) == 0)
+				if (strcasecmp(job_key(ob, rows[k].address), domain) == 0)
 					taken[k] = true;
 			continue;
 		}
@@ -370,7 +383,7 @@ static void schedule(struct outbound *ob)
 		char last_id[QUEUE_ID_MAX] = "";
 		unsigned next = 0;
 		for (size_t k = i; k < n; k++) {
-			if (taken[k] || strcasecmp(domain_of(rows[k].address), domain) != 0)
+			if (taken[k] || strcasecmp(job_key(ob, rows[k].address), domain) != 0)
 				continue;
 			taken[k] = true;
 			if (strcmp(last_id, rows[k].queue_id) != 0) {
@@ -577,7 +590,12 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 	}
 	bool pipelining = (ext & SMTPC_EXT_PIPELINING) != 0;
 	bool dsn = (ext & SMTPC_EXT_DSN) != 0;
-	smtpc_printf(c, "MAIL FROM:<%s>", msg->sender);
+	/* rewrite_sender: not for the null sender, which must stay null (DSNs) */
+	const char *rewrite = ob->sh_host != NULL && ob->rewrite_sender != NULL &&
+					      msg->sender[0] != '\0'
+				      ? ob->rewrite_sender
+				      : NULL;
+	smtpc_printf(c, "MAIL FROM:<%s>", rewrite != NULL ? rewrite : msg->sender);
 	if (ext & SMTPC_EXT_SIZE)
 		smtpc_printf(c, " SIZE=%llu", (unsigned long long)msg->size);
 	if (msg->eightbit && (ext & SMTPC_EXT_8BITMIME))
@@ -673,7 +691,7 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 		ok = smtpc_read_reply(c, &r);
 		goto out_free;
 	}
-	if (!smtpc_send_body(c, fd) || !smtpc_read_reply(c, &r))
+	if (!smtpc_send_body(c, fd, rewrite) || !smtpc_read_reply(c, &r))
 		goto broken_free;
 	for (size_t k = 0; k < nsent; k++) {
 		if (!accepted[k])
@@ -736,7 +754,10 @@ static void session(struct ob_worker *w, struct ob_job *j, const char *host,
 	const char *err = NULL;
 	struct smtpc *c = smtpc_connect(sa, salen, ob->connect_ms, ob->command_ms, &err);
 	if (c == NULL) {
-		char *e = xasprintf("4.4.1 connect to %s:%u: %s", mta, (unsigned)ob->port, err);
+		unsigned port = ntohs(sa->sa_family == AF_INET
+					      ? ((const struct sockaddr_in *)sa)->sin_port
+					      : ((const struct sockaddr_in6 *)sa)->sin6_port);
+		char *e = xasprintf("4.4.1 connect to %s:%u: %s", mta, port, err);
 		log_info("event=outbound_connect_failed domain=%s relay=%s error=\"%s\"", j->domain,
 			 mta, err);
 		job_set_all(j, R_OPEN, e, mta);
@@ -745,8 +766,23 @@ static void session(struct ob_worker *w, struct ob_job *j, const char *host,
 		return;
 	}
 	set_conn(w, c);
-	struct smtpc_reply r;
+	struct smtpc_reply r = {0};
 	char rep[600];
+	bool smarthost = ob->sh_host != NULL;
+	if (smarthost && ob->sh_tls == SH_TLS) {
+		/* implicit TLS: the handshake before the greeting */
+		bool verified;
+		const char *verr;
+		if (smtpc_tls_handshake(c, host, &verified, &verr) < 0) {
+			char *e = xasprintf("4.4.2 %s: TLS handshake failed", mta);
+			job_set_all(j, R_OPEN, e, mta);
+			free(e);
+			goto out;
+		}
+		log_info("event=outbound_tls relay=%s verified=%s verify_result=\"%s\" "
+			 "discarded_plaintext=0",
+			 mta, verified ? "yes" : "no", verr);
+	}
 	if (!smtpc_read_reply(c, &r) || r.code != 220) {
 		char *e = xasprintf("4.4.2 %s greeting: %s", mta, r.text);
 		job_set_all(j, R_OPEN, e, mta);
@@ -759,7 +795,14 @@ static void session(struct ob_worker *w, struct ob_job *j, const char *host,
 		free(e);
 		goto quit;
 	}
-	if (smtpc_ext(c) & SMTPC_EXT_STARTTLS) {
+	if (smarthost && ob->sh_tls == SH_STARTTLS && !(smtpc_ext(c) & SMTPC_EXT_STARTTLS)) {
+		char *e = xasprintf("4.7.0 smarthost %s does not offer STARTTLS", mta);
+		job_set_all(j, R_OPEN, e, mta);
+		free(e);
+		goto quit;
+	}
+	if ((smtpc_ext(c) & SMTPC_EXT_STARTTLS) && !smtpc_tls(c) &&
+	    !(smarthost && ob->sh_tls == SH_NONE)) {
 		bool verified;
 		const char *verr;
 		int t = smtpc_starttls(c, host, &r, &verified, &verr);
@@ -784,6 +827,28 @@ static void session(struct ob_worker *w, struct ob_job *j, const char *host,
 				 log_quote(rep, sizeof(rep), r.text, 256));
 		}
 	}
+	if (smarthost && ob->sh_user != NULL) {
+		const char *why = NULL;
+		if (!smtpc_tls(c))
+			why = "not sending credentials without TLS";
+		else if (!(smtpc_ext(c) & SMTPC_EXT_AUTH_PLAIN))
+			why = "AUTH PLAIN not offered";
+		else if (!smtpc_auth_plain(c, ob->sh_user, ob->sh_password, &r))
+			why = r.text;
+		else if (r.code != 235)
+			why = r.text;
+		if (why != NULL) {
+			/* a configuration problem: the mail waits, it does not bounce */
+			char *e = xasprintf("4.7.0 smarthost %s AUTH: %s", mta, why);
+			log_error("event=smarthost_auth_failed relay=%s error=%s", mta,
+				  log_quote(rep, sizeof(rep), why, 256));
+			job_set_all(j, R_OPEN, e, mta);
+			free(e);
+			goto quit;
+		}
+		log_info("event=smarthost_auth relay=%s user=%s", mta,
+			 log_quote(rep, sizeof(rep), ob->sh_user, 256));
+	}
 	for (size_t m = 0; m < j->nmsgs; m++) {
 		struct ob_msg *msg = &j->msgs[m];
 		if (!msg->loaded || open_count(msg) == 0)
@@ -804,15 +869,17 @@ out:
 }
 
 /* The addresses of `host` (AAAA first, then A), or of an address literal. */
-static size_t host_addrs(struct ob_worker *w, const char *host, struct sockaddr_storage *out,
-			 size_t max, bool *temp_r)
+static size_t host_addrs(struct ob_worker *w, const char *host, uint16_t port_h,
+			 struct sockaddr_storage *out, size_t max, bool *temp_r)
 {
 	size_t n = 0;
-	uint16_t port = htons(w->ob->port);
+	uint16_t port = htons(port_h);
 	*temp_r = false;
-	if (host[0] == '[') {
+	struct in6_addr probe;
+	if (host[0] == '[' || inet_pton(AF_INET, host, &probe) == 1 ||
+	    inet_pton(AF_INET6, host, &probe) == 1) {
 		char lit[128];
-		snprintf(lit, sizeof(lit), "%s", host + 1);
+		snprintf(lit, sizeof(lit), "%s", host[0] == '[' ? host + 1 : host);
 		char *end = strchr(lit, ']');
 		if (end != NULL)
 			*end = '\0';
@@ -877,7 +944,14 @@ static void run_job(struct ob_worker *w, struct ob_job *j)
 	size_t nhosts = 0;
 	const char *err = NULL;
 	enum outbound_route route;
-	if (j->domain[0] == '[') {
+	uint16_t port = w->ob->port;
+	if (w->ob->sh_host != NULL) {
+		hosts = xcalloc(2, sizeof(char *));
+		hosts[0] = xstrdup(w->ob->sh_host);
+		nhosts = 1;
+		route = ROUTE_OK;
+		port = w->ob->sh_port;
+	} else if (j->domain[0] == '[') {
 		hosts = xcalloc(2, sizeof(char *));
 		hosts[0] = xstrdup(j->domain);
 		nhosts = 1;
@@ -894,7 +968,7 @@ static void run_job(struct ob_worker *w, struct ob_job *j)
 	for (size_t h = 0; h < nhosts && job_open_count(j) > 0 && !worker_stopping(w->ob); h++) {
 		struct sockaddr_storage addrs[OB_ADDRS_MAX];
 		bool temp;
-		size_t naddrs = host_addrs(w, hosts[h], addrs, OB_ADDRS_MAX, &temp);
+		size_t naddrs = host_addrs(w, hosts[h], port, addrs, OB_ADDRS_MAX, &temp);
 		if (naddrs == 0) {
 			char *e = xasprintf("4.4.4 %s: no address for the mail server %s",
 					    temp ? "temporary DNS failure" : "DNS", hosts[h]);
@@ -1306,10 +1380,25 @@ out:
 
 /* ---- start, stop ---- */
 
+static void outbound_free_settings(struct outbound *ob)
+{
+	free(ob->hostname);
+	free(ob->resolver);
+	free(ob->sh_host);
+	free(ob->sh_user);
+	if (ob->sh_password != NULL)
+		explicit_bzero(ob->sh_password, strlen(ob->sh_password));
+	free(ob->sh_password);
+	free(ob->rewrite_sender);
+}
+
 int queue_outbound_start(struct queue *q, const struct config *cfg, char **error_r)
 {
 	struct outbound *ob = xcalloc(1, sizeof(*ob));
 	ob->q = q;
+	pthread_mutex_init(&ob->lock, NULL);
+	pthread_cond_init(&ob->sched_cond, NULL);
+	pthread_cond_init(&ob->work_cond, NULL);
 	ob->hostname = xstrdup(cfg->hostname);
 	ob->resolver = xstrdup(cfg->dns_resolver != NULL ? cfg->dns_resolver : "");
 	ob->port = (uint16_t)cfg->remote_port;
@@ -1321,9 +1410,21 @@ int queue_outbound_start(struct queue *q, const struct config *cfg, char **error
 	ob->connect_ms = (unsigned)cfg->connect_timeout * 1000;
 	ob->command_ms = (unsigned)cfg->command_timeout * 1000;
 	ob->nworkers = (size_t)cfg->queue_max_connections;
-	pthread_mutex_init(&ob->lock, NULL);
-	pthread_cond_init(&ob->sched_cond, NULL);
-	pthread_cond_init(&ob->work_cond, NULL);
+	if (cfg->smarthost != NULL && cfg->smarthost[0] != '\0') {
+		if (hostport_parse(cfg->smarthost, &ob->sh_host, &ob->sh_port) < 0) {
+			*error_r = xstrdup("[relay] smarthost: expected host:port");
+			goto fail;
+		}
+		ob->sh_tls = strcmp(cfg->smarthost_tls, "tls") == 0    ? SH_TLS
+			     : strcmp(cfg->smarthost_tls, "none") == 0 ? SH_NONE
+								       : SH_STARTTLS;
+		if (cfg->smarthost_user[0] != '\0') {
+			ob->sh_user = xstrdup(cfg->smarthost_user);
+			ob->sh_password = xstrdup(cfg->smarthost_password);
+		}
+		if (cfg->rewrite_sender[0] != '\0')
+			ob->rewrite_sender = xstrdup(cfg->rewrite_sender);
+	}
 	/* the options are checked here, where an error can still be reported */
 	struct dns_options o = {.resolver = ob->resolver, .timeout_ms = OB_DNS_TIMEOUT_MS};
 	const char *derr = NULL;
@@ -1345,16 +1446,16 @@ int queue_outbound_start(struct queue *q, const struct config *cfg, char **error
 	if (pthread_create(&ob->sched_thread, NULL, sched_main, ob) != 0)
 		fatal("event=pthread_create_failed what=outbound_scheduler");
 	q->outbound = ob;
-	log_info("event=outbound_start workers=%zu per_domain=%u remote_port=%u", ob->nworkers,
-		 ob->max_per_domain, (unsigned)ob->port);
+	log_info("event=outbound_start workers=%zu per_domain=%u remote_port=%u smarthost=%s",
+		 ob->nworkers, ob->max_per_domain, (unsigned)ob->port,
+		 ob->sh_host != NULL ? cfg->smarthost : "none");
 	return 0;
 fail:
 	sqlite3_close_v2(ob->sched_db);
 	pthread_mutex_destroy(&ob->lock);
 	pthread_cond_destroy(&ob->sched_cond);
 	pthread_cond_destroy(&ob->work_cond);
-	free(ob->hostname);
-	free(ob->resolver);
+	outbound_free_settings(ob);
 	free(ob);
 	return -1;
 }
@@ -1405,8 +1506,7 @@ void queue_outbound_stop(struct queue *q)
 	pthread_mutex_destroy(&ob->lock);
 	pthread_cond_destroy(&ob->sched_cond);
 	pthread_cond_destroy(&ob->work_cond);
-	free(ob->hostname);
-	free(ob->resolver);
+	outbound_free_settings(ob);
 	free(ob);
 	q->outbound = NULL;
 	log_info("event=outbound_stop");

@@ -10,6 +10,7 @@
 #include "queue/smtp_client.h"
 
 #include "lib/log.h"
+#include "lib/strutil.h"
 #include "lib/xalloc.h"
 
 #include <errno.h>
@@ -262,6 +263,16 @@ static void note_ext(struct smtpc *c, const char *kw)
 		    {"SMTPUTF8", SMTPC_EXT_SMTPUTF8}, {"DSN", SMTPC_EXT_DSN}};
 	size_t kl = strcspn(kw, " ");
 	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
+		if (kl == 4 && strncasecmp(kw, "AUTH", 4) == 0) {
+			/* "AUTH LOGIN PLAIN": look for the PLAIN word */
+			for (const char *p = kw + 4; *p != '\0';) {
+				p += strspn(p, " ");
+				size_t wl = strcspn(p, " ");
+				if (wl == 5 && strncasecmp(p, "PLAIN", 5) == 0)
+					c->ext |= SMTPC_EXT_AUTH_PLAIN;
+				p += wl;
+			}
+		}
 		if (strlen(exts[i].name) == kl && strncasecmp(kw, exts[i].name, kl) == 0) {
 			c->ext |= exts[i].bit;
 			if (exts[i].bit == SMTPC_EXT_SIZE && kw[kl] == ' ')
@@ -362,22 +373,14 @@ size_t smtpc_injected(const struct smtpc *c)
 	return c->injected;
 }
 
-int smtpc_starttls(struct smtpc *c, const char *servername, struct smtpc_reply *r,
-		   bool *verified_r, const char **verify_error_r)
+int smtpc_tls_handshake(struct smtpc *c, const char *servername, bool *verified_r,
+			const char **verify_error_r)
 {
 	*verified_r = false;
 	*verify_error_r = "no certificate";
-	smtpc_printf(c, "STARTTLS\r\n");
-	if (!read_reply(c, r, false))
-		return -1;
-	if (r->code != 220)
-		return 0;
-	/* RFC 3207 5: anything the server sent before the handshake is discarded */
-	c->injected = c->in_len;
-	c->in_len = 0;
 	c->ctx = SSL_CTX_new(TLS_client_method());
 	if (c->ctx == NULL)
-		goto fail;
+		return -1;
 	SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
 	SSL_CTX_set_default_verify_paths(c->ctx);
 	/* opportunistic: verify and report, never refuse (RFC 7435) */
@@ -405,14 +408,56 @@ int smtpc_starttls(struct smtpc *c, const char *servername, struct smtpc_reply *
 		*verify_error_r = v == X509_V_OK ? "ok" : X509_verify_cert_error_string(v);
 		X509_free(cert);
 	}
-	return 1;
+	return 0;
 fail:
-	set_error(r, "TLS handshake failed");
 	if (c->ssl != NULL) {
 		SSL_free(c->ssl);
 		c->ssl = NULL;
 	}
 	return -1;
+}
+
+int smtpc_starttls(struct smtpc *c, const char *servername, struct smtpc_reply *r,
+		   bool *verified_r, const char **verify_error_r)
+{
+	*verified_r = false;
+	*verify_error_r = "no certificate";
+	smtpc_printf(c, "STARTTLS\r\n");
+	if (!read_reply(c, r, false))
+		return -1;
+	if (r->code != 220)
+		return 0;
+	/* RFC 3207 5: anything the server sent before the handshake is discarded */
+	c->injected = c->in_len;
+	c->in_len = 0;
+	if (smtpc_tls_handshake(c, servername, verified_r, verify_error_r) < 0) {
+		set_error(r, "TLS handshake failed");
+		return -1;
+	}
+	return 1;
+}
+
+bool smtpc_auth_plain(struct smtpc *c, const char *user, const char *password,
+		      struct smtpc_reply *r)
+{
+	size_t ul = strlen(user), pl = strlen(password);
+	size_t n = ul + pl + 2;
+	unsigned char *raw = xmalloc(n);
+	raw[0] = '\0';
+	memcpy(raw + 1, user, ul);
+	raw[1 + ul] = '\0';
+	memcpy(raw + 2 + ul, password, pl);
+	char *b64 = xmalloc(4 * ((n + 2) / 3) + 1);
+	base64_encode(raw, n, b64);
+	smtpc_printf(c, "AUTH PLAIN %s\r\n", b64);
+	explicit_bzero(raw, n);
+	explicit_bzero(b64, strlen(b64));
+	free(raw);
+	free(b64);
+	bool ok = read_reply(c, r, false);
+	/* the credentials were in the output buffer: wipe it */
+	explicit_bzero(c->out, c->out_cap);
+	return ok;
 }
 
 size_t smtpc_dot_stuff(const char *in, size_t len, char *out, bool *at_bol)
@@ -429,7 +474,58 @@ size_t smtpc_dot_stuff(const char *in, size_t len, char *out, bool *at_bol)
 	return o;
 }
 
-bool smtpc_send_body(struct smtpc *c, int fd)
+/*
+ * The header of the message with its From: field replaced, or NULL when the
+ * header does not end within SMTPC_HEADER_MAX. *hlen_r: octets of the
+ * original header (up to and including the empty line).
+ */
+static char *rewrite_from(int fd, const char *from, size_t *hlen_r)
+{
+	char *h = xmalloc(SMTPC_HEADER_MAX + 1);
+	size_t len = 0;
+	while (len < SMTPC_HEADER_MAX) {
+		ssize_t n = read(fd, h + len, SMTPC_HEADER_MAX - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	h[len] = '\0';
+	char *end = memmem(h, len, "\r\n\r\n", 4);
+	if (end == NULL || lseek(fd, 0, SEEK_SET) < 0) {
+		free(h);
+		return NULL;
+	}
+	size_t hl = (size_t)(end - h) + 4;
+	*hlen_r = hl;
+	char *out = xmalloc(hl + strlen(from) + 16);
+	size_t o = 0;
+	bool skipping = false, done = false;
+	for (size_t i = 0; i < hl - 2;) {
+		char *eol = memmem(h + i, hl - i, "\r\n", 2);
+		size_t ll = (size_t)(eol - (h + i)) + 2;
+		bool cont = h[i] == ' ' || h[i] == '\t';
+		if (!cont)
+			skipping = false;
+		if (!cont && !done && ll >= 5 && strncasecmp(h + i, "From:", 5) == 0) {
+			o += (size_t)sprintf(out + o, "From: <%s>\r\n", from);
+			skipping = true;
+			done = true;
+		} else if (!skipping) {
+			memcpy(out + o, h + i, ll);
+			o += ll;
+		}
+		i += ll;
+	}
+	if (!done)
+		o += (size_t)sprintf(out + o, "From: <%s>\r\n", from);
+	memcpy(out + o, "\r\n", 3);
+	free(h);
+	return out;
+}
+
+bool smtpc_send_body(struct smtpc *c, int fd, const char *from_rewrite)
 {
 	char buf[32768], out[65536 + 8];
 	bool bol = true;
@@ -439,6 +535,21 @@ bool smtpc_send_body(struct smtpc *c, int fd)
 	int64_t deadline = now_ms() + c->command_ms;
 	if (!smtpc_flush(c))
 		return false;
+	if (from_rewrite != NULL) {
+		size_t hlen = 0;
+		char *head = rewrite_from(fd, from_rewrite, &hlen);
+		if (head != NULL) {
+			size_t n = strlen(head);
+			char *stuffed = xmalloc(2 * n + 1);
+			size_t o = smtpc_dot_stuff(head, n, stuffed, &bol);
+			bool ok = write_all(c, stuffed, o, deadline) &&
+				  lseek(fd, (off_t)hlen, SEEK_SET) >= 0;
+			free(stuffed);
+			free(head);
+			if (!ok)
+				return false;
+		}
+	}
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
@@ -460,19 +571,4 @@ bool smtpc_send_body(struct smtpc *c, int fd)
 	}
 	const char *end = last == '\n' && prev == '\r' ? ".\r\n" : "\r\n.\r\n";
 	return write_all(c, end, strlen(end), now_ms() + c->command_ms);
-}
-
-char *smtpc_xtext(const char *s)
-{
-	size_t n = strlen(s);
-	char *o = xmalloc(3 * n + 1);
-	size_t k = 0;
-	for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (*p < 33 || *p > 126 || *p == '+' || *p == '=')
-			k += (size_t)sprintf(o + k, "+%02X", *p);
-		else
-			o[k++] = (char)*p;
-	}
-	o[k] = '\0';
-	return o;
 }

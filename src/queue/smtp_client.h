@@ -32,6 +32,7 @@
 #define SMTPC_EXT_8BITMIME 0x08
 #define SMTPC_EXT_SMTPUTF8 0x10
 #define SMTPC_EXT_DSN 0x20
+#define SMTPC_EXT_AUTH_PLAIN 0x40 /* AUTH with the PLAIN mechanism */
 
 struct smtpc;
 
@@ -76,6 +77,15 @@ uint64_t smtpc_size_limit(const struct smtpc *c); /* SIZE n, 0 = none given */
 int smtpc_starttls(struct smtpc *c, const char *servername, struct smtpc_reply *r,
 		   bool *verified_r, const char **verify_error_r);
 bool smtpc_tls(const struct smtpc *c);
+/*
+ * The TLS handshake alone, at once (implicit TLS, a smarthost on port 465).
+ * Same verification reporting as smtpc_starttls. 0 ok, -1 failure.
+ */
+int smtpc_tls_handshake(struct smtpc *c, const char *servername, bool *verified_r,
+			const char **verify_error_r);
+/* AUTH PLAIN (RFC 4616) with user and password; the reply in *r. false on I/O error. */
+bool smtpc_auth_plain(struct smtpc *c, const char *user, const char *password,
+		      struct smtpc_reply *r);
 /* Bytes of plaintext discarded after the STARTTLS 220. */
 size_t smtpc_injected(const struct smtpc *c);
 
@@ -84,12 +94,16 @@ size_t smtpc_injected(const struct smtpc *c);
  * dot-stuffed, a final CRLF added if missing, then ".". Does not read the
  * reply. false on I/O error.
  */
-bool smtpc_send_body(struct smtpc *c, int fd);
+bool smtpc_send_body(struct smtpc *c, int fd, const char *from_rewrite);
+/*
+ * With from_rewrite (an address), the message's From: header field (with
+ * its continuation lines) is replaced by "From: <from_rewrite>" on the
+ * way out (one is added when there is none); the header must end within
+ * SMTPC_HEADER_MAX octets, else the message is sent unchanged.
+ */
+#define SMTPC_HEADER_MAX (256 * 1024)
 
 /* Dot-stuff `in` (len bytes) for DATA; `*at_bol` carries line state across calls. Returns bytes written to out (out >= 2*len). */
 size_t smtpc_dot_stuff(const char *in, size_t len, char *out, bool *at_bol);
-
-/* xtext (RFC 3461 4) of s into a new string. */
-char *smtpc_xtext(const char *s);
 
 #endif

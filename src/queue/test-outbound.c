@@ -371,6 +371,44 @@ static void test_client_starttls_injection_discarded(void **state)
 	peer_join(&p);
 }
 
+static int temp_message(const char *text)
+{
+	char path[] = "/tmp/postern-test-outbound-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	return fd;
+}
+
+static void send_and_expect(const char *msg, const char *rewrite, const char *expect)
+{
+	struct peer p;
+	peer_start(&p, "", false, false);
+	struct smtpc *c = connect_peer(&p, 2000);
+	int fd = temp_message(msg);
+	assert_true(smtpc_send_body(c, fd, rewrite));
+	close(fd);
+	smtpc_free(&c);
+	peer_join(&p);
+	assert_string_equal(p.got, expect);
+}
+
+static void test_client_body(void **state)
+{
+	(void)state;
+	/* dot stuffing, and a final CRLF added when the message lacks one */
+	send_and_expect("Subject: s\r\n\r\n.dot\r\nend", NULL,
+			"Subject: s\r\n\r\n..dot\r\nend\r\n.\r\n");
+	/* rewrite_sender: the From field with its continuation lines is replaced */
+	send_and_expect("Subject: s\r\nFrom: Old\r\n <old@x.test>\r\nTo: t\r\n\r\nFrom: body\r\n.x\r\n",
+			"new@y.test",
+			"Subject: s\r\nFrom: <new@y.test>\r\nTo: t\r\n\r\nFrom: body\r\n..x\r\n.\r\n");
+	/* no From at all: one is added */
+	send_and_expect("Subject: s\r\n\r\nbody\r\n", "new@y.test",
+			"Subject: s\r\nFrom: <new@y.test>\r\n\r\nbody\r\n.\r\n");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -383,6 +421,7 @@ int main(void)
 		cmocka_unit_test(test_client_connect_refused),
 		cmocka_unit_test(test_client_starttls_refused),
 		cmocka_unit_test(test_client_starttls_injection_discarded),
+		cmocka_unit_test(test_client_body),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
