@@ -59,11 +59,15 @@ class Site:
         assert r.returncode == 0, (args, r.returncode, r.stdout, r.stderr)
         return r.stdout.decode()
 
-    def serve(self, zone_lines, reverse_lines):
-        """Start NSD with the given records (zone-file lines with absolute names)."""
+    def serve(self, zone_lines, reverse_lines, extra=None):
+        """Start NSD with the given records (zone-file lines with absolute names); `extra`:
+        {origin: [lines]} for more zones."""
         fwd = soa(DOMAIN) + "ns A 127.0.0.1\n" + "\n".join(zone_lines) + "\n"
         rev = soa(REVERSE) + "\n".join(reverse_lines) + "\n"
-        self.dns = DNSServer(os.path.join(self.dir, "dns"), zones={DOMAIN: fwd, REVERSE: rev})
+        zones = {DOMAIN: fwd, REVERSE: rev}
+        for origin, lines in (extra or {}).items():
+            zones[origin] = soa(origin) + "\n".join(lines) + "\n"
+        self.dns = DNSServer(os.path.join(self.dir, "dns"), zones=zones)
         self.dns.start()
         self.write_conf(self.dns.resolver)
 
@@ -232,3 +236,30 @@ def test_check_no_dkim_key_and_dead_resolver(tmp_path):
     # lookups that fail are ERROR (not checked), never OK, and come with no advice to publish
     assert all(st == "ERROR" for st, k, _, _ in res if k != "DKIM"), out
     assert "publish:" not in out
+
+
+def test_check_dnsbl(site):
+    """--dnsbl: RFC 5782 lookups of the server's address; listed, clean, and refused answers."""
+    fwd, rev = zone_of(site.ok("dns", DOMAIN, "--ip", IP))
+    site.serve(fwd, rev, extra={
+        "bl.test": ["10.2.0.192.bl.test. IN A 127.0.0.2",
+                    '10.2.0.192.bl.test. IN TXT "listed for testing"'],
+        "clean.test": ["2.0.0.127.clean.test. IN A 127.0.0.2"],
+        "refusing.test": ["10.2.0.192.refusing.test. IN A 127.255.255.254"],
+    })
+    rc, out = site.check("--dnsbl", "clean.test")
+    assert rc == 0, out
+    res = {(k, n): (s, f) for s, k, n, f in results(out)}
+    assert res[("DNSBL", "10.2.0.192.clean.test")][0] == "OK", out
+    rc, out = site.check("--dnsbl", "bl.test,clean.test,refusing.test")
+    assert rc == 1, out
+    res = {(k, n): (s, f) for s, k, n, f in results(out)}
+    st, found = res[("DNSBL", "10.2.0.192.bl.test")]
+    assert st == "WRONG" and "127.0.0.2" in found and "listed for testing" in found, out
+    assert "ask bl.test to remove" in out
+    assert res[("DNSBL", "10.2.0.192.clean.test")][0] == "OK", out
+    st, found = res[("DNSBL", "10.2.0.192.refusing.test")]
+    assert st == "ERROR" and "refused" in found, out
+    # every other record is still fine
+    assert all(s == "OK" for s, k, _, _ in results(out) if k != "DNSBL"), out
+    assert site.run("dns", DOMAIN, "--check", "--dnsbl", "bad zone/").returncode == 2

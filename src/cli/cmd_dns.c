@@ -72,6 +72,8 @@ struct dnscmd {
 	struct rec *recs;
 	size_t nrecs, cap;
 	struct dns_sync *dns;
+	char **dnsbls; /* --dnsbl zones */
+	size_t ndnsbls;
 };
 
 static struct rec *rec_add(struct dnscmd *d, const char *kind, const char *type, char *name,
@@ -826,6 +828,56 @@ static void check_srv(struct dnscmd *d, struct rec *r)
 	dns_result_free(&res);
 }
 
+/*
+ * Is the address listed in the DNSBL `zone`? (RFC 5782: A record of the
+ * reversed address under the zone; 127.0.0.0/8 answers mean listed, except
+ * 127.255.255.0/24, which lists such as Spamhaus use to refuse a query, for
+ * example one that came through a public resolver.)
+ */
+static void check_dnsbl(struct dnscmd *d, const struct ip *ip, const char *zone)
+{
+	char *rev = reverse_name(ip);
+	char *dot = strstr(rev, ip->family == AF_INET ? ".in-addr.arpa" : ".ip6.arpa");
+	if (dot != NULL)
+		*dot = '\0';
+	struct rec *r = rec_add(d, "DNSBL", "A", xasprintf("%s.%s", rev, zone), xstrdup(zone));
+	free(rev);
+	struct dns_result *res = dns_sync_lookup(d->dns, r->name, DNS_T_A);
+	if (res->status == DNS_NXDOMAIN || (res->status == DNS_NOERROR && res->count == 0)) {
+		set_status(r, ST_OK, xasprintf("%s is not listed", ip->text));
+	} else if (res->status != DNS_NOERROR) {
+		lookup_failed(r, res);
+	} else {
+		char *found = join_found(res, fmt_addr);
+		const unsigned char *a = res->rrs[0].u.addr.addr;
+		if (res->rrs[0].u.addr.family != AF_INET || a[0] != 127) {
+			set_status(
+			    r, ST_ERROR,
+			    xasprintf("unexpected answer %s (not a DNSBL, or a resolver that "
+			              "rewrites NXDOMAIN)",
+			              found));
+		} else if (a[1] == 255 && a[2] == 255) {
+			set_status(
+			    r, ST_ERROR,
+			    xasprintf("the list refused the query (%s); query it through your "
+			              "own resolver, not a public one",
+			              found));
+		} else {
+			/* the reason, if the list gives one (RFC 5782 2.1) */
+			struct dns_result *txt = dns_sync_lookup(d->dns, r->name, DNS_T_TXT);
+			char *why = txt->status == DNS_NOERROR && txt->count > 0
+			                ? fmt_txt(&txt->rrs[0])
+			                : xstrdup("no reason given");
+			set_status(r, ST_WRONG,
+			           xasprintf("%s is listed (%s): %s", ip->text, found, why));
+			free(why);
+			dns_result_free(&txt);
+		}
+		free(found);
+	}
+	dns_result_free(&res);
+}
+
 static int check(struct dnscmd *d)
 {
 	struct dns_options opts = {.resolver = d->cfg->dns_resolver,
@@ -883,6 +935,10 @@ static int check(struct dnscmd *d)
 			check_srv(d, r);
 		}
 	}
+	size_t nips = d->nips;
+	for (size_t z = 0; z < d->ndnsbls; z++)
+		for (size_t i = 0; i < nips; i++)
+			check_dnsbl(d, &d->ips[i], d->dnsbls[z]);
 	dns_sync_free(&d->dns);
 	return 0;
 }
@@ -934,7 +990,10 @@ static size_t print_check(struct dnscmd *d)
 		       r->found ? r->found : "");
 		if (r->status != ST_OK) {
 			problems++;
-			if (!r->commented && r->status != ST_ERROR)
+			if (r->status == ST_WRONG && strcmp(r->kind, "DNSBL") == 0)
+				printf("        fix the cause, then ask %s to remove the address\n",
+				       r->value);
+			else if (!r->commented && r->status != ST_ERROR)
 				printf("        %s: %s. IN %s %s\n",
 				       r->provider ? "ask your provider for" : "publish", r->name,
 				       r->type, r->value);
@@ -957,7 +1016,8 @@ static size_t print_json(struct dnscmd *d, bool checked)
 		const struct rec *r = &d->recs[i];
 		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:b, s:b}", "kind", r->kind, "name",
 		                      r->name, "type", r->type, "value", r->value, "publish",
-		                      !r->commented, "provider", r->provider);
+		                      !r->commented && strcmp(r->kind, "DNSBL") != 0, "provider",
+		                      r->provider);
 		if (r->note != NULL)
 			json_object_set_new(o, "note", json_string(r->note));
 		if (checked && r->status != ST_NONE) {
@@ -984,9 +1044,12 @@ static size_t print_json(struct dnscmd *d, bool checked)
 static int run_dns(struct cli *cli, const struct cli_cmd *cmd, int argc, char **argv)
 {
 	bool do_check = false, json = false;
-	const char *ipopt = NULL;
-	const struct cli_opt opts[] = {
-	    {"--check", &do_check, NULL}, {"--json", &json, NULL}, {"--ip", NULL, &ipopt}, {0}};
+	const char *ipopt = NULL, *dnsblopt = NULL;
+	const struct cli_opt opts[] = {{"--check", &do_check, NULL},
+	                               {"--json", &json, NULL},
+	                               {"--ip", NULL, &ipopt},
+	                               {"--dnsbl", NULL, &dnsblopt},
+	                               {0}};
 	const char *pos[1];
 	int npos, ret;
 	if (!cli_parse(cli, cmd, argc, argv, opts, pos, 1, 1, &npos, &ret))
@@ -1045,6 +1108,17 @@ static int run_dns(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 		ret = CLI_EXIT_USAGE;
 		goto out;
 	}
+	if (dnsblopt != NULL) {
+		d.dnsbls = strv_split_list(dnsblopt, &d.ndnsbls);
+		for (size_t i = 0; i < d.ndnsbls; i++) {
+			str_lower(d.dnsbls[i]);
+			if (!dkimkeys_name_ok(d.dnsbls[i], 200)) {
+				cli_error("--dnsbl: not a DNS zone: %s", d.dnsbls[i]);
+				ret = CLI_EXIT_USAGE;
+				goto out;
+			}
+		}
+	}
 	build(&d);
 	if (!do_check) {
 		if (json)
@@ -1068,13 +1142,15 @@ out:
 	free(d.recs);
 	dkimkey_list_free(&d.keys);
 	dkimkey_list_free(&d.retired);
+	if (d.dnsbls != NULL)
+		strv_free(&d.dnsbls);
 	free(domain);
 	free(host);
 	return ret;
 }
 
 const struct cli_cmd cmd_dns_cmds[] = {
-    {"dns", NULL, "DOMAIN [--check] [--json] [--ip ADDR,...]",
+    {"dns", NULL, "DOMAIN [--check] [--json] [--ip ADDR,...] [--dnsbl ZONE,...]",
      "Print the DNS records to publish for DOMAIN; --check compares them with live DNS", run_dns},
     {0},
 };
