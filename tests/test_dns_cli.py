@@ -263,3 +263,38 @@ def test_check_dnsbl(site):
     # every other record is still fine
     assert all(s == "OK" for s, k, _, _ in results(out) if k != "DNSBL"), out
     assert site.run("dns", DOMAIN, "--check", "--dnsbl", "bad zone/").returncode == 2
+
+
+def test_check_ipv6(site):
+    """Both address families: AAAA, the ip6.arpa PTR (forward-confirmed), SPF pass for both."""
+    ip6, rev6 = "2001:db8::10", "8.b.d.0.1.0.0.2.ip6.arpa"
+    text = site.ok("dns", DOMAIN, "--ip", "%s,%s" % (IP, ip6))
+    assert "%s. IN AAAA %s" % (HOST, ip6) in text
+    fwd, rev, rev6_lines = [], [], []
+    for line in text.splitlines():
+        if not line or line.startswith(";"):
+            continue
+        owner = line.split()[0]
+        (rev6_lines if owner.endswith(rev6 + ".") else rev if owner.endswith(REVERSE + ".")
+         else fwd).append(line)
+    assert len(rev6_lines) == 1 and rev6_lines[0].startswith("0.1.0.0." + "0." * 20 + rev6 + ". IN PTR ")
+    site.serve(fwd, rev, extra={rev6: rev6_lines})
+    r = site.run("dns", DOMAIN, "--check", "--ip", "%s,%s" % (IP, ip6))
+    out = r.stdout.decode()
+    res = results(out)
+    assert r.returncode == 0, out
+    assert [k for _, k, _, _ in res].count("PTR") == 2, out
+    assert ("OK", "AAAA") in [(s_, k) for s_, k, _, _ in res], out
+    assert "pass for every address" in out
+    # the AAAA record missing: MISSING, and the v6 PTR no longer forward-confirms
+    site.dns.stop()
+    site.serve([l for l in fwd if " AAAA " not in l], rev, extra={rev6: rev6_lines})
+    r = site.run("dns", DOMAIN, "--check", "--ip", "%s,%s" % (IP, ip6))
+    out = r.stdout.decode()
+    got = {(k, n): (s_, f) for s_, k, n, f in results(out)}
+    assert r.returncode == 1
+    assert got[("AAAA", HOST)][0] == "MISSING", out
+    ptr6 = [v for (k, n), v in got.items() if k == "PTR" and n.endswith(rev6)][0]
+    assert ptr6[0] == "WRONG" and "does not resolve back" in ptr6[1], out
+    spf = got[("SPF", DOMAIN)]
+    assert spf[0] == "WRONG" and ip6 in spf[1], out

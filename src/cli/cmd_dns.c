@@ -747,20 +747,30 @@ static void check_dmarc(struct dnscmd *d, struct rec *r)
 	dns_result_free(&res);
 }
 
-/* A name in uncompressed wire format (RFC 1035 3.1) to text; NULL if malformed. */
+/*
+ * A name in uncompressed wire format (RFC 1035 3.1) that fills `len` to
+ * text, lowercase, other octets than [a-z0-9_-] as \DDD (as src/dns does);
+ * NULL if malformed.
+ */
 static char *wire_name(const unsigned char *p, size_t len)
 {
-	char out[256];
+	char out[255 * 4 + 2];
 	size_t o = 0, i = 0;
 	while (i < len && p[i] != 0) {
 		size_t n = p[i++];
-		if (n > 63 || i + n > len || o + n + 2 > sizeof(out))
+		if (n > 63 || i + n > len || i + n >= 255) /* RFC 1035 2.3.4: 255 octets */
 			return NULL;
 		if (o > 0)
 			out[o++] = '.';
 		for (size_t j = 0; j < n; j++) {
-			char c = (char)p[i + j];
-			out[o++] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+			unsigned char c = p[i + j];
+			if (c >= 'A' && c <= 'Z')
+				c = (unsigned char)(c + 32);
+			if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+			    c == '_')
+				out[o++] = (char)c;
+			else
+				o += (size_t)snprintf(out + o, sizeof(out) - o, "\\%03u", c);
 		}
 		i += n;
 	}
