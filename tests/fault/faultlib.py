@@ -1,0 +1,105 @@
+"""
+Helpers shared by the fault tests (tests/fault/test_fault_*.py): a Postern whose data
+directory is a small tmpfs, resource limits, and process memory readings.
+
+Kept out of a conftest.py on purpose: tests/conftest.py is imported as the module "conftest"
+and the tests import from it by that name; a second conftest.py would shadow it.
+"""
+import contextlib
+import os
+import resource
+import subprocess
+import tempfile
+
+from conftest import GENEROUS, Postern, base_dir, finish
+
+
+@contextlib.contextmanager
+def tmpfs_postern(size="4m", limits=None, extra=None, start=True):
+    """A Postern whose data_dir is a fresh tmpfs of `size` mounted for this test only (the tests
+    run as root); always stopped, checked for sanitizer reports and unmounted afterwards."""
+    if os.geteuid() != 0:
+        raise AssertionError("the disk-full tests mount a tmpfs and must run as root")
+    d = tempfile.mkdtemp(prefix="fault-", dir=base_dir())
+    os.chmod(d, 0o755)
+    data = os.path.join(d, "data")
+    os.mkdir(data)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0750" % size, "tmpfs", data],
+                   check=True, capture_output=True, timeout=30)
+    p = None
+    try:
+        lim = dict(GENEROUS)
+        lim.update(limits or {})
+        p = Postern(d, limits=lim, extra=extra)
+        if start:
+            p.start()
+        yield p
+    finally:
+        try:
+            if p is not None:
+                finish(p)
+        finally:
+            r = subprocess.run(["umount", data], capture_output=True, timeout=30)
+            if r.returncode != 0:
+                subprocess.run(["umount", "-l", data], capture_output=True, timeout=30)
+
+
+def fill_disk(path, chunk=64 * 1024):
+    """Write zeros to `path` until the filesystem is full; returns the bytes written. Bounded by
+    the size of the filesystem (statvfs), so the loop ends even if ENOSPC never came."""
+    st = os.statvfs(os.path.dirname(path))
+    limit = st.f_blocks * st.f_frsize + chunk
+    written = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        buf = b"\0" * chunk
+        while written < limit:
+            try:
+                n = os.write(fd, buf)
+            except OSError:
+                if len(buf) == 1:
+                    break
+                buf = buf[: max(1, len(buf) // 16)]  # fill the last partial pages too
+                continue
+            written += n
+    finally:
+        os.close(fd)
+    return written
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def raise_nofile(n):
+    """Raise this process's RLIMIT_NOFILE soft limit to at least n (up to the hard limit, which
+    root may raise too); returns the previous (soft, hard) to restore."""
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = old
+    if soft < n:
+        if hard != resource.RLIM_INFINITY and hard < n:
+            hard = n
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
+    return old
+
+
+def rss_kib(pid):
+    """VmRSS of a process in KiB, from /proc/PID/status."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def still_serves(p, source=None, port=None):
+    """A good client gets a greeting and a 250 to NOOP (the server survived what came before)."""
+    assert p.alive(), "postern serve died; stderr tail:\n%s" % p.stderr()[-4000:]
+    c = p.raw(port=port or p.smtp_port, source=source)
+    try:
+        assert c.cmd("EHLO good.example.test").code == 250
+        assert c.cmd("NOOP").code == 250
+        c.cmd("QUIT")
+    finally:
+        c.close()
