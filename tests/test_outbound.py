@@ -369,3 +369,156 @@ def test_smarthost_requires_starttls_and_good_credentials(postern_factory, dns, 
     finally:
         finish(p2)
         sink2.stop()
+
+
+# ---- bad peers ----
+
+class RawPeer:
+    """A hand-written SMTP peer on 127.0.0.2:port that misbehaves as told (one thread per
+    connection, every wait bounded)."""
+
+    def __init__(self, port, mode, cert=None):
+        import socket
+        import threading
+        self.mode, self.cert = mode, cert
+        self.connections = 0
+        self.delivered = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.2", port))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        import threading
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        import ssl
+        c.settimeout(15)
+        f = None
+        try:
+            if self.mode == "garbage":
+                c.sendall(b"hello, I am not an SMTP server\r\n")
+                c.recv(100)
+                return
+            if self.mode == "endless":
+                line = b"220-" + b"x" * 70 + b"\r\n"
+                for _ in range(20000):
+                    if self.stopping:
+                        return
+                    c.sendall(line)
+                return
+            if self.mode == "longline":
+                c.sendall(b"220 " + b"y" * 5000)
+                c.recv(100)
+                return
+            if self.mode == "stall":
+                for _ in range(100):
+                    if self.stopping:
+                        return
+                    time.sleep(0.1)
+                return
+            c.sendall(b"220 raw.peer ESMTP\r\n")
+            f = c.makefile("rb")
+            tls = False
+            while True:
+                line = f.readline(2000)
+                if not line:
+                    return
+                cmd = line.strip().upper()
+                if cmd.startswith(b"EHLO"):
+                    ext = b"" if tls or self.mode != "inject" else b"250-STARTTLS\r\n"
+                    c.sendall(b"250-raw.peer\r\n" + ext + b"250 8BITMIME\r\n")
+                elif cmd == b"STARTTLS":
+                    # RFC 3207 5: the injected reply must be thrown away by the client
+                    c.sendall(b"220 2.0.0 Ready\r\n250 injected\r\n")
+                    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                    ctx.load_cert_chain(*self.cert)
+                    c = ctx.wrap_socket(c, server_side=True)
+                    f = c.makefile("rb")
+                    tls = True
+                elif cmd.startswith(b"MAIL") or cmd.startswith(b"RCPT") or cmd == b"RSET":
+                    c.sendall(b"250 ok\r\n")
+                elif cmd == b"DATA":
+                    c.sendall(b"354 go\r\n")
+                    data = b""
+                    if self.mode == "dropdata":
+                        f.read(10)
+                        return  # the connection drops in the middle of the data
+                    while not data.endswith(b"\r\n.\r\n"):
+                        chunk = f.readline(5000)
+                        if not chunk:
+                            return
+                        data += chunk
+                    self.delivered.append((tls, data))
+                    c.sendall(b"250 2.0.0 queued\r\n")
+                elif cmd == b"QUIT":
+                    c.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    c.sendall(b"502 what\r\n")
+        except (OSError, ValueError):
+            return
+        finally:
+            try:
+                if f is not None:
+                    f.close()
+                c.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopping = True
+        self.sock.close()
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize("mode,error", [
+    ("garbage", "malformed reply"),
+    ("endless", "too many lines"),
+    ("longline", "too long"),
+    ("stall", "timeout"),
+    ("dropdata", "connection lost"),
+])
+def test_bad_peer_is_recorded_and_retried(postern_factory, dns, port, mode, error):
+    peer = RawPeer(port, mode)
+    p = outbound_server(postern_factory, dns, port, queue={"command_timeout": "2s"})
+    try:
+        qid = submit_to(p, ["bad@ok.test"], "to a bad peer " + mode)
+        wait_until(lambda: queue_rows(p, qid) and queue_rows(p, qid)[0][2] >= 2, 30,
+                   "two attempts: %r" % (queue_rows(p, qid),))
+        rows = queue_rows(p, qid)
+        assert rows[0][1] == "deferred", rows
+        assert error in rows[0][3], rows
+        assert peer.connections >= 2
+        assert p.alive()
+        # the queue is not blocked: other mail still goes out meanwhile
+        other = submit_to(p, ["z@nullmx.test"], "meanwhile")
+        wait_gone(p, other)
+    finally:
+        finish(p)
+        peer.stop()
+
+
+def test_starttls_injection_discarded(postern_factory, dns, port):
+    p = outbound_server(postern_factory, dns, port, start=False)
+    peer = RawPeer(port, "inject", cert=cert_of(p))
+    try:
+        p.start()
+        qid = submit_to(p, ["inj@ok.test"], "injection")
+        wait_gone(p, qid)
+        assert len(peer.delivered) == 1 and peer.delivered[0][0], peer.delivered
+        assert "discarded_plaintext=%d" % len(b"250 injected\r\n") in p.log()
+    finally:
+        finish(p)
+        peer.stop()
