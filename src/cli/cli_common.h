@@ -149,4 +149,15 @@ int sendmail_address_list(const char *s, const char *hostname, struct cli_strlis
 /* (cmd_dkim.c) Print "SELECTOR._domainkey.DOMAIN. IN TXT "..." ..." (255-octet strings). */
 void dkim_txt_record_print(FILE *out, const char *domain, const char *selector, const char *txt);
 
+/* (cmd_dns.c) Parsers of DNS answers, exposed for the tests and the fuzzer. */
+/* A global unicast address (not private, loopback, link-local, CGNAT, documentation...). */
+bool dnscmd_ip_global(int family, const unsigned char *addr);
+/* SRV RDATA (RFC 2782, target uncompressed): the target as text (escaped like
+   src/dns names, "." for none), or NULL when malformed. Allocated. */
+char *dnscmd_srv_parse(const unsigned char *rdata, size_t len, unsigned *prio_r,
+		       unsigned *weight_r, unsigned *port_r);
+/* 1 if the TXT record is a DMARC record (RFC 7489 6.4), with *policy_r the
+   p= right after v= ("none", "quarantine", "reject") or NULL; 0 if not. */
+int dnscmd_dmarc_parse(const char *txt, size_t len, const char **policy_r);
+
 #endif

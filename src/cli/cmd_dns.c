@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #define DNS_T_SRV 33     /* RFC 2782 */
@@ -98,7 +99,7 @@ static void set_status(struct rec *r, enum status st, char *found)
 
 /* ---- the server's public addresses ---- */
 
-static bool ip_global(int family, const unsigned char *a)
+bool dnscmd_ip_global(int family, const unsigned char *a)
 {
 	if (family == AF_INET) {
 		uint32_t v =
@@ -170,7 +171,7 @@ static bool listen_addrs(struct dnscmd *d)
 			if (host[0] == '\0' || strcmp(host, "0.0.0.0") == 0 ||
 			    strcmp(host, "::") == 0)
 				wildcard = true;
-			else if (ip_parse(host, &family, a) == 0 && ip_global(family, a))
+			else if (ip_parse(host, &family, a) == 0 && dnscmd_ip_global(family, a))
 				ip_add(d, family, a);
 			free(host);
 		}
@@ -189,11 +190,11 @@ static void interface_addrs(struct dnscmd *d)
 			continue;
 		if (i->ifa_addr->sa_family == AF_INET) {
 			const struct sockaddr_in *sin = (const void *)i->ifa_addr;
-			if (ip_global(AF_INET, (const unsigned char *)&sin->sin_addr))
+			if (dnscmd_ip_global(AF_INET, (const unsigned char *)&sin->sin_addr))
 				ip_add(d, AF_INET, &sin->sin_addr);
 		} else if (i->ifa_addr->sa_family == AF_INET6) {
 			const struct sockaddr_in6 *sin6 = (const void *)i->ifa_addr;
-			if (ip_global(AF_INET6, sin6->sin6_addr.s6_addr))
+			if (dnscmd_ip_global(AF_INET6, sin6->sin6_addr.s6_addr))
 				ip_add(d, AF_INET6, &sin6->sin6_addr);
 		}
 	}
@@ -691,6 +692,48 @@ static void check_dkim(struct dnscmd *d, struct rec *r, const struct dkimkey *k)
 	dns_result_free(&res);
 }
 
+int dnscmd_dmarc_parse(const char *txt, size_t len, const char **policy_r)
+{
+	*policy_r = NULL;
+	/* RFC 7489 6.4: "v=DMARC1" then optional WSP, then ";" or the end */
+	if (len < 8 || memcmp(txt, "v=DMARC1", 8) != 0)
+		return 0;
+	size_t i = 8;
+	while (i < len && (txt[i] == ' ' || txt[i] == '\t'))
+		i++;
+	if (i < len && txt[i] != ';')
+		return 0;
+	if (i < len)
+		i++;
+	/* RFC 7489 6.3: p= is required and comes right after v= */
+	while (i < len && (txt[i] == ' ' || txt[i] == '\t'))
+		i++;
+	/* dmarc-request = "p" *WSP "=" *WSP policy */
+	if (i == len || txt[i] != 'p')
+		return 1;
+	i++;
+	while (i < len && (txt[i] == ' ' || txt[i] == '\t'))
+		i++;
+	if (i == len || txt[i] != '=')
+		return 1;
+	i++;
+	while (i < len && (txt[i] == ' ' || txt[i] == '\t'))
+		i++;
+	size_t start = i;
+	while (i < len && txt[i] != ';' && txt[i] != ' ' && txt[i] != '\t')
+		i++;
+	size_t vlen = i - start;
+	while (i < len && (txt[i] == ' ' || txt[i] == '\t'))
+		i++;
+	if (i < len && txt[i] != ';')
+		return 1;
+	static const char *const policies[] = {"none", "quarantine", "reject"};
+	for (size_t k = 0; k < 3; k++)
+		if (vlen == strlen(policies[k]) && strncasecmp(txt + start, policies[k], vlen) == 0)
+			*policy_r = policies[k];
+	return 1;
+}
+
 static void check_dmarc(struct dnscmd *d, struct rec *r)
 {
 	struct dns_result *res = dns_sync_lookup(d->dns, r->name, DNS_T_TXT);
@@ -700,18 +743,15 @@ static void check_dmarc(struct dnscmd *d, struct rec *r)
 	}
 	size_t n = 0;
 	const struct dns_rr *rec = NULL;
+	const char *policy = NULL;
 	for (size_t i = 0; i < res->count; i++) {
 		/* RFC 7489 6.6.3: records not starting with "v=DMARC1" are discarded */
 		const struct dns_rr *rr = &res->rrs[i];
-		if (rr->u.txt.len >= 8 && memcmp(rr->u.txt.text, "v=DMARC1", 8) == 0) {
-			size_t j = 8;
-			while (j < rr->u.txt.len &&
-			       (rr->u.txt.text[j] == ' ' || rr->u.txt.text[j] == '\t'))
-				j++;
-			if (j == rr->u.txt.len || rr->u.txt.text[j] == ';') {
-				n++;
-				rec = rr;
-			}
+		const char *p;
+		if (dnscmd_dmarc_parse(rr->u.txt.text, rr->u.txt.len, &p) == 1) {
+			n++;
+			rec = rr;
+			policy = p;
 		}
 	}
 	if (n == 0) {
@@ -721,27 +761,15 @@ static void check_dmarc(struct dnscmd *d, struct rec *r)
 	} else if (n > 1) {
 		set_status(r, ST_WRONG, xasprintf("%zu DMARC records (policy discovery fails)", n));
 	} else {
-		/* the required p= tag (RFC 7489 6.3), as the first tag after v= */
 		char *found = fmt_txt(rec);
-		char *copy = xstrndup(rec->u.txt.text, rec->u.txt.len);
-		char *save = NULL, *p = NULL;
-		size_t idx = 0;
-		for (char *t = strtok_r(copy, ";", &save); t != NULL;
-		     t = strtok_r(NULL, ";", &save)) {
-			t = str_trim(t);
-			if (idx++ == 1 && strncmp(t, "p=", 2) == 0)
-				p = str_trim(t + 2);
-		}
-		if (p == NULL || (strcmp(p, "none") != 0 && strcmp(p, "quarantine") != 0 &&
-		                  strcmp(p, "reject") != 0))
+		if (policy == NULL)
 			set_status(r, ST_WRONG,
 			           xasprintf("no valid p= policy after v=DMARC1: %s", found));
-		else if (strcmp(p, "none") == 0)
+		else if (strcmp(policy, "none") == 0)
 			set_status(r, ST_OK,
 			           xasprintf("%s (p=none: consider quarantine/reject)", found));
 		else
 			set_status(r, ST_OK, xstrdup(found));
-		free(copy);
 		free(found);
 	}
 	dns_result_free(&res);
@@ -780,6 +808,18 @@ static char *wire_name(const unsigned char *p, size_t len)
 	return o == 0 ? xstrdup(".") : xstrdup(out);
 }
 
+char *dnscmd_srv_parse(const unsigned char *rdata, size_t len, unsigned *prio_r, unsigned *weight_r,
+                       unsigned *port_r)
+{
+	/* RFC 2782: priority, weight, port (16 bits each), target */
+	if (len < 7)
+		return NULL;
+	*prio_r = (unsigned)(rdata[0] << 8 | rdata[1]);
+	*weight_r = (unsigned)(rdata[2] << 8 | rdata[3]);
+	*port_r = (unsigned)(rdata[4] << 8 | rdata[5]);
+	return wire_name(rdata + 6, len - 6);
+}
+
 static void check_srv(struct dnscmd *d, struct rec *r)
 {
 	bool offered = strcmp(r->value, "0 0 0 .") != 0;
@@ -805,13 +845,8 @@ static void check_srv(struct dnscmd *d, struct rec *r)
 		sscanf(r->value, "0 1 %u", &want_port);
 	for (size_t i = 0; i < res->count; i++) {
 		const struct dns_rr *rr = &res->rrs[i];
-		char *target = rr->rdlen > 6 ? wire_name(rr->rdata + 6, rr->rdlen - 6) : NULL;
 		unsigned prio = 0, weight = 0, port = 0;
-		if (rr->rdlen > 6) {
-			prio = (unsigned)(rr->rdata[0] << 8 | rr->rdata[1]);
-			weight = (unsigned)(rr->rdata[2] << 8 | rr->rdata[3]);
-			port = (unsigned)(rr->rdata[4] << 8 | rr->rdata[5]);
-		}
+		char *target = dnscmd_srv_parse(rr->rdata, rr->rdlen, &prio, &weight, &port);
 		char *n = xasprintf("%s%s%u %u %u %s", found, i > 0 ? ", " : "", prio, weight, port,
 		                    target ? target : "(malformed)");
 		free(found);
