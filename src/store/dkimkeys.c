@@ -87,11 +87,15 @@ static int mkdir_ok(const char *path, char **error_r)
 	return 0;
 }
 
-/* Write `data` to `path` through path.tmp (O_EXCL, 0600), fsync, rename. */
-static int write_file(const char *path, const char *data, char **error_r)
+/*
+ * Write `data` to `path` through a temporary file of this process (O_EXCL,
+ * 0600), fsync, then rename over `path`, or with `exclusive` link it to
+ * `path`, which fails if `path` exists (two keygens racing for a selector).
+ */
+static int write_file(const char *path, const char *data, bool exclusive, char **error_r)
 {
-	char *tmp = xasprintf("%s.tmp", path);
-	(void)unlink(tmp); /* left by a crash */
+	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	(void)unlink(tmp); /* left by a crashed process with our pid */
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		*error_r = xasprintf("create %s: %s", tmp, strerror(errno));
@@ -106,12 +110,19 @@ static int write_file(const char *path, const char *data, char **error_r)
 		return -1;
 	}
 	close(fd);
-	if (rename(tmp, path) < 0) {
-		*error_r = xasprintf("rename %s: %s", tmp, strerror(errno));
+	int r = exclusive ? link(tmp, path) : rename(tmp, path);
+	if (r < 0) {
+		if (exclusive && errno == EEXIST)
+			*error_r = xasprintf("%s already exists", path);
+		else
+			*error_r = xasprintf("%s %s: %s", exclusive ? "link" : "rename", tmp,
+			                     strerror(errno));
 		(void)unlink(tmp);
 		free(tmp);
 		return -1;
 	}
+	if (exclusive)
+		(void)unlink(tmp);
 	free(tmp);
 	return 0;
 }
@@ -250,9 +261,9 @@ int dkimkeys_create(const char *data_dir, const char *domain, const char *select
 	char *pem_path = xasprintf("%s/dkim/%s/%s.pem", data_dir, domain, selector);
 	char *key_path = xasprintf("%s/dkim/%s/%s.key", data_dir, domain, selector);
 	char *meta = meta_text(&k);
-	ret = write_file(pem_path, pem, error_r);
+	ret = write_file(pem_path, pem, true, error_r);
 	if (ret == 0) {
-		ret = write_file(key_path, meta, error_r);
+		ret = write_file(key_path, meta, true, error_r);
 		if (ret < 0)
 			(void)unlink(pem_path);
 	}
@@ -402,7 +413,7 @@ int dkimkeys_set_state(const char *data_dir, const char *domain, const char *sel
 	if (text != NULL && meta_parse(text, &k, path, error_r) == 0) {
 		k.state = state;
 		char *meta = meta_text(&k);
-		ret = write_file(path, meta, error_r);
+		ret = write_file(path, meta, false, error_r);
 		free(meta);
 	}
 	free(text);
