@@ -186,7 +186,7 @@ static int fixture_setup(void **state)
 	f->tick = event_new(f->base, -1, EV_PERSIST, on_tick, NULL);
 	struct timeval tv = {0, 20000};
 	event_add(f->tick, &tv);
-	f->r = resolver_for(f->base, server, 3000);
+	f->r = resolver_for(f->base, server, 10000); /* generous: a loaded CI machine */
 	*state = f;
 	return 0;
 }
@@ -952,7 +952,7 @@ static void test_bad_name(void **state)
 static void test_dnssec(void **state)
 {
 	struct fixture *f = *state;
-	struct dns_options opts = {.resolver = server, .timeout_ms = 3000, .trust_anchor_file = anchor};
+	struct dns_options opts = {.resolver = server, .timeout_ms = 10000, .trust_anchor_file = anchor};
 	const char *error = NULL;
 	struct dns_resolver *v = dns_resolver_new(f->base, &opts, &error);
 	assert_non_null(v);
@@ -1060,7 +1060,7 @@ static void *sync_thread(void *arg)
 
 static void test_sync(void **state)
 {
-	struct sync_job good = {.resolver = server, .timeout_ms = 3000};
+	struct sync_job good = {.resolver = server, .timeout_ms = 10000};
 	struct sync_job dead = {.resolver = blackhole, .timeout_ms = 400};
 	pthread_t t1, t2;
 	assert_int_equal(pthread_create(&t1, NULL, sync_thread, &good), 0);
@@ -1086,7 +1086,7 @@ static void test_sync(void **state)
 	dns_result_free(&dead.txt);
 
 	/* null MX and NXDOMAIN the same way as on the loop */
-	struct dns_options opts = {.resolver = server, .timeout_ms = 3000};
+	struct dns_options opts = {.resolver = server, .timeout_ms = 10000};
 	const char *error;
 	struct dns_sync *s = dns_sync_new(&opts, &error);
 	assert_non_null(s);
