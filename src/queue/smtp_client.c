@@ -105,6 +105,17 @@ struct smtpc *smtpc_connect(const struct sockaddr *sa, socklen_t salen, unsigned
 	return c;
 }
 
+struct smtpc *smtpc_from_fd(int fd, unsigned command_ms)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	struct smtpc *c = xcalloc(1, sizeof(*c));
+	c->fd = fd;
+	c->command_ms = command_ms;
+	return c;
+}
+
 void smtpc_abort(struct smtpc *c)
 {
 	c->aborted = 1;

@@ -48,6 +48,8 @@ struct smtpc_reply {
  */
 struct smtpc *smtpc_connect(const struct sockaddr *sa, socklen_t salen, unsigned connect_ms,
 			    unsigned command_ms, const char **error_r);
+/* Take over a connected socket (tests, fuzzing); it is made non-blocking. */
+struct smtpc *smtpc_from_fd(int fd, unsigned command_ms);
 void smtpc_free(struct smtpc **c);
 /* From any thread: make the current and every later blocking call fail. */
 void smtpc_abort(struct smtpc *c);
