@@ -128,3 +128,36 @@ def test_disk_full_repeatedly_keeps_store(tmp_path):
             check_full_disk_refusals(p, make_message("refused %d" % i))
         msgs = deliver_one(p, "after space returned", 3)
         assert len(msgs) == 4
+
+
+def test_disk_full_bdat(tmp_path):
+    """The same through BDAT (RFC 3030): the LAST chunk on a full disk gets 452 4.3.1."""
+    with tmpfs_postern() as p:
+        deliver_one(p, "before the disk filled", 0)
+        before = snapshot(p)
+        filler = os.path.join(p.data_dir, "filler")
+        fill_disk(filler)
+        try:
+            body = make_message("bdat on a full disk")
+            c = p.raw()
+            try:
+                assert c.cmd("EHLO client.example.test").code == 250
+                assert c.cmd("MAIL FROM:<s@remote.test>").code == 250
+                assert c.cmd("RCPT TO:<%s>" % RCPT).code == 250
+                half = len(body) // 2
+                c.send(b"BDAT %d\r\n" % half + body[:half])
+                r = c.reply(timeout=30)
+                if r.code == 250:
+                    c.send(b"BDAT %d LAST\r\n" % (len(body) - half) + body[half:])
+                    r = c.reply(timeout=30)
+                assert r.code == 452 and r.text.startswith("4.3.1"), r
+            finally:
+                c.close()
+            time.sleep(1.0)
+            assert len(p.maildir(RCPT)) == 1
+            same_messages(before, p)
+            still_serves(p)
+        finally:
+            os.unlink(filler)
+        msgs = deliver_one(p, "after space returned", 1)
+        assert len(msgs) == 2
