@@ -20,7 +20,15 @@ def deliver_one(p, subject, n_before):
     code, text = c.data(make_message(subject))
     assert code == 250, (code, text)
     c.quit()
-    return p.wait_for_delivery(RCPT, n_before + 1)
+    msgs = p.wait_for_delivery(RCPT, n_before + 1)
+    # the delivery round ends after the Maildir file appears: rows marked delivered, spool file
+    # removed. Wait for that, so the disk is not filled under its bookkeeping.
+    deadline = time.monotonic() + 15
+    while p.spool_files() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert p.spool_files() == [], "queue not drained: %r" % p.spool_files()
+    assert len(p.maildir(RCPT)) == n_before + 1, "duplicate delivery"
+    return msgs
 
 
 def snapshot(p):
@@ -161,3 +169,36 @@ def test_disk_full_bdat(tmp_path):
             os.unlink(filler)
         msgs = deliver_one(p, "after space returned", 1)
         assert len(msgs) == 2
+
+
+def test_disk_fills_right_after_the_250(tmp_path):
+    """The disk fills the moment a message is acknowledged, under the delivery that follows
+    (Maildir copy, rows marked delivered, spool file removed). Whatever step that hits, once
+    space returns the message is in the mailbox exactly once and the queue drains."""
+    with tmpfs_postern() as p:
+        deliver_one(p, "before the disk filled", 0)
+        filler = os.path.join(p.data_dir, "filler")
+        c = p.smtp()
+        c.ehlo()
+        assert c.mail("s@remote.test")[0] == 250
+        assert c.rcpt(RCPT)[0] == 250
+        code, text = c.data(make_message("acked then full"))
+        fill_disk(filler)
+        try:
+            assert code == 250, (code, text)
+            time.sleep(1.0)
+            still_serves(p)
+        finally:
+            os.unlink(filler)
+        c.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            msgs = p.maildir(RCPT)
+            if len(msgs) >= 2 and not p.spool_files():
+                break
+            time.sleep(0.2)
+        msgs = p.maildir(RCPT)
+        assert sum(b"Subject: acked then full" in m for m in msgs) == 1, len(msgs)
+        assert p.spool_files() == [], "queue not drained 60 s after space returned"
+        time.sleep(1.0)
+        assert len(p.maildir(RCPT)) == 2
