@@ -868,6 +868,14 @@ out:
 	free(mta);
 }
 
+static bool worker_stopping(struct outbound *ob)
+{
+	pthread_mutex_lock(&ob->lock);
+	bool s = ob->stopping;
+	pthread_mutex_unlock(&ob->lock);
+	return s;
+}
+
 /* The addresses of `host` (AAAA first, then A), or of an address literal. */
 static size_t host_addrs(struct ob_worker *w, const char *host, uint16_t port_h,
 			 struct sockaddr_storage *out, size_t max, bool *temp_r)
@@ -901,6 +909,9 @@ static size_t host_addrs(struct ob_worker *w, const char *host, uint16_t port_h,
 	}
 	static const uint16_t types[] = {DNS_T_AAAA, DNS_T_A};
 	for (size_t t = 0; t < 2; t++) {
+		/* at shutdown, no new lookup: each may take up to OB_DNS_TIMEOUT_MS */
+		if (worker_stopping(w->ob))
+			break;
 		struct dns_result *res = dns_sync_lookup(w->dns, host, types[t]);
 		if (res->status == DNS_SERVFAIL || res->status == DNS_TIMEOUT)
 			*temp_r = true;
@@ -924,14 +935,6 @@ static size_t host_addrs(struct ob_worker *w, const char *host, uint16_t port_h,
 		dns_result_free(&res);
 	}
 	return n;
-}
-
-static bool worker_stopping(struct outbound *ob)
-{
-	pthread_mutex_lock(&ob->lock);
-	bool s = ob->stopping;
-	pthread_mutex_unlock(&ob->lock);
-	return s;
 }
 
 static void run_job(struct ob_worker *w, struct ob_job *j)
