@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import (DOMAIN, PASSWORD, RawSMTP, _make, finish, make_message, tls_client_context)
+from conftest import DOMAIN, PASSWORD, _make, finish, make_message, tls_client_context
 from faultlib import still_serves
 
 HERE = os.path.dirname(os.path.abspath(__file__))
