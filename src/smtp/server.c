@@ -9,6 +9,7 @@
  */
 #include "smtp/server.h"
 
+#include "dns/dns.h"
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/netaddr.h"
@@ -355,7 +356,13 @@ int server_run(struct config *cfg)
 		goto out;
 	}
 	srv->smtp.workers = worker_pool_new(srv->smtp.base, 4);
-	srv->smtp.resolver = worker_pool_new(srv->smtp.base, 2);
+	/* FCrDNS of clients on the loop, cancellable: a dead DNS server delays nothing */
+	struct dns_options dopts = {.resolver = cfg->dns_resolver, .timeout_ms = 5000};
+	const char *derr = NULL;
+	srv->smtp.dns = dns_resolver_new(srv->smtp.base, &dopts, &derr);
+	if (srv->smtp.dns == NULL)
+		log_warn("event=dns_unavailable error=\"%s\" effect=\"clients shown as unknown\"",
+			 derr != NULL ? derr : "?");
 
 	log_info("event=started hostname=%s data_dir=%s version=%s", cfg->hostname, cfg->data_dir,
 		 POSTERN_VERSION);
@@ -367,7 +374,7 @@ out:
 	smtp_sessions_close_all(&srv->smtp);
 	/* finish worker jobs: their done callbacks free what sessions left */
 	worker_pool_free(&srv->smtp.workers);
-	worker_pool_free(&srv->smtp.resolver);
+	dns_resolver_free(&srv->smtp.dns); /* after the sessions: they cancel their lookups */
 	if (srv->smtp.queue != NULL)
 		queue_close(&srv->smtp.queue);
 	if (srv->sig_term != NULL) {

@@ -22,6 +22,7 @@
 #include "lib/strutil.h"
 #include "lib/worker.h"
 #include "lib/xalloc.h"
+#include "dns/dns.h"
 #include "mail/address.h"
 #include "queue/queue.h"
 #include "smtp/ratelimit.h"
@@ -78,6 +79,8 @@ struct smtp_session {
 	const struct config *cfg;
 	struct bufferevent *bev;
 	struct event *pregreet_timer;
+	struct dns_query *ptr_query; /* FCrDNS of the client, in flight */
+	struct event *line_timer; /* a command line must be complete within idle_timeout */
 	enum smtp_listener kind;
 	enum smtp_state state;
 	char ip[64];
@@ -235,6 +238,10 @@ static void session_destroy(struct smtp_session *s)
 	if (s->pregreet_timer != NULL)
 		event_free(s->pregreet_timer);
 	s->pregreet_timer = NULL;
+	if (s->line_timer != NULL)
+		event_free(s->line_timer);
+	s->line_timer = NULL;
+	dns_cancel(&s->ptr_query); /* its callback never runs after this */
 	if (s->close_timer != NULL)
 		event_free(s->close_timer);
 	s->close_timer = NULL;
@@ -568,47 +575,17 @@ out:
 	free(j);
 }
 
-struct ptr_job {
-	struct smtp_session *s;
-	struct sockaddr_storage sa;
-	char name[256];
-};
-
-/* Forward-confirmed reverse DNS: the PTR name must resolve back to the IP. */
-static void ptr_work(void *arg)
+/* FCrDNS of the client (RFC 8601's iprev): the name shown in Received is
+   "unknown" unless the PTR name resolves back to the client's address. */
+static void on_fcrdns(struct dns_fcrdns_result *fr, void *arg)
 {
-	struct ptr_job *j = arg;
-	char host[NI_MAXHOST];
-	socklen_t len = j->sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						   : sizeof(struct sockaddr_in);
-	snprintf(j->name, sizeof(j->name), "unknown");
-	if (getnameinfo((struct sockaddr *)&j->sa, len, host, sizeof(host), NULL, 0,
-			NI_NAMEREQD) != 0)
-		return;
-	struct addrinfo hints = {.ai_family = j->sa.ss_family, .ai_socktype = SOCK_STREAM};
-	struct addrinfo *res = NULL;
-	if (getaddrinfo(host, NULL, &hints, &res) != 0)
-		return;
-	char want[64], got[64];
-	sockaddr_ntop((struct sockaddr *)&j->sa, want, sizeof(want));
-	for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-		if (strcmp(sockaddr_ntop(ai->ai_addr, got, sizeof(got)), want) == 0) {
-			size_t n = strnlen(host, sizeof(j->name) - 1);
-			memcpy(j->name, host, n);
-			j->name[n] = '\0';
-			break;
-		}
-	}
-	freeaddrinfo(res);
-}
-
-static void ptr_done(void *arg)
-{
-	struct ptr_job *j = arg;
-	struct smtp_session *s = j->s;
-	if (!job_done(s))
-		snprintf(s->ptr, sizeof(s->ptr), "%s", j->name);
-	free(j);
+	struct smtp_session *s = arg;
+	s->ptr_query = NULL;
+	if (fr->status == DNS_FCRDNS_PASS && fr->name != NULL)
+		snprintf(s->ptr, sizeof(s->ptr), "%s", fr->name);
+	log_debug("event=fcrdns client=%s result=%s name=%s", s->ip,
+		  dns_fcrdns_status_name(fr->status), s->ptr);
+	dns_fcrdns_result_free(&fr);
 }
 
 /* ------------------------------------------------------------------ */
@@ -799,6 +776,18 @@ static bool helo_check(struct smtp_session *s, const struct smtp_command *c)
 {
 	if (c->arg_len == 0) {
 		reply(s, "501 5.5.4 Syntax: %s hostname", c->verb == SMTP_EHLO ? "EHLO" : "HELO");
+		return false;
+	}
+	/* RFC 5321 4.1.1.1: a domain or an address literal; we are lenient about its syntax
+	   (as Postfix is by default) but not about control octets or malformed UTF-8 */
+	const unsigned char *a = (const unsigned char *)c->arg;
+	bool ok = utf8_valid(a, c->arg_len);
+	for (size_t i = 0; ok && i < c->arg_len; i++)
+		if (a[i] < 0x20 || a[i] == 0x7f)
+			ok = false;
+	if (!ok) {
+		log_info("event=reject client=%s reason=bad_helo", s->ip);
+		reply(s, "501 5.5.2 Invalid %s name", c->verb == SMTP_EHLO ? "EHLO" : "HELO");
 		return false;
 	}
 	return true;
@@ -1493,9 +1482,39 @@ static bool read_bdat(struct smtp_session *s, struct evbuffer *in)
 	return false;
 }
 
+static void on_line_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+	log_info("event=timeout client=%s state=%s reason=incomplete_command", s->ip,
+		 state_names[s->state]);
+	reply(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
+	session_close(s);
+}
+
+/*
+ * The read timeout of the bufferevent is re-armed by every byte, so a
+ * client dribbling a line that never ends (slowloris) would never time
+ * out. Commands therefore also have a deadline: a line must be complete
+ * within idle_timeout of the previous one. DATA and BDAT keep only the
+ * per-read data_timeout (RFC 5321 4.5.3.2); a suspended session waits for
+ * us, not the client.
+ */
+static void line_timer_update(struct smtp_session *s, bool line_done)
+{
+	if (s->dead || s->line_timer == NULL)
+		return;
+	if (s->state == STATE_DATA || s->state == STATE_BDAT || s->suspended) {
+		evtimer_del(s->line_timer);
+		return;
+	}
+	if (line_done || !evtimer_pending(s->line_timer, NULL))
+		timer_add_ms(s->line_timer, (int)(s->cfg->idle_timeout * 1000));
+}
+
 static void process_input(struct smtp_session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
+	bool line_done = false;
 	/* bounded: each round consumes input or stops */
 	while (!s->dead && !s->suspended && s->state != STATE_CLOSING) {
 		if (s->state == STATE_DATA) {
@@ -1513,6 +1532,7 @@ static void process_input(struct smtp_session *s)
 		enum line_status st = line_reader_read(&s->lr, in, s->line, &len, &flags);
 		if (st == LINE_MORE)
 			break;
+		line_done = true;
 		if (st == LINE_TOO_LONG) {
 			if (s->state == STATE_AUTH) {
 				s->auth_step = AUTH_NONE;
@@ -1524,6 +1544,7 @@ static void process_input(struct smtp_session *s)
 		}
 		handle_line(s, s->line, len);
 	}
+	line_timer_update(s, line_done);
 	if (!s->dead)
 		flush(s);
 }
@@ -1675,16 +1696,14 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 	log_info("event=connect client=%s listener=%s trusted=%s", s->ip, listener_name(kind),
 		 s->trusted ? "yes" : "no");
 
+	s->line_timer = evtimer_new(srv->base, on_line_timeout, s);
 	bufferevent_setcb(bev, on_read, NULL, on_event, s);
 	bufferevent_setwatermark(bev, EV_READ, 0, INPUT_HIGH_WATER);
 	bufferevent_set_timeouts(bev, &(struct timeval){(time_t)s->cfg->idle_timeout, 0}, NULL);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 
-	struct ptr_job *pj = xcalloc(1, sizeof(*pj));
-	pj->s = s;
-	memcpy(&pj->sa, &s->sa, sizeof(pj->sa));
-	s->pending++;
-	worker_submit(srv->resolver, ptr_work, ptr_done, pj);
+	if (srv->dns != NULL)
+		s->ptr_query = dns_fcrdns(srv->dns, (const struct sockaddr *)&s->sa, on_fcrdns, s);
 
 	/*
 	 * Pregreet test (as Postfix's postscreen): an MTA waits for the 220, many

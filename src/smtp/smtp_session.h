@@ -17,6 +17,8 @@ struct ratelimit;
 struct smtp_session;
 struct worker_pool;
 
+struct dns_resolver;
+
 enum smtp_listener {
 	SMTP_LISTENER_SMTP,        /* port 25: MX traffic */
 	SMTP_LISTENER_SUBMISSION,  /* port 587: STARTTLS + AUTH required */
@@ -36,7 +38,7 @@ struct smtp_server {
 	struct event_base *base;
 	struct smtp_conf *conf;       /* current; sessions hold their own reference */
 	struct worker_pool *workers;  /* directory lookups, password checks */
-	struct worker_pool *resolver; /* reverse DNS of clients (may block for seconds) */
+	struct dns_resolver *dns;     /* FCrDNS of clients; NULL if it could not start */
 	struct queue *queue;
 	struct ratelimit *limits;     /* connections, message rate, auth failures */
 	unsigned nsessions;
