@@ -1,7 +1,7 @@
-/* `postern serve`: run the daemon in the foreground (see smtp/server.h). */
+/* `postern serve`: run the daemon in the foreground (see server/server.h). */
 #include "cli/cli_common.h"
 #include "lib/config.h"
-#include "smtp/server.h"
+#include "server/server.h"
 
 #include <stddef.h>
 

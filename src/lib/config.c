@@ -56,6 +56,14 @@ static const struct knob knobs[] = {
 	 "Submission with STARTTLS for mail clients (port 587 in production)"},
 	{"listen", "submissions", K_LISTEN, F(listen_submissions), ":2465", 0, 0, NULL,
 	 "Submission over implicit TLS for mail clients (port 465 in production)"},
+	{"listen", "imap", K_LISTEN, F(listen_imap), ":2143", 0, 0, NULL,
+	 "IMAP with STARTTLS for mail clients (port 143 in production)"},
+	{"listen", "imaps", K_LISTEN, F(listen_imaps), ":2993", 0, 0, NULL,
+	 "IMAP over implicit TLS (port 993 in production)"},
+	{"listen", "pop3", K_LISTEN, F(listen_pop3), ":2110", 0, 0, NULL,
+	 "POP3 with STLS (port 110 in production)"},
+	{"listen", "pop3s", K_LISTEN, F(listen_pop3s), ":2995", 0, 0, NULL,
+	 "POP3 over implicit TLS (port 995 in production)"},
 
 	{"tls", "cert", K_PATH, F(tls_cert), "tls/cert.pem", 0, 0, NULL,
 	 "PEM certificate chain (relative to data_dir); `postern init` makes a self-signed one"},
@@ -113,6 +121,26 @@ static const struct knob knobs[] = {
 	 "Failed logins allowed per client IP and per account within failure_window"},
 	{"auth", "failure_window", K_DURATION, F(auth_failure_window), "15m", 1, 86400, NULL,
 	 "Window over which failed logins are counted"},
+
+	{"imap", "max_line_length", K_SIZE, F(imap_max_line_length), "64K", 1024, 16 * 1024 * 1024,
+	 NULL, "Longest IMAP command line in octets, literals not counted (before login: 8K)"},
+	{"imap", "autologout", K_DURATION, F(imap_autologout), "30m", 60, 86400, NULL,
+	 "Inactivity after which a logged-in IMAP session is closed (RFC 9051: at least 30m)"},
+	{"imap", "max_connections_per_user", K_UINT, F(imap_max_connections_per_user), "20", 1,
+	 100000, NULL, "Concurrent IMAP sessions of one account from one client IP"},
+
+	{"pop3", "delete", K_ENUM, F(pop3_delete), "allow", 0, 0, "allow|keep",
+	 "allow: DELE removes messages at QUIT; keep: DELE is accepted, nothing is removed"},
+
+	{"mailbox", "folders", K_STRING, F(mailbox_folders),
+	 "Drafts=drafts, Sent=sent, Junk=junk, Trash=trash, Archive=archive", 0, 0, NULL,
+	 "Folders created with every account, each with its special use "
+	 "(drafts|sent|junk|trash|archive|none)"},
+
+	{"retention", "trash", K_DURATION, F(retention_trash), "30d", 0, 3650 * 86400ULL, NULL,
+	 "Messages in Trash older than this are deleted; 0 = never"},
+	{"retention", "junk", K_DURATION, F(retention_junk), "10d", 0, 3650 * 86400ULL, NULL,
+	 "Messages in Junk older than this are deleted; 0 = never"},
 
 	{"limits", "max_message_size", K_SIZE, F(max_message_size), "50M", 1024,
 	 2ULL * 1024 * 1024 * 1024, NULL, "Largest message accepted (advertised in SIZE)"},

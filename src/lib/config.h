@@ -27,6 +27,10 @@ struct config {
 	char *listen_smtp;
 	char *listen_submission;
 	char *listen_submissions;
+	char *listen_imap;
+	char *listen_imaps;
+	char *listen_pop3;
+	char *listen_pop3s;
 
 	/* [tls] (absolute after load) */
 	char *tls_cert;
@@ -64,6 +68,21 @@ struct config {
 	char *default_domain;
 	uint64_t auth_max_failures;   /* per IP and per account in auth_failure_window */
 	uint64_t auth_failure_window; /* seconds */
+
+	/* [imap] */
+	uint64_t imap_max_line_length; /* command line octets, literals excluded */
+	uint64_t imap_autologout;      /* seconds of inactivity after login */
+	uint64_t imap_max_connections_per_user; /* per account and client IP */
+
+	/* [pop3] */
+	char *pop3_delete; /* allow | keep (DELE accepted, nothing removed) */
+
+	/* [mailbox] */
+	char *mailbox_folders; /* "Name=special, ..." created with every account */
+
+	/* [retention]: 0 = keep forever */
+	uint64_t retention_trash; /* seconds */
+	uint64_t retention_junk;  /* seconds */
 
 	/* [limits] */
 	uint64_t max_message_size;

@@ -7,7 +7,7 @@
  * refuses to go on as root. One process, one event-loop thread; blocking
  * work (SQLite, fsync, password hashing, reverse DNS) runs on worker threads.
  */
-#include "smtp/server.h"
+#include "server/server.h"
 
 #include "dns/dns.h"
 #include "lib/config.h"
