@@ -991,6 +991,52 @@ static int account_get(struct directory *dir, const char *address, struct accoun
 	return ret;
 }
 
+int directory_accounts(struct directory *dir, struct account **list_r, size_t *n_r,
+		       char **error_r)
+{
+	*list_r = NULL;
+	*n_r = 0;
+	sqlite3_stmt *st = prepare(dir, "SELECT " ACCOUNT_COLS " FROM accounts ORDER BY id");
+	if (st == NULL) {
+		db_error(dir, error_r, "list accounts");
+		return -1;
+	}
+	size_t cap = 0;
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (*n_r == cap) {
+			cap = cap == 0 ? 16 : cap * 2;
+			*list_r = xrealloc(*list_r, cap * sizeof(**list_r));
+		}
+		struct account *a = &(*list_r)[(*n_r)++];
+		memset(a, 0, sizeof(*a));
+		fill_account(dir, st, a);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		db_error(dir, error_r, "list accounts");
+		directory_accounts_free(list_r, *n_r);
+		*n_r = 0;
+		return -1;
+	}
+	return 0;
+}
+
+void directory_accounts_free(struct account **list, size_t n)
+{
+	if (*list == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		account_free_fields(&(*list)[i]);
+	free(*list);
+	*list = NULL;
+}
+
+int directory_account(struct directory *dir, const char *address, struct account *a)
+{
+	return account_get(dir, address, a, NULL);
+}
+
 /* Alias targets of canonical `key` (allocated) or NULL; *err set on db error. */
 static char *alias_targets(struct directory *dir, const char *key, bool *err)
 {

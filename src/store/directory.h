@@ -119,6 +119,14 @@ int directory_authenticate(struct directory *dir, const char *login, const char 
 int directory_sender_owned(struct directory *dir, const char *account_address,
 			   const char *sender);
 
+/* Every account (ascending id), allocated; free with directory_accounts_free(). 0 / -1. */
+int directory_accounts(struct directory *dir, struct account **list_r, size_t *n_r,
+		       char **error_r);
+void directory_accounts_free(struct account **list, size_t n);
+
+/* The account with canonical address `address`: 1 found (filled), 0 not, -1 error. */
+int directory_account(struct directory *dir, const char *address, struct account *a);
+
 /* Add `delta` (may be negative) to the account's stored-bytes counter. */
 int directory_usage_add(struct directory *dir, int64_t account_id, int64_t delta);
 /* The same for n accounts in one transaction (one fsync): all or none. 0 / -1. */

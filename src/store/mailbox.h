@@ -297,6 +297,14 @@ int mbox_expire(struct mbox_store *st, int64_t account_id, const char *address,
 		const char *maildir, uint64_t trash_age, uint64_t junk_age, size_t *deleted_r,
 		char **error_r);
 
+/*
+ * mbox_expire() for every account of the directory in data_dir/postern.db
+ * (the daemon calls it at start and hourly). Implemented by the lead in
+ * src/store/mailbox-retention.c: H1 does not need to write it.
+ */
+int mbox_expire_all(struct mbox_store *st, const char *data_dir, uint64_t trash_age,
+		    uint64_t junk_age, size_t *deleted_r, char **error_r);
+
 /* Forget everything indexed about an account (the account was deleted). */
 int mbox_forget(struct mbox_store *st, int64_t account_id, char **error_r);
 
