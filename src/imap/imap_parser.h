@@ -47,7 +47,8 @@ struct imap_arg {
 
 /* True for ATOM, STRING and LITERAL (an "astring" or "nstring" value). */
 bool imap_arg_is_string(const struct imap_arg *a);
-/* The value of an astring (ATOM/STRING/LITERAL), else NULL. */
+/* The value of an astring (ATOM/STRING/LITERAL, and NIL, whose str is "NIL":
+   RFC 9051 astring includes the atom NIL, e.g. a folder named NIL), else NULL. */
 const char *imap_arg_astring(const struct imap_arg *a);
 /* Case-insensitive comparison of an ATOM with `word`. */
 bool imap_arg_atom_eq(const struct imap_arg *a, const char *word);
@@ -66,6 +67,10 @@ struct imap_command {
  * reader (literal contents inline, each preceded by its announcement and
  * CRLF exactly as sent). 0 on success; -1 with *error_r (static text) for a
  * syntax error, with cmd->tag set if a tag could be read (for a tagged BAD).
+ * Exactly one SP separates arguments; one trailing SP is tolerated (as
+ * Dovecot does). Quoted strings accept \\ and \" escapes only, and 8-bit
+ * (UTF-8) octets; atoms are 7-bit. NUL is refused except inside literals.
+ * Call imap_command_clear() after either result.
  */
 int imap_parse_command(const char *text, size_t len, struct imap_command *cmd,
 		       const char **error_r);
@@ -75,7 +80,8 @@ void imap_command_clear(struct imap_command *cmd);
 
 enum imap_reader_status {
 	IMAP_READ_MORE,      /* need more input */
-	IMAP_READ_COMMAND,   /* a whole command is in reader->buf[0..len) */
+	IMAP_READ_COMMAND,   /* a whole command is in reader->buf[0..len), without its
+				final CRLF, NUL-terminated; valid until the next feed/reset */
 	IMAP_READ_CONTINUE,  /* a synchronising literal was announced: send "+ ..." */
 	IMAP_READ_TOO_LONG,  /* line or literal over the limit: command skipped, answer BAD */
 	IMAP_READ_BAD_LITERAL, /* non-synchronising literal over 4096 with LITERAL- */
@@ -92,12 +98,14 @@ struct imap_reader {
 	bool line_start;    /* next input starts a new line of the command */
 	bool literal_minus; /* LITERAL- only: {N+} limited to 4096 */
 	size_t line_begin;  /* offset in buf of the current line */
+	bool have_command;  /* buf holds a complete command (the next feed resets) */
 };
 
 void imap_reader_init(struct imap_reader *r, size_t max_line, size_t max_literal,
 		      size_t max_command);
 void imap_reader_free(struct imap_reader *r);
-/* Forget the collected command (after IMAP_READ_COMMAND has been handled). */
+/* Forget the collected command (after IMAP_READ_COMMAND has been handled; the
+   next feed does it too). A skip in progress after TOO_LONG is kept. */
 void imap_reader_reset(struct imap_reader *r);
 
 /*
