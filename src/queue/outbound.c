@@ -330,7 +330,8 @@ static void schedule(struct outbound *ob)
 	if (sqlite3_prepare_v2(ob->sched_db,
 			       "SELECT id, queue_id, address, notify, orcpt, attempts FROM recipients"
 			       " WHERE state = 'deferred' AND external = 1 AND next_attempt <= ?1"
-			       " ORDER BY next_attempt, queue_id LIMIT ?2",
+			       " AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = queue_id AND"
+			       " m.held = 1) ORDER BY next_attempt, queue_id LIMIT ?2",
 			       -1, &st, NULL) != SQLITE_OK) {
 		log_error("event=queue_sql_failed error=\"%s\"", sqlite3_errmsg(ob->sched_db));
 		return;
@@ -436,6 +437,62 @@ static void schedule(struct outbound *ob)
 	free(taken);
 }
 
+/* ---- queue administration (queue_admin.c) in the running server ---- */
+
+/* A message is busy while a job holds one of its rows or the delivery thread has it. */
+static bool admin_busy(void *arg, const char *queue_id)
+{
+	struct outbound *ob = arg;
+	sqlite3_stmt *st = NULL;
+	bool busy = false;
+	if (sqlite3_prepare_v2(ob->sched_db,
+			       "SELECT id, state FROM recipients WHERE queue_id = ?1", -1, &st,
+			       NULL) != SQLITE_OK)
+		return true;
+	sqlite3_bind_text(st, 1, queue_id, -1, SQLITE_STATIC);
+	pthread_mutex_lock(&ob->lock);
+	while (!busy && sqlite3_step(st) == SQLITE_ROW) {
+		const char *state = (const char *)sqlite3_column_text(st, 1);
+		busy = inflight_has(ob, sqlite3_column_int64(st, 0)) ||
+		       (state != NULL &&
+			(strcmp(state, "queued") == 0 || strcmp(state, "delivering") == 0));
+	}
+	pthread_mutex_unlock(&ob->lock);
+	sqlite3_finalize(st);
+	return busy;
+}
+
+static void admin_dsn_queued(void *arg, const char *dsn_id)
+{
+	struct outbound *ob = arg;
+	queue_deliver_push(ob->q, dsn_id, false);
+}
+
+static void admin_flushed(void *arg)
+{
+	struct outbound *ob = arg;
+	/* the delivery thread rescans its deferred local rows at once */
+	pthread_mutex_lock(&ob->q->lock);
+	ob->q->kicked = true;
+	pthread_cond_signal(&ob->q->deliver_cond);
+	pthread_mutex_unlock(&ob->q->lock);
+}
+
+static void admin_requests(struct outbound *ob)
+{
+	struct admin_ctx ctx = {
+		.db = ob->sched_db,
+		.spool_dir = ob->q->spool_dir,
+		.hostname = ob->hostname,
+		.write_lock = &ob->q->db_write_lock,
+		.busy = admin_busy,
+		.dsn_queued = admin_dsn_queued,
+		.flushed = admin_flushed,
+		.arg = ob,
+	};
+	queue_admin_process(&ctx);
+}
+
 static void *sched_main(void *arg)
 {
 	struct outbound *ob = arg;
@@ -450,7 +507,12 @@ static void *sched_main(void *arg)
 		ob->kicked = false;
 		if (ob->stopping)
 			break;
-		if (ob->busy >= ob->nworkers)
+		pthread_mutex_unlock(&ob->lock);
+		/* `postern queue` requests: applied here, between two scans, so that
+		   no job takes rows of a message while it is being changed */
+		admin_requests(ob);
+		pthread_mutex_lock(&ob->lock);
+		if (ob->stopping || ob->busy >= ob->nworkers)
 			continue;
 		pthread_mutex_unlock(&ob->lock);
 		schedule(ob);
@@ -504,7 +566,7 @@ static void load_message(struct ob_worker *w, struct ob_msg *msg)
 	sqlite3_stmt *st = NULL;
 	if (sqlite3_prepare_v2(w->db,
 			       "SELECT sender, dsn_ret, dsn_envid, smtputf8, eightbit, received, size,"
-			       " warned FROM messages WHERE id = ?1",
+			       " warned FROM messages WHERE id = ?1 AND held = 0",
 			       -1, &st, NULL) != SQLITE_OK)
 		return;
 	sqlite3_bind_text(st, 1, msg->id, -1, SQLITE_STATIC);
@@ -1048,9 +1110,9 @@ static bool step_done(sqlite3_stmt *st)
 }
 
 /* Write a DSN into the spool, durable (file and directory), before its rows go in. */
-static int spool_dsn(struct queue *q, const char *id, const char *text, size_t len)
+static int spool_dsn(const char *spool_dir, const char *id, const char *text, size_t len)
 {
-	char *path = xasprintf("%s/%s", q->spool_dir, id);
+	char *path = xasprintf("%s/%s", spool_dir, id);
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	int ret = -1;
 	if (fd >= 0) {
@@ -1063,7 +1125,7 @@ static int spool_dsn(struct queue *q, const char *id, const char *text, size_t l
 				break;
 			off += (size_t)n;
 		}
-		if (off == len && fdatasync(fd) == 0 && fsync_path(q->spool_dir) == 0)
+		if (off == len && fdatasync(fd) == 0 && fsync_path(spool_dir) == 0)
 			ret = 0;
 		close(fd);
 		if (ret < 0)
@@ -1073,23 +1135,11 @@ static int spool_dsn(struct queue *q, const char *id, const char *text, size_t l
 	return ret;
 }
 
-struct dsn_row {
-	int64_t row;
-	char *address, *orcpt, *error;
-	int notify;
-};
-
-/*
- * Inject a DSN about `rows` of `msg` (in the caller's transaction): spool
- * file first, then its rows, addressed to the original sender with the
- * null sender. *id_r gets its queue id. 0 / -1.
- */
-static int inject_dsn(struct ob_worker *w, struct ob_job *j, struct ob_msg *msg,
-		      struct dsn_row *rows, size_t n, bool delayed, char id_r[QUEUE_ID_MAX])
+int outbound_dsn_inject(sqlite3 *db, const struct dsn_source *src, const struct dsn_row *rows,
+			size_t n, bool delayed, char id_r[QUEUE_ID_MAX])
 {
-	struct outbound *ob = w->ob;
-	struct bounce_rcpt *br = xcalloc(n, sizeof(*br));
-	char (*status)[16] = xcalloc(n, sizeof(*status));
+	struct bounce_rcpt *br = xcalloc(n + 1, sizeof(*br));
+	char (*status)[16] = xcalloc(n + 1, sizeof(*status));
 	for (size_t i = 0; i < n; i++) {
 		const char *e = rows[i].error != NULL ? rows[i].error : "4.0.0 unknown error";
 		int code = 0;
@@ -1102,20 +1152,18 @@ static int inject_dsn(struct ob_worker *w, struct ob_job *j, struct ob_msg *msg,
 		br[i].status = status[i];
 		br[i].diagnostic = e;
 		br[i].delayed = delayed;
-		for (size_t m = 0; m < msg->nrcpts; m++)
-			if (msg->rcpts[m].row == rows[i].row)
-				br[i].remote_mta = msg->rcpts[m].mta;
+		br[i].remote_mta = rows[i].mta;
 	}
-	char *path = xasprintf("%s/%s", ob->q->spool_dir, msg->id);
+	char *path = xasprintf("%s/%s", src->spool_dir, src->queue_id);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	free(path);
 	struct bounce_input in = {
-		.hostname = ob->hostname,
-		.queue_id = msg->id,
-		.sender = msg->sender,
-		.envid = msg->dsn_envid,
-		.full = msg->dsn_ret == NULL || strcasecmp(msg->dsn_ret, "FULL") == 0,
-		.arrival = msg->received,
+		.hostname = src->hostname,
+		.queue_id = src->queue_id,
+		.sender = src->sender,
+		.envid = src->dsn_envid,
+		.full = src->dsn_ret == NULL || strcasecmp(src->dsn_ret, "FULL") == 0,
+		.arrival = src->received,
 		.now = time(NULL),
 		.rcpts = br,
 		.nrcpts = n,
@@ -1131,12 +1179,12 @@ static int inject_dsn(struct ob_worker *w, struct ob_job *j, struct ob_msg *msg,
 	queue_id_new(id_r);
 	int ret = -1;
 	sqlite3_stmt *st = NULL;
-	if (spool_dsn(ob->q, id_r, text, len) < 0) {
-		log_error("event=dsn_spool_failed queue_id=%s error=\"%s\"", msg->id,
+	if (spool_dsn(src->spool_dir, id_r, text, len) < 0) {
+		log_error("event=dsn_spool_failed queue_id=%s error=\"%s\"", src->queue_id,
 			  strerror(errno));
 		goto out;
 	}
-	if (sqlite3_prepare_v2(w->db,
+	if (sqlite3_prepare_v2(db,
 			       "INSERT INTO messages(id, sender, client_ip, protocol, received, size)"
 			       " VALUES (?1, '', 'local', 'DSN', ?2, ?3)",
 			       -1, &st, NULL) != SQLITE_OK)
@@ -1148,32 +1196,56 @@ static int inject_dsn(struct ob_worker *w, struct ob_job *j, struct ob_msg *msg,
 		goto unlink;
 	sqlite3_finalize(st);
 	st = NULL;
-	if (sqlite3_prepare_v2(w->db,
+	if (sqlite3_prepare_v2(db,
 			       "INSERT INTO recipients(queue_id, idx, address, state)"
 			       " VALUES (?1, 0, ?2, 'queued')",
 			       -1, &st, NULL) != SQLITE_OK)
 		goto unlink;
 	sqlite3_bind_text(st, 1, id_r, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, msg->sender, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, src->sender, -1, SQLITE_STATIC);
 	if (!step_done(st))
 		goto unlink;
 	char to[512];
 	log_info("event=%s queue_id=%s dsn_id=%s to=%s recipients=%zu",
-		 delayed ? "delay_notice" : "bounce", msg->id, id_r,
-		 log_quote(to, sizeof(to), msg->sender, 256), n);
+		 delayed ? "delay_notice" : "bounce", src->queue_id, id_r,
+		 log_quote(to, sizeof(to), src->sender, 256), n);
 	ret = 0;
 	goto out;
 unlink:
 	{
-		char *p = xasprintf("%s/%s", ob->q->spool_dir, id_r);
+		char *p = xasprintf("%s/%s", src->spool_dir, id_r);
 		unlink(p);
 		free(p);
 	}
 out:
 	sqlite3_finalize(st);
 	free(text);
-	(void)j;
 	return ret;
+}
+
+/*
+ * Inject a DSN about `rows` of `msg` (in the caller's transaction): spool
+ * file first, then its rows, addressed to the original sender with the
+ * null sender. *id_r gets its queue id. 0 / -1.
+ */
+static int inject_dsn(struct ob_worker *w, struct ob_msg *msg, struct dsn_row *rows, size_t n,
+		      bool delayed, char id_r[QUEUE_ID_MAX])
+{
+	struct outbound *ob = w->ob;
+	for (size_t i = 0; i < n; i++)
+		for (size_t m = 0; m < msg->nrcpts; m++)
+			if (msg->rcpts[m].row == rows[i].row)
+				rows[i].mta = msg->rcpts[m].mta;
+	struct dsn_source src = {
+		.spool_dir = ob->q->spool_dir,
+		.hostname = ob->hostname,
+		.queue_id = msg->id,
+		.sender = msg->sender,
+		.dsn_ret = msg->dsn_ret,
+		.dsn_envid = msg->dsn_envid,
+		.received = msg->received,
+	};
+	return outbound_dsn_inject(w->db, &src, rows, n, delayed, id_r);
 }
 
 static void dsn_rows_free(struct dsn_row *rows, size_t n)
@@ -1251,7 +1323,7 @@ static void record(struct ob_worker *w, struct ob_job *j, struct ob_msg *msg, bo
 			delayed[ndelayed++] = (struct dsn_row){
 				rc->row, xstrdup(rc->address),
 				rc->orcpt != NULL ? xstrdup(rc->orcpt) : NULL,
-				xstrdup(rc->error != NULL ? rc->error : "4.0.0 deferred"), rc->notify};
+				xstrdup(rc->error != NULL ? rc->error : "4.0.0 deferred"), rc->notify, NULL};
 		}
 		if (rc->state == R_FAILED) {
 			char to[512], e[600];
@@ -1286,7 +1358,7 @@ static void record(struct ob_worker *w, struct ob_job *j, struct ob_msg *msg, bo
 				sqlite3_column_int64(sel, 0),
 				xstrdup((const char *)sqlite3_column_text(sel, 1)),
 				o != NULL ? xstrdup(o) : NULL, xstrdup(e != NULL ? e : "5.0.0 failed"),
-				notify};
+				notify, NULL};
 		}
 		sqlite3_finalize(sel);
 		sel = NULL;
@@ -1296,12 +1368,12 @@ static void record(struct ob_worker *w, struct ob_job *j, struct ob_msg *msg, bo
 				 "recipients=%zu",
 				 msg->id, nfailed);
 		} else if (nfailed > 0) {
-			if (inject_dsn(w, j, msg, failed, nfailed, false, dsn_ids[ndsn]) < 0)
+			if (inject_dsn(w, msg, failed, nfailed, false, dsn_ids[ndsn]) < 0)
 				goto rollback;
 			ndsn++;
 		}
 		if (ndelayed > 0) {
-			if (inject_dsn(w, j, msg, delayed, ndelayed, true, dsn_ids[ndsn]) < 0)
+			if (inject_dsn(w, msg, delayed, ndelayed, true, dsn_ids[ndsn]) < 0)
 				goto rollback;
 			ndsn++;
 			if (sqlite3_prepare_v2(db, "UPDATE messages SET warned = 1 WHERE id = ?1", -1,

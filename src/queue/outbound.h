@@ -72,4 +72,36 @@ struct bounce_input {
  */
 char *bounce_build(const struct bounce_input *in, size_t *len_r);
 
+/* ---- queuing a DSN (outbound.c), shared with the queue administration ---- */
+
+struct sqlite3;
+
+/* A recipient reported in a DSN. */
+struct dsn_row {
+	int64_t row;
+	char *address, *orcpt, *error; /* error: "550 5.1.1 ..." or "5.0.0 ..." */
+	int notify;
+	const char *mta; /* not owned; NULL if none */
+};
+
+/* The original message a DSN reports on. */
+struct dsn_source {
+	const char *spool_dir;
+	const char *hostname; /* reporting MTA */
+	const char *queue_id;
+	const char *sender;   /* the DSN goes there */
+	const char *dsn_ret, *dsn_envid;
+	time_t received;
+};
+
+/*
+ * Build the DSN about `rows` of `src`, write it to the spool (durable: file
+ * and directory fsync'd) and insert its rows (state 'queued', null sender)
+ * in the caller's transaction on `db`. *id_r gets its queue id; the caller
+ * hands it to the delivery thread after COMMIT, or removes the spool file
+ * after a ROLLBACK. 0 / -1.
+ */
+int outbound_dsn_inject(struct sqlite3 *db, const struct dsn_source *src,
+			const struct dsn_row *rows, size_t n, bool delayed, char id_r[24]);
+
 #endif

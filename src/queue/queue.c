@@ -29,10 +29,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define QUEUE_SCHEMA_VERSION 2
+#define QUEUE_SCHEMA_VERSION 3
 
 static const char *const queue_schema_v1 =
 	"CREATE TABLE messages ("
@@ -69,6 +70,21 @@ static const char *const queue_schema_v1 =
 /* v2: the outbound agent's delay notice is sent once per message */
 static const char *const queue_schema_v2 =
 	"ALTER TABLE messages ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;";
+
+/*
+ * v3: `postern queue hold` (held messages are not attempted) and the
+ * requests the CLI leaves for the running server (queue_admin.c)
+ */
+static const char *const queue_schema_v3 =
+	"ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE admin_requests ("
+	"  id INTEGER PRIMARY KEY,"
+	"  action INTEGER NOT NULL,"   /* enum queue_admin_action */
+	"  queue_id TEXT,"             /* NULL: every message */
+	"  created INTEGER NOT NULL,"  /* unix time */
+	"  done INTEGER NOT NULL DEFAULT 0,"
+	"  count INTEGER NOT NULL DEFAULT 0," /* messages done so far */
+	"  result TEXT);";
 
 int queue_db_exec(sqlite3 *db, const char *sql)
 {
@@ -125,7 +141,10 @@ sqlite3 *queue_db_open(const char *path, char **error_r)
 	else if (v < 2 && (queue_db_exec(db, queue_schema_v2) < 0 ||
 			   queue_db_exec(db, "PRAGMA user_version = 2") < 0))
 		err = "cannot migrate schema to version 2";
-	/* later migrations: if (v < 3) ... */
+	else if (v < 3 && (queue_db_exec(db, queue_schema_v3) < 0 ||
+			   queue_db_exec(db, "PRAGMA user_version = 3") < 0))
+		err = "cannot migrate schema to version 3";
+	/* later migrations: if (v < 4) ... */
 	if (err == NULL && queue_db_exec(db, "COMMIT") < 0)
 		err = "cannot commit schema";
 	if (err != NULL) {
@@ -655,6 +674,23 @@ void queue_get_stats(struct queue *q, struct queue_stats *stats_r)
 
 /* ---- open / close ---- */
 
+int queue_lock_try(const char *data_dir)
+{
+	char *path = xasprintf("%s/queue.lock", data_dir);
+	/* read-only is enough for flock: the CLI run as root and the server share the file */
+	int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
+	free(path);
+	if (fd < 0)
+		return -1;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
 static int mkdir_ok(const char *path)
 {
 	return mkdir(path, 0700) == 0 || errno == EEXIST ? 0 : -1;
@@ -669,6 +705,7 @@ struct queue *queue_open(struct event_base *base, const struct config *cfg, char
 	q->db_path = xasprintf("%s/queue.db", q->data_dir);
 	q->base = base;
 	q->efd = -1;
+	q->lock_fd = -1;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_mutex_init(&q->db_write_lock, NULL);
 	pthread_cond_init(&q->commit_cond, NULL);
@@ -677,6 +714,22 @@ struct queue *queue_open(struct event_base *base, const struct config *cfg, char
 	if (mkdir_ok(q->data_dir) < 0 || mkdir_ok(q->spool_dir) < 0 ||
 	    mkdir_ok(q->spool_tmp) < 0) {
 		*error_r = xasprintf("cannot create %s: %s", q->spool_tmp, strerror(errno));
+		goto fail;
+	}
+	/* one server per data directory; `postern queue` waits a moment at most */
+	for (int i = 0; i < 100 && q->lock_fd < 0; i++) {
+		q->lock_fd = queue_lock_try(q->data_dir);
+		if (q->lock_fd < 0 && errno != EWOULDBLOCK)
+			break;
+		if (q->lock_fd < 0)
+			usleep(50 * 1000);
+	}
+	if (q->lock_fd < 0) {
+		*error_r = errno == EWOULDBLOCK
+				   ? xasprintf("%s/queue.lock: the queue is in use by another"
+					       " postern process",
+					       q->data_dir)
+				   : xasprintf("%s/queue.lock: %s", q->data_dir, strerror(errno));
 		goto fail;
 	}
 	q->commit_db = queue_db_open(q->db_path, error_r);
@@ -739,6 +792,8 @@ void queue_close(struct queue **qp)
 		close(q->efd);
 	sqlite3_close_v2(q->commit_db);
 	sqlite3_close_v2(q->deliver_db);
+	if (q->lock_fd >= 0)
+		close(q->lock_fd);
 	pthread_mutex_destroy(&q->lock);
 	pthread_mutex_destroy(&q->db_write_lock);
 	pthread_cond_destroy(&q->commit_cond);
