@@ -182,7 +182,8 @@ class Postern:
         self.data_dir = os.path.join(tmpdir, "data")
         self.conf = os.path.join(tmpdir, "postern.conf")
         self.stderr_path = os.path.join(tmpdir, "stderr.log")
-        self.smtp_port, self.submission_port, self.submissions_port = free_ports(3)
+        (self.smtp_port, self.submission_port, self.submissions_port, self.imap_port,
+         self.imaps_port, self.pop3_port, self.pop3s_port) = free_ports(7)
         self.limits = dict(limits or {})
         self.extra = dict(extra or {})
         self.proc = None
@@ -207,6 +208,10 @@ class Postern:
                 "smtp": "127.0.0.1:%d" % self.smtp_port,
                 "submission": "127.0.0.1:%d" % self.submission_port,
                 "submissions": "127.0.0.1:%d" % self.submissions_port,
+                "imap": "127.0.0.1:%d" % self.imap_port,
+                "imaps": "127.0.0.1:%d" % self.imaps_port,
+                "pop3": "127.0.0.1:%d" % self.pop3_port,
+                "pop3s": "127.0.0.1:%d" % self.pop3s_port,
             },
             "relay": {"trusted_networks": "127.0.0.2/32"},
             "limits": dict(self.limits),
@@ -348,7 +353,9 @@ class Postern:
 
     def port(self, name):
         return {"smtp": self.smtp_port, "submission": self.submission_port,
-                "submissions": self.submissions_port}[name]
+                "submissions": self.submissions_port, "imap": self.imap_port,
+                "imaps": self.imaps_port, "pop3": self.pop3_port,
+                "pop3s": self.pop3s_port}[name]
 
     def smtp(self, port=None, source=None, timeout=15):
         """smtplib client on `port` (default: the smtp listener), optionally from 127.0.0.x."""
