@@ -115,6 +115,10 @@ static const struct knob knobs[] = {
 	 "Milliseconds the greeting is held back from untrusted clients on the smtp listener; "
 	 "a client that talks first is refused (trusted networks and submission: no wait)"},
 
+	{"policy", "dmarc_reject", K_ENUM, F(dmarc_reject), "reject", 0, 0, "reject|quarantine|mark",
+	 "Mail failing DMARC whose domain asks for p=reject: refuse it (550 5.7.1), deliver it to "
+	 "Junk, or only mark it in Authentication-Results"},
+
 	{"auth", "default_domain", K_STRING, F(default_domain), "", 0, 0, NULL,
 	 "Domain appended to logins given without @domain; empty = require full address"},
 	{"auth", "max_failures", K_UINT, F(auth_max_failures), "10", 1, 100000, NULL,

@@ -64,6 +64,9 @@ struct config {
 	bool bare_newline_reject; /* bare_newline = reject (else normalize) */
 	uint64_t pregreet_wait_ms; /* hold the 220 back this long for untrusted SMTP clients */
 
+	/* [policy]: checks of mail from the smtp listener (untrusted clients) */
+	char *dmarc_reject;   /* reject | quarantine | mark: what p=reject gets */
+
 	/* [auth] */
 	char *default_domain;
 	uint64_t auth_max_failures;   /* per IP and per account in auth_failure_window */

@@ -223,6 +223,17 @@ static void load_rows(sqlite3 *db, const char *id, bool include_deferred, struct
 	*n_r = n;
 }
 
+/* The session put "X-Postern-Quarantine:" first in the spool file (DMARC
+   quarantine, src/smtp/auth_msg.c): only our own first line counts, a
+   header of that name further down is the sender's and means nothing. */
+#define QUARANTINE_MARK "X-Postern-Quarantine:"
+
+static bool spool_quarantined(int fd)
+{
+	char b[sizeof(QUARANTINE_MARK) - 1];
+	return pread(fd, b, sizeof(b), 0) == (ssize_t)sizeof(b) && memcmp(b, QUARANTINE_MARK, sizeof(b)) == 0;
+}
+
 /*
  * Start the copy for one account: written into its Maildir's tmp/, made
  * durable later by finish_copies(). *copy_r gets the copy's index in the
@@ -235,23 +246,25 @@ static int start_copy(struct round *rd, const char *id, time_t received, const c
 	char unique[QUEUE_ID_MAX + 24];
 	snprintf(unique, sizeof(unique), "%s.%lld", id, (long long)acct->id);
 	*copy_r = -1;
+	char *junk = spool_quarantined(fd) ? xasprintf("%s/.Junk", acct->maildir) : NULL;
+	const char *maildir = junk != NULL ? junk : acct->maildir;
 	if (recheck) {
-		int h = maildir_has(acct->maildir, unique);
+		int h = maildir_has(maildir, unique);
 		if (h < 0)
-			return -1;
+			return free(junk), -1;
 		if (h == 1) {
 			log_info("event=already_delivered queue_id=%s account=%s", id,
 				 acct->address);
-			return 0;
+			return free(junk), 0;
 		}
 	}
 	struct maildir_delivery md;
-	int r = maildir_write(&md, acct->maildir, unique, received, prefix, NULL, 0, fd);
+	int r = maildir_write(&md, maildir, unique, received, prefix, NULL, 0, fd);
 	if (r < 0 && errno == ENOENT) {
 		/* the Maildir went missing (restored backup, manual cleanup): recreate it */
 		maildir_delivery_clear(&md);
-		if (maildir_create(acct->maildir) == 0)
-			r = maildir_write(&md, acct->maildir, unique, received, prefix, NULL, 0,
+		if (maildir_create(maildir) == 0)
+			r = maildir_write(&md, maildir, unique, received, prefix, NULL, 0,
 					  fd);
 		else
 			md.error = ENOENT;
@@ -260,7 +273,7 @@ static int start_copy(struct round *rd, const char *id, time_t received, const c
 		int e = md.error;
 		maildir_delivery_clear(&md);
 		errno = e;
-		return -1;
+		return free(junk), -1;
 	}
 	rd->mds = xgrow(rd->mds, &rd->cap_mds, rd->ncopies + 1, sizeof(*rd->mds));
 	rd->copies = xgrow(rd->copies, &rd->cap_copies, rd->ncopies + 1, sizeof(*rd->copies));
@@ -273,7 +286,7 @@ static int start_copy(struct round *rd, const char *id, time_t received, const c
 	c->quota = acct->quota;
 	c->used = acct->used;
 	*copy_r = (ssize_t)rd->ncopies++;
-	return 0;
+	return free(junk), 0;
 }
 
 /* Make every copy written so far durable: files, then their new/ directories, side by side. */

@@ -94,9 +94,10 @@ int spool_msg_write(struct spool_msg *msg, const void *data, size_t len)
 	}
 	if (len == 0)
 		return 0;
-	if (msg->fd < 0 && msg->size + len <= SPOOL_MEM_MAX) {
-		msg->buf = xgrow(msg->buf, &msg->cap, (size_t)msg->size + len, 1);
-		memcpy(msg->buf + msg->size, data, len);
+	size_t held = (size_t)(msg->size - msg->prefix_len); /* in buf (the prefix is apart) */
+	if (msg->fd < 0 && held + len <= SPOOL_MEM_MAX) {
+		msg->buf = xgrow(msg->buf, &msg->cap, held + len, 1);
+		memcpy(msg->buf + held, data, len);
 		msg->size += len;
 		return 0;
 	}
@@ -110,7 +111,7 @@ int spool_msg_write(struct spool_msg *msg, const void *data, size_t len)
 			spool_fail(msg, e);
 			return -1;
 		}
-		if (write_full(msg->fd, msg->buf, (size_t)msg->size) < 0) {
+		if (write_full(msg->fd, msg->buf, held) < 0) {
 			spool_fail(msg, errno);
 			return -1;
 		}
@@ -123,6 +124,55 @@ int spool_msg_write(struct spool_msg *msg, const void *data, size_t len)
 	}
 	msg->size += len;
 	return 0;
+}
+
+void spool_msg_prepend(struct spool_msg *msg, const void *data, size_t len)
+{
+	if (len == 0)
+		return;
+	char *p = xmalloc(len + msg->prefix_len);
+	memcpy(p, data, len);
+	if (msg->prefix_len > 0)
+		memcpy(p + len, msg->prefix, msg->prefix_len);
+	free(msg->prefix);
+	msg->prefix = p;
+	msg->prefix_len += len;
+	msg->size += len;
+}
+
+/* Spilled message with a prefix: the final file is the prefix, then the spilled file. */
+static int place_with_prefix(struct spool_msg *msg, const char *final)
+{
+	int out = open(final, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0)
+		return -1;
+	int in = open(msg->tmp_path, O_RDONLY | O_CLOEXEC);
+	if (in < 0 || write_full(out, msg->prefix, msg->prefix_len) < 0)
+		goto fail;
+	char *buf = xmalloc(65536);
+	for (;;) {
+		ssize_t n = read(in, buf, 65536);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0 || write_full(out, buf, (size_t)n) < 0) {
+			int e = n == 0 ? 0 : errno;
+			free(buf);
+			if (n == 0)
+				break;
+			errno = e;
+			goto fail;
+		}
+	}
+	close(in);
+	return out;
+fail:;
+	int e = errno;
+	if (in >= 0)
+		close(in);
+	close(out);
+	unlink(final);
+	errno = e;
+	return -1;
 }
 
 uint64_t spool_msg_size(const struct spool_msg *msg)
@@ -146,6 +196,7 @@ void spool_msg_free(struct spool_msg **msgp)
 		unlink(msg->tmp_path);
 	free(msg->tmp_path);
 	free(msg->buf);
+	free(msg->prefix);
 	free(msg->data_dir);
 	free(msg);
 	*msgp = NULL;
@@ -159,7 +210,21 @@ int spool_msg_place(struct spool_msg *msg, const char *spool_dir)
 	}
 	char *final = xasprintf("%s/%s", spool_dir, msg->id);
 	int fd = -1, e = 0;
-	if (msg->fd >= 0) {
+	if (msg->fd >= 0 && msg->prefix_len > 0) {
+		/* spilled, with header fields to put on top: one copy, here on the commit thread */
+		fd = place_with_prefix(msg, final);
+		if (fd < 0) {
+			e = errno;
+			spool_fail(msg, e);
+			goto out;
+		}
+		close(msg->fd);
+		msg->fd = -1;
+		unlink(msg->tmp_path);
+		free(msg->tmp_path);
+		msg->tmp_path = final; /* removed by spool_msg_placed() on failure */
+		final = NULL;
+	} else if (msg->fd >= 0) {
 		/*
 		 * Spilled: move it to its final name now and flush it with the
 		 * others. Until its row is committed a crash leaves an orphan,
@@ -181,7 +246,8 @@ int spool_msg_place(struct spool_msg *msg, const char *spool_dir)
 			e = errno;
 			goto out;
 		}
-		if (write_full(fd, msg->buf, (size_t)msg->size) < 0) {
+		if (write_full(fd, msg->prefix, msg->prefix_len) < 0 ||
+		    write_full(fd, msg->buf, (size_t)(msg->size - msg->prefix_len)) < 0) {
 			e = errno;
 			close(fd);
 			fd = -1;

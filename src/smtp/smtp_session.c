@@ -25,6 +25,7 @@
 #include "dns/dns.h"
 #include "mail/address.h"
 #include "queue/queue.h"
+#include "smtp/auth_msg.h"
 #include "smtp/ratelimit.h"
 #include "smtp/smtp_data.h"
 #include "smtp/smtp_parser.h"
@@ -111,6 +112,7 @@ struct smtp_session {
 	unsigned rejected_rcpts;
 	char queue_id[QUEUE_ID_MAX];
 	struct spool_msg *msg;
+	struct auth_msg *auth; /* SPF/DKIM/DMARC or DKIM signing of this message */
 	struct smtp_data data;
 	char *dbuf;          /* DATA decode output, 2 * DATA_CHUNK + 4; only during DATA */
 	uint64_t size;       /* message octets after our Received header */
@@ -206,6 +208,7 @@ static void transaction_reset(struct smtp_session *s)
 	s->rejected_rcpts = 0;
 	memset(&s->mail, 0, sizeof(s->mail));
 	spool_msg_free(&s->msg);
+	auth_msg_free(&s->auth);
 	s->queue_id[0] = '\0';
 	s->size = 0;
 	s->too_big = s->write_failed = s->bdat_started = s->bdat_last = false;
@@ -669,12 +672,43 @@ static void write_received(struct smtp_session *s)
 	free(hdr);
 }
 
+/* auth_msg's writer: the bytes to spool, after the header filter. */
+static void spool_write(void *arg, const char *p, size_t n)
+{
+	struct smtp_session *s = arg;
+	if (s->write_failed)
+		return;
+	if (spool_msg_write(s->msg, p, n) < 0) {
+		s->write_failed = true;
+		s->write_errno = errno;
+	}
+}
+
+/*
+ * Mail from the internet (smtp listener, untrusted, not authenticated) is
+ * checked; mail from our users and trusted networks is signed.
+ */
+static bool inbound(const struct smtp_session *s)
+{
+	return s->kind == SMTP_LISTENER_SMTP && !s->trusted && s->auth_user == NULL;
+}
+
 static void message_begin(struct smtp_session *s)
 {
 	queue_id_new(s->queue_id);
 	s->msg = spool_msg_new(s->cfg->data_dir, s->queue_id);
 	s->size = 0;
 	write_received(s);
+	struct auth_params ap = {
+	    .hostname = s->cfg->hostname,
+	    .data_dir = s->cfg->data_dir,
+	    .dns_resolver = s->cfg->dns_resolver,
+	    .dmarc_reject = s->cfg->dmarc_reject,
+	    .client = s->sa,
+	    .helo = s->helo,
+	    .mail_from = s->env.sender,
+	};
+	s->auth = auth_msg_new(inbound(s) ? AUTH_MODE_VERIFY : AUTH_MODE_SIGN, &ap, spool_write, s);
 }
 
 static void message_write(struct smtp_session *s, const char *p, size_t n)
@@ -686,19 +720,55 @@ static void message_write(struct smtp_session *s, const char *p, size_t n)
 		s->too_big = true;
 	if (s->too_big || s->write_failed)
 		return; /* keep reading to the end, store nothing more */
-	if (spool_msg_write(s->msg, p, n) < 0) {
-		s->write_failed = true;
-		s->write_errno = errno;
-	}
+	auth_msg_push(s->auth, p, n);
 }
 
 /*
  * The whole message has arrived (DATA end or BDAT LAST): refuse it, or hand
  * it to the queue and answer from the commit callback.
  */
+static void message_commit(struct smtp_session *s);
+
+struct authres_job {
+	struct smtp_session *s;
+	struct auth_msg *auth;
+};
+
+static void authres_job_work(void *arg)
+{
+	struct authres_job *j = arg;
+	auth_msg_work(j->auth);
+}
+
+static void authres_job_done(void *arg)
+{
+	struct authres_job *j = arg;
+	struct smtp_session *s = j->s;
+	if (job_done(s))
+		goto out;
+	log_info("event=auth_results client=%s queue_id=%s %s", s->ip, s->queue_id,
+		 auth_msg_summary(j->auth));
+	if (auth_msg_verdict(j->auth) == AUTH_REJECT) {
+		reply(s, "%s", auth_msg_reject_text(j->auth));
+		transaction_reset(s);
+		enter_state(s, STATE_READY);
+		if (!maybe_drain(s))
+			resume(s);
+		goto out;
+	}
+	const char *prefix = auth_msg_prefix(j->auth);
+	spool_msg_prepend(s->msg, prefix, strlen(prefix));
+	s->suspended = false;
+	message_commit(s);
+out:
+	auth_msg_free(&j->auth);
+	free(j);
+}
+
 static void message_end(struct smtp_session *s, bool data_phase)
 {
 	const char *refusal = NULL;
+	bool header_ok = s->too_big || s->write_failed || auth_msg_end(s->auth);
 	if (data_phase && (s->data.flags & SMTP_DATA_LINE_TOO_LONG))
 		refusal = "500 5.5.2 Line too long";
 	else if (data_phase && (s->data.flags & (SMTP_DATA_BARE_LF | SMTP_DATA_BARE_CR)) &&
@@ -706,6 +776,8 @@ static void message_end(struct smtp_session *s, bool data_phase)
 		refusal = "554 5.5.0 Bare LF or CR not allowed, use CRLF line endings";
 	else if (s->too_big)
 		refusal = "552 5.3.4 Message size exceeds fixed maximum message size";
+	else if (!header_ok)
+		refusal = "552 5.3.4 Message header section too large";
 	else if (s->write_failed)
 		refusal = s->write_errno == ENOSPC ? "452 4.3.1 Insufficient system storage"
 						   : "451 4.3.0 Error: queue file write error";
@@ -724,6 +796,20 @@ static void message_end(struct smtp_session *s, bool data_phase)
 		maybe_drain(s);
 		return;
 	}
+	/* DNS lookups, verification and signing on a worker; then the commit */
+	struct authres_job *j = xcalloc(1, sizeof(*j));
+	j->s = s;
+	j->auth = s->auth;
+	s->auth = NULL;
+	s->pending++;
+	s->suspended = true;
+	flush(s);
+	worker_submit(s->srv->workers, authres_job_work, authres_job_done, j);
+}
+
+/* Hand the message to the queue; the commit callback answers. */
+static void message_commit(struct smtp_session *s)
+{
 	/* queue_commit() takes the fields over and clears the struct */
 	struct envelope envelope = s->env;
 	struct envelope *env = &envelope;
