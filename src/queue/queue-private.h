@@ -76,6 +76,8 @@ struct queue {
 
 	struct outbound *outbound; /* outbound.c, when started */
 
+	int lock_fd; /* DATA_DIR/queue.lock, flock'd while the queue is open */
+
 	pthread_t commit_thread, deliver_thread;
 	bool threads_started;
 	sqlite3 *commit_db, *deliver_db;
@@ -98,6 +100,39 @@ int queue_db_exec(sqlite3 *db, const char *sql);
 sqlite3 *queue_db_open(const char *path, char **error_r);
 void queue_deliver_push(struct queue *q, const char *id, bool recovering);
 int fsync_path(const char *path);
+
+/* queue_admin.c */
+/*
+ * Where `postern queue` changes are applied: by the CLI itself when no
+ * server holds DATA_DIR/queue.lock (busy, dsn_queued and flushed NULL), or
+ * by the outbound scheduler thread of the running server.
+ */
+struct admin_ctx {
+	sqlite3 *db;
+	const char *spool_dir;
+	const char *hostname;
+	pthread_mutex_t *write_lock; /* held around write transactions, or NULL */
+	/* true while a delivery attempt of the message is in progress */
+	bool (*busy)(void *arg, const char *queue_id);
+	/* a DSN was queued (after COMMIT): hand it to the delivery thread */
+	void (*dsn_queued)(void *arg, const char *dsn_id);
+	/* deferred rows were made due: wake the delivery agents */
+	void (*flushed)(void *arg);
+	void *arg;
+	time_t before; /* "--all": only messages received at or before this time (0: any) */
+};
+
+/*
+ * Apply one action (QUEUE_ADMIN_*) to message `id`, or to every message
+ * when `id` is NULL (flush, delete). 1 done with *result_r (a line of
+ * text) or 0 when a message is busy (it is held meanwhile, and the caller
+ * retries later; *count_r how many were done so far is still valid), -1
+ * with *result_r the error.
+ */
+int queue_admin_apply(struct admin_ctx *ctx, int action, const char *id, int64_t *count_r,
+		      char **result_r);
+/* In the server: apply the pending requests that the CLI wrote to queue.db. */
+void queue_admin_process(struct admin_ctx *ctx);
 
 /* deliver.c */
 void *queue_deliver_main(void *arg);

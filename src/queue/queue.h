@@ -128,6 +128,72 @@ int queue_outbound_start(struct queue *q, const struct config *cfg, char **error
 void queue_outbound_stop(struct queue *q);
 void queue_outbound_kick(struct queue *q);
 
+/* ---- administration: `postern queue` ---- */
+
+/*
+ * DATA_DIR/queue.lock is flock'd by queue_open() for as long as the queue
+ * is open, so the CLI can tell whether a server runs on DATA_DIR.
+ * queue_lock_try(): an open descriptor holding the lock (no server runs:
+ * keep it while changing the queue, then close it), or -1 with errno
+ * EWOULDBLOCK when a server holds it, or another errno.
+ */
+int queue_lock_try(const char *data_dir);
+
+enum queue_admin_action {
+	QUEUE_ADMIN_HOLD = 1, /* no more delivery attempts until released */
+	QUEUE_ADMIN_RELEASE,  /* undo hold, and try now */
+	QUEUE_ADMIN_FLUSH,    /* deferred recipients are due now */
+	QUEUE_ADMIN_DELETE,   /* removed without any notification */
+	QUEUE_ADMIN_BOUNCE,   /* returned to the sender now, with a DSN (5.0.0) */
+};
+
+/*
+ * Apply `action` to message `id` (NULL: every message, for FLUSH and
+ * DELETE). Without a running server (queue_lock_try() succeeds) it is done
+ * here and now; a DSN made by BOUNCE then waits in the queue for the next
+ * start. With a running server, a request row goes into queue.db and the
+ * server's outbound scheduler applies it within about a second, but only
+ * once no delivery attempt of the message is in progress (the message is
+ * held meanwhile): an attempt in progress is never cut off, so a message
+ * is never sent twice and a DSN is never lost. Waits up to `wait_ms`.
+ * Returns 1 when done (*result_r: what was done, one line), 0 when the
+ * server has not applied it within wait_ms (it still will), -1 on error
+ * (*result_r: the error). *result_r is allocated.
+ */
+int queue_admin_request(const char *data_dir, const char *hostname, enum queue_admin_action action,
+			const char *id, unsigned wait_ms, char **result_r);
+
+/* One recipient row, as `postern queue list/show` print it. */
+struct queue_info_rcpt {
+	char *address;
+	char *orig_rcpt;  /* alias expansion: the RCPT it came from, or NULL */
+	char *state;      /* queued, delivering, deferred, delivered, failed */
+	bool external;    /* waits for the outbound agent */
+	int attempts;
+	int64_t next_attempt;
+	char *last_error; /* or NULL */
+};
+
+struct queue_info {
+	char id[QUEUE_ID_MAX];
+	char *sender;
+	int64_t received;
+	uint64_t size;
+	bool held, warned;
+	char *protocol, *client_ip, *auth_user; /* or NULL */
+	struct queue_info_rcpt *rcpts;
+	size_t nrcpts;
+};
+
+/*
+ * The messages in the queue (oldest first), or only message `id`, read
+ * from DATA_DIR/queue.db (read-only; safe while the server runs). 0 (with
+ * *n_r == 0 when `id` is not queued), or -1 with *error_r.
+ */
+int queue_info_list(const char *data_dir, const char *id, struct queue_info **list_r, size_t *n_r,
+		    char **error_r);
+void queue_info_free(struct queue_info **list, size_t n);
+
 /* Counters since queue_open(), for tests, benchmarks and logs. Thread-safe. */
 struct queue_stats {
 	uint64_t committed;     /* messages made durable and acknowledged */
