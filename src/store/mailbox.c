@@ -1,0 +1,3194 @@
+/*
+ * The mailbox store (see mailbox.h for the contract): Maildir++ folders,
+ * their "postern-uidlist" / "postern-keywords" files, and the index in
+ * DATA_DIR/index.db.
+ *
+ * On-disk files per folder (the folder's Maildir directory):
+ *   postern-uidlist   "V1 UIDVALIDITY UIDNEXT\n" then "UID BASENAME\n" lines,
+ *                     appended and fsync'd before a UID is given out; the
+ *                     lines of expunged messages are dropped by compaction
+ *                     (rewrite + rename) when they outnumber the live ones.
+ *   postern-keywords  "INDEX NAME\n" lines, INDEX 0-25 = letters a-z in the
+ *                     ":2,FLAGS" suffix (the dovecot-keywords format).
+ * At the Maildir root: "subscriptions" (one UTF-8 name per line) and
+ * "postern-special-use" ("NAME\tBITS" lines: SPECIAL-USE set by CREATE).
+ *
+ * The index is a cache. Folder rows record the mtimes (ns) of new/ and cur/
+ * as of the last scan, so a sync with nothing changed is two stat() calls
+ * and one SELECT; a directory whose mtime is within a second of now is not
+ * trusted (a change in the same clock tick would go unseen) and is scanned
+ * again next time. A scan runs inside BEGIN IMMEDIATE, which also
+ * serialises UID allocation between threads and processes.
+ *
+ * Quota: delivery counts what it writes into new/; the store counts what it
+ * writes (append, copy) and removes (expunge, delete, retention), and files
+ * that appear in cur/ or vanish behind its back (other programs). A rebuilt
+ * index changes no counter.
+ */
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "mail/mutf7.h"
+#include "store/directory.h"
+#include "store/mailbox-private.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define UIDLIST_NAME "postern-uidlist"
+#define KEYWORDS_NAME "postern-keywords"
+#define SPECIAL_NAME "postern-special-use"
+#define SUBS_NAME "subscriptions"
+
+struct std_folder {
+	char *name;
+	unsigned special;
+};
+
+struct mbox_store {
+	char *data_dir;
+	struct std_folder *std;
+	size_t nstd;
+};
+
+struct mbox_account {
+	struct mbox_store *st;
+	int64_t id;
+	char *address;
+	char *maildir;
+	uint64_t quota;
+};
+
+struct mbox {
+	struct mbox_account *acct;
+	char *name;
+	char *path;
+	int64_t folder_id;
+	bool readonly;
+	struct mbox_status status;
+	char **keywords;
+	size_t nkeywords;
+	struct timespec kw_mtime;
+	/* UID ranges [lo, hi) this box took \Recent for */
+	uint32_t *recent;
+	size_t nrecent, recent_cap;
+};
+
+/* ---- errors ---- */
+
+static int fail(char **error_r, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char **error_r, int err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	if (error_r != NULL) {
+		free(*error_r);
+		*error_r = msg;
+	} else {
+		free(msg);
+	}
+	errno = err;
+	return -1;
+}
+
+static int fail_db(char **error_r, sqlite3 *db, const char *what)
+{
+	return fail(error_r, EIO, "index: %s: %s", what, sqlite3_errmsg(db));
+}
+
+/* ---- the index: one connection per thread ---- */
+
+struct conn {
+	char *data_dir;
+	sqlite3 *db;
+};
+
+static pthread_key_t conn_key;
+static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
+
+static void conn_free(void *p)
+{
+	struct conn *c = p;
+	if (c == NULL)
+		return;
+	sqlite3_close_v2(c->db);
+	free(c->data_dir);
+	free(c);
+}
+
+static void conn_key_init(void)
+{
+	if (pthread_key_create(&conn_key, conn_free) != 0)
+		fatal("pthread_key_create failed");
+}
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS folders ("
+	"  id INTEGER PRIMARY KEY,"
+	"  account_id INTEGER NOT NULL,"
+	"  name TEXT NOT NULL,"
+	"  uidvalidity INTEGER NOT NULL,"
+	"  uidnext INTEGER NOT NULL,"
+	"  highestmodseq INTEGER NOT NULL DEFAULT 1,"
+	"  first_recent_uid INTEGER NOT NULL DEFAULT 1,"
+	"  new_mtime INTEGER NOT NULL DEFAULT 0,"
+	"  cur_mtime INTEGER NOT NULL DEFAULT 0,"
+	"  uidlist_off INTEGER NOT NULL DEFAULT 0,"
+	"  UNIQUE (account_id, name));"
+	"CREATE TABLE IF NOT EXISTS messages ("
+	"  folder_id INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL,"
+	"  basename TEXT NOT NULL,"
+	"  filename TEXT NOT NULL,"
+	"  in_new INTEGER NOT NULL DEFAULT 0,"
+	"  flags INTEGER NOT NULL,"
+	"  keywords INTEGER NOT NULL,"
+	"  modseq INTEGER NOT NULL,"
+	"  size INTEGER NOT NULL,"
+	"  phys_size INTEGER NOT NULL,"
+	"  internaldate INTEGER NOT NULL,"
+	"  savedate INTEGER NOT NULL,"
+	"  envelope TEXT, bodystructure TEXT, body TEXT,"
+	"  subject TEXT, hfrom TEXT, hto TEXT, hcc TEXT, hbcc TEXT,"
+	"  message_id TEXT, in_reply_to TEXT, refs TEXT,"
+	"  sort_from TEXT, sort_to TEXT, sort_cc TEXT, display_from TEXT, display_to TEXT,"
+	"  date INTEGER, date_tz INTEGER,"
+	"  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder_id, modseq);"
+	"CREATE TABLE IF NOT EXISTS expunged ("
+	"  folder_id INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL,"
+	"  modseq INTEGER NOT NULL,"
+	"  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;";
+
+#define CACHE_COLS                                                                                 \
+	"envelope, bodystructure, body, subject, hfrom, hto, hcc, hbcc, message_id, in_reply_to, " \
+	"refs, sort_from, sort_to, sort_cc, display_from, display_to, date, date_tz"
+
+static sqlite3 *index_open(const char *data_dir, char **error_r)
+{
+	char *path = xasprintf("%s/index.db", data_dir);
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open_v2(path, &db,
+				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+				 NULL);
+	free(path);
+	if (rc != SQLITE_OK) {
+		fail(error_r, EIO, "index: cannot open %s/index.db: %s", data_dir,
+		     db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_close_v2(db);
+		return NULL;
+	}
+	sqlite3_busy_timeout(db, 10000);
+	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
+			 NULL) != SQLITE_OK ||
+	    sqlite3_exec(db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+		fail_db(error_r, db, "schema");
+		sqlite3_close_v2(db);
+		return NULL;
+	}
+	return db;
+}
+
+static sqlite3 *conn_db(struct mbox_store *st, char **error_r)
+{
+	pthread_once(&conn_once, conn_key_init);
+	struct conn *c = pthread_getspecific(conn_key);
+	if (c != NULL && strcmp(c->data_dir, st->data_dir) == 0)
+		return c->db;
+	if (c != NULL) {
+		pthread_setspecific(conn_key, NULL);
+		conn_free(c);
+	}
+	sqlite3 *db = index_open(st->data_dir, error_r);
+	if (db == NULL)
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
+	c->data_dir = xstrdup(st->data_dir);
+	c->db = db;
+	pthread_setspecific(conn_key, c);
+	return db;
+}
+
+static sqlite3_stmt *prep(sqlite3 *db, const char *sql, char **error_r)
+{
+	sqlite3_stmt *s = NULL;
+	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
+		fail_db(error_r, db, "prepare");
+		return NULL;
+	}
+	return s;
+}
+
+static int exec(sqlite3 *db, const char *sql, char **error_r)
+{
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		return fail_db(error_r, db, sql);
+	return 0;
+}
+
+static void rollback(sqlite3 *db)
+{
+	if (!sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static char *col_dup(sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+	return xstrdup(t != NULL ? (const char *)t : "");
+}
+
+/* ---- watchers (process-wide) ---- */
+
+struct mbox_watch {
+	char *maildir;
+	char *name;
+	void (*fn)(void *arg);
+	void *arg;
+	struct mbox_watch *next;
+};
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mbox_watch *watchers;
+
+static bool is_inbox(const char *name)
+{
+	return strcasecmp(name, "INBOX") == 0;
+}
+
+static bool watch_matches(const struct mbox_watch *w, const char *maildir, const char *name)
+{
+	if (strcmp(w->maildir, maildir) != 0)
+		return false;
+	return is_inbox(name) ? is_inbox(w->name) : strcmp(w->name, name) == 0;
+}
+
+struct mbox_watch *mbox_watch(struct mbox_store *st, const char *maildir, const char *name,
+			      void (*fn)(void *arg), void *arg)
+{
+	struct mbox_watch *w = xcalloc(1, sizeof(*w));
+	w->maildir = xstrdup(maildir);
+	w->name = xstrdup(name);
+	w->fn = fn;
+	w->arg = arg;
+	pthread_mutex_lock(&watch_lock);
+	w->next = watchers;
+	watchers = w;
+	pthread_mutex_unlock(&watch_lock);
+	return w;
+}
+
+void mbox_unwatch(struct mbox_store *st, struct mbox_watch **wp)
+{
+	struct mbox_watch *w = *wp;
+	if (w == NULL)
+		return;
+	pthread_mutex_lock(&watch_lock);
+	for (struct mbox_watch **p = &watchers; *p != NULL; p = &(*p)->next)
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	pthread_mutex_unlock(&watch_lock);
+	free(w->maildir);
+	free(w->name);
+	free(w);
+	*wp = NULL;
+}
+
+void mbox_notify(const char *maildir, const char *name)
+{
+	/* callbacks run under the lock, so an unwatched arg is never used after mbox_unwatch() */
+	pthread_mutex_lock(&watch_lock);
+	for (struct mbox_watch *w = watchers; w != NULL; w = w->next)
+		if (watch_matches(w, maildir, name))
+			w->fn(w->arg);
+	pthread_mutex_unlock(&watch_lock);
+}
+
+/* ---- names and paths ---- */
+
+/* Canonical form of a folder name (INBOX uppercased), or NULL if invalid. */
+static char *name_canon(const char *name)
+{
+	size_t len = strlen(name);
+	if (len == 0 || len > 512 || name[0] == '/' || name[len - 1] == '/' ||
+	    strstr(name, "//") != NULL)
+		return NULL;
+	for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f || *p == '.' || *p == '\\' || *p == '~' ||
+		    (*p == '%' && false))
+			return NULL;
+	char *enc = mutf7_encode(name); /* validates UTF-8 */
+	if (enc == NULL)
+		return NULL;
+	free(enc);
+	char *c = xstrdup(name);
+	if (strncasecmp(c, "INBOX", 5) == 0 && (c[5] == '\0' || c[5] == '/'))
+		memcpy(c, "INBOX", 5);
+	return c;
+}
+
+/* Maildir directory of a canonical name. */
+static char *folder_path(const struct mbox_account *a, const char *canon)
+{
+	if (strcmp(canon, "INBOX") == 0)
+		return xstrdup(a->maildir);
+	char *enc = mutf7_encode(canon);
+	for (char *p = enc; *p != '\0'; p++)
+		if (*p == '/')
+			*p = '.';
+	char *path = xasprintf("%s/.%s", a->maildir, enc);
+	free(enc);
+	return path;
+}
+
+/* Folder name of a root directory entry ".X.Y" (mUTF-7), or NULL if not one of ours. */
+static char *dir_to_name(const char *entry)
+{
+	if (entry[0] != '.' || entry[1] == '\0' || strcmp(entry, "..") == 0)
+		return NULL;
+	char *dec = mutf7_decode(entry + 1);
+	if (dec == NULL)
+		return NULL;
+	for (char *p = dec; *p != '\0'; p++)
+		if (*p == '.')
+			*p = '/';
+	char *c = name_canon(dec);
+	free(dec);
+	return c;
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static int fsync_path(const char *path, int flags)
+{
+	int fd = open(path, flags | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int r = fsync(fd);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return r;
+}
+
+static int fsync_dir(const char *path)
+{
+	return fsync_path(path, O_RDONLY | O_DIRECTORY);
+}
+
+/* Write a small file atomically (tmp + fsync + rename + fsync dir). */
+static int write_atomic(const char *dir, const char *name, const char *content, size_t len)
+{
+	char *tmp = xasprintf("%s/%s.tmp.%d", dir, name, (int)getpid());
+	char *final = xasprintf("%s/%s", dir, name);
+	int ret = -1;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		size_t off = 0;
+		while (off < len) {
+			ssize_t n = write(fd, content + off, len - off);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			off += (size_t)n;
+		}
+		if (off == len && fsync(fd) == 0 && close(fd) == 0) {
+			fd = -1;
+			if (rename(tmp, final) == 0 && fsync_dir(dir) == 0)
+				ret = 0;
+		}
+	}
+	int saved = errno;
+	if (fd >= 0)
+		close(fd);
+	if (ret < 0)
+		unlink(tmp);
+	free(tmp);
+	free(final);
+	errno = saved;
+	return ret;
+}
+
+/* Whole file into a NUL-terminated buffer; NULL + errno. */
+static char *read_file(const char *path, size_t *len_r)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	struct stat sb;
+	if (fstat(fd, &sb) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return NULL;
+	}
+	size_t cap = (size_t)sb.st_size + 1, len = 0;
+	char *buf = xmalloc(cap + 1);
+	for (;;) {
+		if (len == cap) {
+			cap *= 2;
+			buf = xrealloc(buf, cap + 1);
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int saved = errno;
+			free(buf);
+			close(fd);
+			errno = saved;
+			return NULL;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	buf[len] = '\0';
+	if (len_r != NULL)
+		*len_r = len;
+	return buf;
+}
+
+static int make_folder_dirs(const char *path, bool mark)
+{
+	static const char *const sub[] = {"cur", "new", "tmp"};
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -1;
+	for (size_t i = 0; i < ARRAY_SIZE(sub); i++) {
+		char *p = xasprintf("%s/%s", path, sub[i]);
+		int r = mkdir(p, 0700);
+		int saved = errno;
+		free(p);
+		if (r < 0 && saved != EEXIST) {
+			errno = saved;
+			return -1;
+		}
+	}
+	if (mark) {
+		char *m = xasprintf("%s/maildirfolder", path);
+		int fd = open(m, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		free(m);
+		if (fd >= 0)
+			close(fd);
+	}
+	return 0;
+}
+
+/* ---- store ---- */
+
+static int special_parse(const char *s, unsigned *bits_r)
+{
+	static const struct {
+		const char *name;
+		unsigned bit;
+	} uses[] = {{"drafts", MBOX_SPECIAL_DRAFTS}, {"sent", MBOX_SPECIAL_SENT},
+		    {"junk", MBOX_SPECIAL_JUNK},     {"trash", MBOX_SPECIAL_TRASH},
+		    {"archive", MBOX_SPECIAL_ARCHIVE}, {"none", 0}};
+	for (size_t i = 0; i < ARRAY_SIZE(uses); i++)
+		if (strcasecmp(s, uses[i].name) == 0) {
+			*bits_r = uses[i].bit;
+			return 0;
+		}
+	return -1;
+}
+
+struct mbox_store *mbox_store_new(const char *data_dir, const char *folders, char **error_r)
+{
+	struct mbox_store *st = xcalloc(1, sizeof(*st));
+	st->data_dir = xstrdup(data_dir);
+	char *list = xstrdup(folders != NULL ? folders : "");
+	char *save = NULL;
+	for (char *tok = strtok_r(list, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+		while (isspace((unsigned char)*tok))
+			tok++;
+		char *e = tok + strlen(tok);
+		while (e > tok && isspace((unsigned char)e[-1]))
+			*--e = '\0';
+		if (*tok == '\0')
+			continue;
+		unsigned special = 0;
+		char *eq = strchr(tok, '=');
+		if (eq != NULL) {
+			*eq = '\0';
+			char *use = eq + 1;
+			while (isspace((unsigned char)*use))
+				use++;
+			char *ne = eq;
+			while (ne > tok && isspace((unsigned char)ne[-1]))
+				*--ne = '\0';
+			if (special_parse(use, &special) < 0) {
+				fail(error_r, EINVAL, "[mailbox] folders: unknown special use \"%s\"",
+				     use);
+				goto bad;
+			}
+		}
+		char *canon = name_canon(tok);
+		if (canon == NULL || strcmp(canon, "INBOX") == 0) {
+			free(canon);
+			fail(error_r, EINVAL, "[mailbox] folders: bad folder name \"%s\"", tok);
+			goto bad;
+		}
+		st->std = xrealloc(st->std, (st->nstd + 1) * sizeof(*st->std));
+		st->std[st->nstd].name = canon;
+		st->std[st->nstd].special = special;
+		st->nstd++;
+	}
+	free(list);
+	if (conn_db(st, error_r) == NULL) {
+		mbox_store_free(&st);
+		return NULL;
+	}
+	return st;
+bad:
+	free(list);
+	mbox_store_free(&st);
+	return NULL;
+}
+
+void mbox_store_free(struct mbox_store **stp)
+{
+	struct mbox_store *st = *stp;
+	if (st == NULL)
+		return;
+	/* this thread's connection (other threads close theirs when they exit) */
+	pthread_once(&conn_once, conn_key_init);
+	struct conn *c = pthread_getspecific(conn_key);
+	if (c != NULL && strcmp(c->data_dir, st->data_dir) == 0) {
+		pthread_setspecific(conn_key, NULL);
+		conn_free(c);
+	}
+	for (size_t i = 0; i < st->nstd; i++)
+		free(st->std[i].name);
+	free(st->std);
+	free(st->data_dir);
+	free(st);
+	*stp = NULL;
+}
+
+/* ---- accounts ---- */
+
+static void usage_add(struct mbox_account *a, int64_t delta)
+{
+	if (delta == 0 || a->id <= 0)
+		return;
+	struct directory *dir = directory_thread(a->st->data_dir);
+	if (dir == NULL || directory_usage_add(dir, a->id, delta) < 0)
+		log_error("event=usage_update_failed account=%s delta=%lld", a->address,
+			  (long long)delta);
+}
+
+static int account_used(struct mbox_account *a, uint64_t *used_r, char **error_r)
+{
+	*used_r = 0;
+	struct directory *dir = directory_thread(a->st->data_dir);
+	if (dir == NULL)
+		return fail(error_r, EIO, "cannot open the directory database");
+	struct resolved r = {0};
+	enum resolve_result rr = directory_resolve(dir, a->address, &r);
+	if (rr == RESOLVE_ERROR) {
+		resolved_free(&r);
+		return fail(error_r, EIO, "directory lookup failed");
+	}
+	for (size_t i = 0; i < r.naccounts; i++)
+		if (r.accounts[i].id == a->id)
+			*used_r = r.accounts[i].used;
+	resolved_free(&r);
+	return 0;
+}
+
+static char *special_file_read(const struct mbox_account *a)
+{
+	char *path = xasprintf("%s/" SPECIAL_NAME, a->maildir);
+	char *s = read_file(path, NULL);
+	free(path);
+	return s;
+}
+
+static unsigned folder_special(const struct mbox_account *a, const char *canon, const char *file)
+{
+	if (file != NULL) {
+		size_t n = strlen(canon);
+		for (const char *p = file; *p != '\0';) {
+			const char *e = strchr(p, '\n');
+			size_t ll = e != NULL ? (size_t)(e - p) : strlen(p);
+			if (ll > n && memcmp(p, canon, n) == 0 && p[n] == '\t')
+				return (unsigned)strtoul(p + n + 1, NULL, 10);
+			p += ll + (e != NULL);
+		}
+	}
+	for (size_t i = 0; i < a->st->nstd; i++)
+		if (strcmp(a->st->std[i].name, canon) == 0)
+			return a->st->std[i].special;
+	return 0;
+}
+
+static int special_file_set(const struct mbox_account *a, const char *canon, unsigned special,
+			    const char *rename_to)
+{
+	char *old = special_file_read(a);
+	size_t cap = (old != NULL ? strlen(old) : 0) + strlen(canon) + 64 +
+		     (rename_to != NULL ? strlen(rename_to) * 64 : 0);
+	char *out = xmalloc(cap + 1);
+	size_t olen = 0;
+	size_t n = strlen(canon);
+	if (old != NULL) {
+		for (const char *p = old; *p != '\0';) {
+			const char *e = strchr(p, '\n');
+			size_t ll = e != NULL ? (size_t)(e - p) : strlen(p);
+			bool same = ll > n && memcmp(p, canon, n) == 0 && p[n] == '\t';
+			bool child = ll > n && memcmp(p, canon, n) == 0 && p[n] == '/';
+			if (rename_to != NULL && (same || child)) {
+				char *line = xasprintf("%s%.*s\n", rename_to, (int)(ll - n), p + n);
+				out = xgrow(out, &cap, olen + strlen(line) + 1, 1);
+				memcpy(out + olen, line, strlen(line));
+				olen += strlen(line);
+				free(line);
+			} else if (!same) {
+				out = xgrow(out, &cap, olen + ll + 2, 1);
+				memcpy(out + olen, p, ll);
+				olen += ll;
+				out[olen++] = '\n';
+			}
+			p += ll + (e != NULL);
+		}
+	}
+	if (rename_to == NULL && special != 0) {
+		char *line = xasprintf("%s\t%u\n", canon, special);
+		out = xgrow(out, &cap, olen + strlen(line) + 1, 1);
+		memcpy(out + olen, line, strlen(line));
+		olen += strlen(line);
+		free(line);
+	}
+	int r = write_atomic(a->maildir, SPECIAL_NAME, out, olen);
+	free(out);
+	free(old);
+	return r;
+}
+
+/* subscriptions: one name per line ("V\t2" header lines of Dovecot are skipped) */
+static char **subs_read(const struct mbox_account *a, size_t *n_r)
+{
+	char *path = xasprintf("%s/" SUBS_NAME, a->maildir);
+	char *s = read_file(path, NULL);
+	free(path);
+	char **v = NULL;
+	size_t n = 0;
+	if (s != NULL) {
+		char *save = NULL;
+		for (char *l = strtok_r(s, "\r\n", &save); l != NULL;
+		     l = strtok_r(NULL, "\r\n", &save)) {
+			if (strncmp(l, "V\t", 2) == 0 || *l == '\0')
+				continue;
+			char *c = name_canon(l);
+			if (c == NULL)
+				continue;
+			v = xrealloc(v, (n + 1) * sizeof(*v));
+			v[n++] = c;
+		}
+		free(s);
+	}
+	*n_r = n;
+	return v;
+}
+
+static void strv_free_n(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int subs_write(const struct mbox_account *a, char **v, size_t n)
+{
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++)
+		len += strlen(v[i]) + 1;
+	char *buf = xmalloc(len + 1), *o = buf;
+	for (size_t i = 0; i < n; i++) {
+		size_t l = strlen(v[i]);
+		memcpy(o, v[i], l);
+		o[l] = '\n';
+		o += l + 1;
+	}
+	int r = write_atomic(a->maildir, SUBS_NAME, buf, len);
+	free(buf);
+	return r;
+}
+
+struct mbox_account *mbox_account_open(struct mbox_store *st, int64_t account_id,
+				       const char *address, const char *maildir, uint64_t quota,
+				       char **error_r)
+{
+	/* the root's parents (DATA_DIR/mail/DOMAIN) */
+	char *p = xstrdup(maildir);
+	for (char *s = strchr(p + 1, '/'); s != NULL; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+			fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot create %s: %s", p,
+			     strerror(errno));
+			free(p);
+			return NULL;
+		}
+		*s = '/';
+	}
+	free(p);
+	struct mbox_account *a = xcalloc(1, sizeof(*a));
+	a->st = st;
+	a->id = account_id;
+	a->address = xstrdup(address);
+	a->maildir = xstrdup(maildir);
+	a->quota = quota;
+	if (make_folder_dirs(maildir, false) < 0)
+		goto fail_errno;
+	char *subs = xasprintf("%s/" SUBS_NAME, maildir);
+	bool have_subs = access(subs, F_OK) == 0;
+	free(subs);
+	for (size_t i = 0; i < st->nstd; i++) {
+		char *fp = folder_path(a, st->std[i].name);
+		int r = make_folder_dirs(fp, true);
+		free(fp);
+		if (r < 0)
+			goto fail_errno;
+	}
+	if (!have_subs) {
+		char **v = xcalloc(st->nstd + 1, sizeof(*v));
+		for (size_t i = 0; i < st->nstd; i++)
+			v[i] = st->std[i].name;
+		int r = subs_write(a, v, st->nstd);
+		free(v);
+		if (r < 0)
+			goto fail_errno;
+	}
+	return a;
+fail_errno:
+	fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot create the mailbox %s: %s", maildir,
+	     strerror(errno));
+	mbox_account_close(&a);
+	return NULL;
+}
+
+void mbox_account_close(struct mbox_account **ap)
+{
+	struct mbox_account *a = *ap;
+	if (a == NULL)
+		return;
+	free(a->address);
+	free(a->maildir);
+	free(a);
+	*ap = NULL;
+}
+
+int mbox_quota(struct mbox_account *acct, uint64_t *used_r, uint64_t *limit_r, char **error_r)
+{
+	*limit_r = acct->quota;
+	return account_used(acct, used_r, error_r);
+}
+
+static int quota_check(struct mbox_account *a, uint64_t add, char **error_r)
+{
+	if (a->quota == 0)
+		return 0;
+	uint64_t used;
+	if (account_used(a, &used, error_r) < 0)
+		return -1;
+	if (used + add > a->quota)
+		return fail(error_r, EDQUOT, "quota exceeded (%llu of %llu bytes used)",
+			    (unsigned long long)used, (unsigned long long)a->quota);
+	return 0;
+}
+
+/* ---- file names and flags ---- */
+
+static void parse_flags(const char *filename, uint32_t *flags_r, uint32_t *kw_r)
+{
+	uint32_t f = 0, k = 0;
+	const char *p = strstr(filename, ":2,");
+	if (p != NULL)
+		for (p += 3; *p != '\0'; p++) {
+			switch (*p) {
+			case 'D': f |= MBOX_F_DRAFT; break;
+			case 'F': f |= MBOX_F_FLAGGED; break;
+			case 'R': f |= MBOX_F_ANSWERED; break;
+			case 'S': f |= MBOX_F_SEEN; break;
+			case 'T': f |= MBOX_F_DELETED; break;
+			default:
+				if (*p >= 'a' && *p <= 'z')
+					k |= 1u << (*p - 'a');
+			}
+		}
+	*flags_r = f;
+	*kw_r = k;
+}
+
+static char *base_of(const char *filename)
+{
+	const char *c = strchr(filename, ':');
+	return c != NULL ? xstrndup(filename, (size_t)(c - filename)) : xstrdup(filename);
+}
+
+/* "BASE:2,FLAGS" with the letters in ASCII order, as Maildir requires. */
+static char *make_filename(const char *base, uint32_t flags, uint32_t kw)
+{
+	char fl[40], *o = fl;
+	if (flags & MBOX_F_DRAFT)
+		*o++ = 'D';
+	if (flags & MBOX_F_FLAGGED)
+		*o++ = 'F';
+	if (flags & MBOX_F_ANSWERED)
+		*o++ = 'R';
+	if (flags & MBOX_F_SEEN)
+		*o++ = 'S';
+	if (flags & MBOX_F_DELETED)
+		*o++ = 'T';
+	for (int i = 0; i < MBOX_MAX_KEYWORDS; i++)
+		if (kw & (1u << i))
+			*o++ = (char)('a' + i);
+	*o = '\0';
+	return xasprintf("%s:2,%s", base, fl);
+}
+
+static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+static char host_escaped[256 * 4 + 1];
+
+/* The host name in file names, '/' and ':' escaped as Dovecot does (\057, \072). */
+static void host_init(void)
+{
+	char h[256];
+	if (gethostname(h, sizeof(h) - 1) < 0)
+		strcpy(h, "localhost");
+	h[sizeof(h) - 1] = '\0';
+	char *o = host_escaped;
+	for (const char *p = h; *p != '\0'; p++) {
+		if (*p == '/' || *p == ':') {
+			o += sprintf(o, "\\%03o", (unsigned char)*p);
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+}
+
+/* A new unique base name for a message of `size` bytes. */
+static char *new_basename(uint64_t size)
+{
+	static unsigned counter;
+	pthread_once(&host_once, host_init);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	unsigned q = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+	return xasprintf("%lld.M%ldP%dQ%u.%s,S=%llu", (long long)now.tv_sec, now.tv_nsec / 1000,
+			 (int)getpid(), q, host_escaped, (unsigned long long)size);
+}
+
+/* ---- uidlist ---- */
+
+struct uident {
+	char *base;
+	uint32_t uid;
+};
+
+static int uident_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct uident *)a)->base, ((const struct uident *)b)->base);
+}
+
+/*
+ * Read the uidlist: header (if off == 0) and the entries from byte `off`.
+ * ENOENT if missing. Entries sorted by base name.
+ */
+static int uidlist_read(const char *path, int64_t off, uint32_t *uidvalidity_r,
+			uint32_t *uidnext_r, struct uident **ents_r, size_t *n_r, int64_t *size_r)
+{
+	size_t len;
+	char *s = read_file(path, &len);
+	*ents_r = NULL;
+	*n_r = 0;
+	if (s == NULL)
+		return -1;
+	*size_r = (int64_t)len;
+	if ((int64_t)len < off)
+		off = 0; /* rewritten (compacted) meanwhile */
+	uint32_t v = 0, next = 1;
+	char *p = s;
+	if (sscanf(s, "V1 %u %u", &v, &next) == 2 && v != 0) {
+		*uidvalidity_r = v;
+		*uidnext_r = next;
+	} else {
+		*uidvalidity_r = 0;
+	}
+	if (off > 0)
+		p = s + off;
+	size_t cap = 0;
+	struct uident *ents = NULL;
+	size_t n = 0;
+	for (char *save = NULL, *l = strtok_r(p, "\n", &save); l != NULL;
+	     l = strtok_r(NULL, "\n", &save)) {
+		if (l[0] == 'V')
+			continue;
+		char *sp = strchr(l, ' ');
+		if (sp == NULL)
+			continue;
+		unsigned long u = strtoul(l, NULL, 10);
+		if (u == 0 || u > UINT32_MAX)
+			continue;
+		ents = xgrow(ents, &cap, n + 1, sizeof(*ents));
+		ents[n].uid = (uint32_t)u;
+		ents[n].base = xstrdup(sp + 1);
+		n++;
+		if (u >= *uidnext_r)
+			*uidnext_r = (uint32_t)u + 1;
+	}
+	free(s);
+	if (n > 0)
+		qsort(ents, n, sizeof(*ents), uident_cmp);
+	*ents_r = ents;
+	*n_r = n;
+	return 0;
+}
+
+static void uidents_free(struct uident *e, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(e[i].base);
+	free(e);
+}
+
+static uint32_t new_uidvalidity(void)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static uint32_t last;
+	pthread_mutex_lock(&lock);
+	uint32_t v = (uint32_t)time(NULL);
+	if (v <= last)
+		v = last + 1;
+	last = v;
+	pthread_mutex_unlock(&lock);
+	return v;
+}
+
+/* Append lines and fsync. 0 / -1 errno. *size_r: the file size after. */
+static int uidlist_append(const char *path, const char *text, size_t len, int64_t *size_r)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -1;
+	size_t off = 0;
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int saved = errno;
+			/* a partial line would be misread: cut it off again */
+			struct stat sb;
+			if (fstat(fd, &sb) == 0 && off > 0)
+				(void)!ftruncate(fd, sb.st_size - (off_t)off);
+			close(fd);
+			errno = saved;
+			return -1;
+		}
+		off += (size_t)n;
+	}
+	struct stat sb;
+	if (fsync(fd) < 0 || fstat(fd, &sb) < 0) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	*size_r = sb.st_size;
+	return close(fd);
+}
+
+/* ---- keywords file ---- */
+
+static void kw_free(char **names, size_t n)
+{
+	strv_free_n(names, n);
+}
+
+/* Names by index (gaps filled with placeholder names). */
+static char **kw_load(const char *dir, size_t *n_r, struct timespec *mtime_r)
+{
+	char *path = xasprintf("%s/" KEYWORDS_NAME, dir);
+	struct stat sb;
+	if (mtime_r != NULL) {
+		if (stat(path, &sb) == 0)
+			*mtime_r = sb.st_mtim;
+		else
+			memset(mtime_r, 0, sizeof(*mtime_r));
+	}
+	char *s = read_file(path, NULL);
+	free(path);
+	char *slot[MBOX_MAX_KEYWORDS] = {0};
+	size_t n = 0;
+	if (s != NULL) {
+		char *save = NULL;
+		for (char *l = strtok_r(s, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+			char *sp = strchr(l, ' ');
+			if (sp == NULL || sp[1] == '\0')
+				continue;
+			unsigned long i = strtoul(l, NULL, 10);
+			if (i >= MBOX_MAX_KEYWORDS || slot[i] != NULL)
+				continue;
+			slot[i] = xstrdup(sp + 1);
+			if (i + 1 > n)
+				n = i + 1;
+		}
+		free(s);
+	}
+	char **names = xcalloc(n + 1, sizeof(*names));
+	for (size_t i = 0; i < n; i++)
+		names[i] = slot[i] != NULL ? slot[i] : xasprintf("$Unnamed%zu", i);
+	*n_r = n;
+	return names;
+}
+
+/*
+ * Index of keyword `name` in folder `dir`, created if `create` (under the
+ * index write lock, so two sessions do not pick the same letter).
+ */
+static int kw_index_dir(sqlite3 *db, const char *dir, const char *name, bool create)
+{
+	size_t n;
+	char **names = kw_load(dir, &n, NULL);
+	for (size_t i = 0; i < n; i++)
+		if (strcasecmp(names[i], name) == 0) {
+			kw_free(names, n);
+			return (int)i;
+		}
+	kw_free(names, n);
+	if (!create) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (exec(db, "BEGIN IMMEDIATE", NULL) < 0) {
+		errno = EIO;
+		return -1;
+	}
+	names = kw_load(dir, &n, NULL);
+	int ret = -1;
+	for (size_t i = 0; i < n && ret < 0; i++)
+		if (strcasecmp(names[i], name) == 0)
+			ret = (int)i;
+	if (ret < 0 && n >= MBOX_MAX_KEYWORDS) {
+		errno = EMLINK;
+	} else if (ret < 0) {
+		size_t len = 0;
+		for (size_t i = 0; i < n; i++)
+			len += strlen(names[i]) + 16;
+		len += strlen(name) + 16;
+		char *buf = xmalloc(len), *o = buf;
+		for (size_t i = 0; i < n; i++)
+			o += sprintf(o, "%zu %s\n", i, names[i]);
+		o += sprintf(o, "%zu %s\n", n, name);
+		if (write_atomic(dir, KEYWORDS_NAME, buf, (size_t)(o - buf)) == 0)
+			ret = (int)n;
+		free(buf);
+	}
+	int saved = errno;
+	exec(db, "COMMIT", NULL);
+	kw_free(names, n);
+	errno = saved;
+	return ret;
+}
+
+/* ---- folder rows and sync ---- */
+
+struct frow {
+	int64_t id;
+	uint32_t uidvalidity, uidnext, first_recent;
+	uint64_t hms;
+	int64_t new_mtime, cur_mtime, uidlist_off;
+};
+
+/* 1 found, 0 not, -1 error */
+static int frow_get(sqlite3 *db, int64_t account_id, const char *name, struct frow *r,
+		    char **error_r)
+{
+	sqlite3_stmt *s = prep(db,
+			       "SELECT id, uidvalidity, uidnext, first_recent_uid, highestmodseq, "
+			       "new_mtime, cur_mtime, uidlist_off FROM folders "
+			       "WHERE account_id = ?1 AND name = ?2",
+			       error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, account_id);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s), ret = 0;
+	if (rc == SQLITE_ROW) {
+		r->id = sqlite3_column_int64(s, 0);
+		r->uidvalidity = (uint32_t)sqlite3_column_int64(s, 1);
+		r->uidnext = (uint32_t)sqlite3_column_int64(s, 2);
+		r->first_recent = (uint32_t)sqlite3_column_int64(s, 3);
+		r->hms = (uint64_t)sqlite3_column_int64(s, 4);
+		r->new_mtime = sqlite3_column_int64(s, 5);
+		r->cur_mtime = sqlite3_column_int64(s, 6);
+		r->uidlist_off = sqlite3_column_int64(s, 7);
+		ret = 1;
+	} else if (rc != SQLITE_DONE) {
+		ret = fail_db(error_r, db, "folder lookup");
+	}
+	sqlite3_finalize(s);
+	return ret;
+}
+
+/* In a write transaction: the folder's row from its uidlist (created if missing). */
+static int frow_create(sqlite3 *db, int64_t account_id, const char *name, const char *path,
+		       struct frow *r, char **error_r)
+{
+	char *ul = xasprintf("%s/" UIDLIST_NAME, path);
+	uint32_t v = 0, next = 1;
+	struct uident *ents;
+	size_t n;
+	int64_t size;
+	if (uidlist_read(ul, 0, &v, &next, &ents, &n, &size) < 0 && errno != ENOENT) {
+		fail(error_r, EIO, "cannot read %s: %s", ul, strerror(errno));
+		free(ul);
+		return -1;
+	}
+	uidents_free(ents, n);
+	if (v == 0) {
+		/* a new folder (or a lost uidlist: UIDs start over under a new UIDVALIDITY) */
+		v = new_uidvalidity();
+		next = 1;
+		char *head = xasprintf("V1 %u 1\n", v);
+		char *dir = xstrdup(path);
+		int w = write_atomic(dir, UIDLIST_NAME, head, strlen(head));
+		free(dir);
+		free(head);
+		if (w < 0) {
+			fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot write %s: %s", ul,
+			     strerror(errno));
+			free(ul);
+			return -1;
+		}
+	}
+	free(ul);
+	sqlite3_stmt *s = prep(db,
+			       "INSERT INTO folders (account_id, name, uidvalidity, uidnext, "
+			       "first_recent_uid) VALUES (?1, ?2, ?3, ?4, ?4)",
+			       error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, account_id);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, v);
+	sqlite3_bind_int64(s, 4, next);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return fail_db(error_r, db, "folder insert");
+	memset(r, 0, sizeof(*r));
+	r->id = sqlite3_last_insert_rowid(db);
+	r->uidvalidity = v;
+	r->uidnext = next;
+	r->first_recent = next;
+	r->hms = 1;
+	return 0;
+}
+
+struct dent {
+	char *base;
+	char *file;
+	bool in_new;
+	bool delivered; /* moved from new/ by this sync */
+};
+
+struct ient {
+	char *base;
+	char *file;
+	uint32_t uid;
+	bool in_new;
+	uint64_t phys;
+};
+
+static int dent_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct dent *)a)->base, ((const struct dent *)b)->base);
+}
+
+static int ient_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct ient *)a)->base, ((const struct ient *)b)->base);
+}
+
+/* new messages in delivery order: by the time that starts the name, then by name */
+static int dent_ptr_cmp(const void *a, const void *b)
+{
+	const struct dent *x = *(const struct dent *const *)a, *y = *(const struct dent *const *)b;
+	return strverscmp(x->base, y->base);
+}
+
+static int read_dir(const char *dir, bool in_new, struct dent **v, size_t *n, size_t *cap)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return -1;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		*v = xgrow(*v, cap, *n + 1, sizeof(**v));
+		(*v)[*n].file = xstrdup(de->d_name);
+		(*v)[*n].base = base_of(de->d_name);
+		(*v)[*n].in_new = in_new;
+		(*v)[*n].delivered = in_new;
+		(*n)++;
+	}
+	closedir(d);
+	return 0;
+}
+
+static int str_ptr_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Move everything in new/ to cur/ with ":2," (bounded retries while
+ * deliveries arrive). The cur/ names of the moved files, sorted.
+ */
+static char **move_new(const char *path, size_t *n_r)
+{
+	char *newdir = xasprintf("%s/new", path);
+	char **moved = NULL;
+	size_t n = 0, cap = 0;
+	for (int round = 0; round < 4; round++) {
+		DIR *d = opendir(newdir);
+		if (d == NULL)
+			break;
+		size_t before = n;
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			if (de->d_name[0] == '.')
+				continue;
+			char *from = xasprintf("%s/%s", newdir, de->d_name);
+			char *name = strchr(de->d_name, ':') != NULL ? xstrdup(de->d_name)
+								     : xasprintf("%s:2,", de->d_name);
+			char *to = xasprintf("%s/cur/%s", path, name);
+			if (rename(from, to) == 0) {
+				moved = xgrow(moved, &cap, n + 1, sizeof(*moved));
+				moved[n++] = name;
+			} else {
+				free(name);
+			}
+			free(from);
+			free(to);
+		}
+		closedir(d);
+		if (n == before)
+			break;
+	}
+	free(newdir);
+	if (n > 1)
+		qsort(moved, n, sizeof(*moved), str_ptr_cmp);
+	*n_r = n;
+	return moved;
+}
+
+/* Read a message file for the cache; NULL data if it cannot be read. */
+static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r,
+		       uint64_t *phys_r, int64_t *mtime_r, int64_t *ctime_r)
+{
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		if (fd >= 0)
+			close(fd);
+		mbox_cache_compute("", 0, c, vsize_r);
+		*phys_r = 0;
+		*mtime_r = *ctime_r = time(NULL);
+		return;
+	}
+	*phys_r = (uint64_t)sb.st_size;
+	*mtime_r = sb.st_mtim.tv_sec;
+	*ctime_r = sb.st_ctim.tv_sec;
+	void *map = sb.st_size > 0 ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
+				   : MAP_FAILED;
+	close(fd);
+	if (map == MAP_FAILED) {
+		mbox_cache_compute("", 0, c, vsize_r);
+		return;
+	}
+	mbox_cache_compute(map, (size_t)sb.st_size, c, vsize_r);
+	munmap(map, (size_t)sb.st_size);
+}
+
+static void bind_cache(sqlite3_stmt *s, int first, const struct mbox_cache *c)
+{
+	const char *v[] = {c->envelope,	   c->bodystructure, c->body,	      c->subject,
+			   c->from,	   c->to,	     c->cc,	      c->bcc,
+			   c->message_id,  c->in_reply_to,   c->references,   c->sort_from,
+			   c->sort_to,	   c->sort_cc,	     c->display_from, c->display_to};
+	for (size_t i = 0; i < ARRAY_SIZE(v); i++)
+		sqlite3_bind_text(s, first + (int)i, v[i], -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(s, first + (int)ARRAY_SIZE(v), c->date);
+	sqlite3_bind_int64(s, first + (int)ARRAY_SIZE(v) + 1, c->date_tz);
+}
+
+#define INSERT_MSG                                                                                 \
+	"INSERT OR REPLACE INTO messages (folder_id, uid, basename, filename, in_new, flags, "     \
+	"keywords, modseq, size, phys_size, internaldate, savedate, " CACHE_COLS ") VALUES "       \
+	"(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "  \
+	"?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
+
+static int64_t mtime_to_store(int64_t mtime_ns)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	/* a change later in the same clock tick would leave the mtime as it is: distrust it */
+	return ts_ns(&now) - mtime_ns < 1000000000 ? -1 : mtime_ns;
+}
+
+static void dents_free(struct dent *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(d[i].base);
+		free(d[i].file);
+	}
+	free(d);
+}
+
+static void ients_free(struct ient *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(d[i].base);
+		free(d[i].file);
+	}
+	free(d);
+}
+
+static int update_folder_row(sqlite3 *db, const struct frow *r, char **error_r)
+{
+	sqlite3_stmt *s = prep(db,
+			       "UPDATE folders SET uidnext = ?2, highestmodseq = ?3, new_mtime = ?4, "
+			       "cur_mtime = ?5, uidlist_off = ?6, first_recent_uid = ?7 WHERE id = ?1",
+			       error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, r->id);
+	sqlite3_bind_int64(s, 2, r->uidnext);
+	sqlite3_bind_int64(s, 3, (int64_t)r->hms);
+	sqlite3_bind_int64(s, 4, r->new_mtime);
+	sqlite3_bind_int64(s, 5, r->cur_mtime);
+	sqlite3_bind_int64(s, 6, r->uidlist_off);
+	sqlite3_bind_int64(s, 7, r->first_recent);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : fail_db(error_r, db, "folder update");
+}
+
+/*
+ * Bring the index of folder `name` (directory `path`) up to date with its
+ * files. *row_r gets the folder row after it.
+ */
+static int folder_sync(struct mbox_account *a, const char *name, const char *path, bool readonly,
+		       struct frow *row_r, char **error_r)
+{
+	sqlite3 *db = conn_db(a->st, error_r);
+	if (db == NULL)
+		return -1;
+	char *newdir = xasprintf("%s/new", path), *curdir = xasprintf("%s/cur", path);
+	struct stat sn, sc;
+	int ret = -1;
+	struct dent *d = NULL;
+	size_t nd = 0, dcap = 0;
+	struct ient *ix = NULL;
+	size_t ni = 0, icap = 0;
+	struct uident *ul = NULL;
+	size_t nul = 0;
+	struct dent **fresh = NULL;
+	size_t nfresh = 0;
+	char *ulbuf = NULL;
+	int64_t usage_delta = 0;
+	bool changed = false;
+	sqlite3_stmt *s = NULL;
+
+	if (stat(newdir, &sn) < 0 || stat(curdir, &sc) < 0) {
+		fail(error_r, errno == ENOENT ? ENOENT : EIO, "folder %s: %s", name,
+		     errno == ENOENT ? "does not exist" : strerror(errno));
+		goto out;
+	}
+	int f = frow_get(db, a->id, name, row_r, error_r);
+	if (f < 0)
+		goto out;
+	if (f == 1 && row_r->new_mtime == ts_ns(&sn.st_mtim) &&
+	    row_r->cur_mtime == ts_ns(&sc.st_mtim)) {
+		ret = 0; /* nothing changed: two stat() calls */
+		goto out;
+	}
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		goto out;
+	f = frow_get(db, a->id, name, row_r, error_r);
+	if (f < 0)
+		goto out;
+	bool rebuild = f == 0;
+	if (rebuild && frow_create(db, a->id, name, path, row_r, error_r) < 0)
+		goto out;
+	struct frow r = *row_r;
+
+	/* the directories, each stat'd before it is read */
+	size_t nmoved = 0;
+	char **moved = readonly ? NULL : move_new(path, &nmoved);
+	if (stat(newdir, &sn) < 0 || read_dir(newdir, true, &d, &nd, &dcap) < 0 ||
+	    stat(curdir, &sc) < 0 || read_dir(curdir, false, &d, &nd, &dcap) < 0) {
+		fail(error_r, EIO, "folder %s: cannot read: %s", name, strerror(errno));
+		strv_free_n(moved, nmoved);
+		goto out;
+	}
+	for (size_t k = 0; k < nd && nmoved > 0; k++)
+		if (!d[k].in_new && bsearch(&d[k].file, moved, nmoved, sizeof(*moved),
+					    str_ptr_cmp) != NULL)
+			d[k].delivered = true;
+	strv_free_n(moved, nmoved);
+	if (nd > 1)
+		qsort(d, nd, sizeof(*d), dent_cmp);
+
+	s = prep(db, "SELECT uid, basename, filename, in_new, phys_size FROM messages "
+		     "WHERE folder_id = ?1", error_r);
+	if (s == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, r.id);
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		ix = xgrow(ix, &icap, ni + 1, sizeof(*ix));
+		ix[ni].uid = (uint32_t)sqlite3_column_int64(s, 0);
+		ix[ni].base = col_dup(s, 1);
+		ix[ni].file = col_dup(s, 2);
+		ix[ni].in_new = sqlite3_column_int(s, 3) != 0;
+		ix[ni].phys = (uint64_t)sqlite3_column_int64(s, 4);
+		ni++;
+	}
+	sqlite3_finalize(s);
+	s = NULL;
+	if (rc != SQLITE_DONE) {
+		fail_db(error_r, db, "message list");
+		goto out;
+	}
+	if (ni > 1)
+		qsort(ix, ni, sizeof(*ix), ient_cmp);
+
+	uint64_t modseq = r.hms + 1;
+	sqlite3_stmt *upd = prep(db, "UPDATE messages SET filename = ?3, in_new = ?4, flags = ?5, "
+				     "keywords = ?6, modseq = ?7 WHERE folder_id = ?1 AND uid = ?2",
+				 error_r);
+	sqlite3_stmt *del = prep(db, "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
+	sqlite3_stmt *exp = prep(db, "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) "
+				     "VALUES (?1, ?2, ?3)", error_r);
+	bool dberr = upd == NULL || del == NULL || exp == NULL;
+	size_t i = 0, j = 0;
+	while (!dberr && (i < nd || j < ni)) {
+		int c = i == nd ? 1 : j == ni ? -1 : strcmp(d[i].base, ix[j].base);
+		if (c == 0 && i + 1 < nd && strcmp(d[i + 1].base, d[i].base) == 0) {
+			i++; /* the same message twice (new/ and cur/ in a race): take the later */
+			continue;
+		}
+		if (c < 0) {
+			fresh = xrealloc(fresh, (nfresh + 1) * sizeof(*fresh));
+			fresh[nfresh++] = &d[i++];
+		} else if (c > 0) {
+			/* gone */
+			sqlite3_reset(del);
+			sqlite3_bind_int64(del, 1, r.id);
+			sqlite3_bind_int64(del, 2, ix[j].uid);
+			sqlite3_reset(exp);
+			sqlite3_bind_int64(exp, 1, r.id);
+			sqlite3_bind_int64(exp, 2, ix[j].uid);
+			sqlite3_bind_int64(exp, 3, (int64_t)modseq);
+			if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(exp) != SQLITE_DONE)
+				dberr = true;
+			usage_delta -= (int64_t)ix[j].phys;
+			changed = true;
+			j++;
+		} else {
+			if (strcmp(d[i].file, ix[j].file) != 0 || d[i].in_new != ix[j].in_new) {
+				uint32_t fl, kw;
+				parse_flags(d[i].file, &fl, &kw);
+				sqlite3_reset(upd);
+				sqlite3_bind_int64(upd, 1, r.id);
+				sqlite3_bind_int64(upd, 2, ix[j].uid);
+				sqlite3_bind_text(upd, 3, d[i].file, -1, SQLITE_STATIC);
+				sqlite3_bind_int(upd, 4, d[i].in_new);
+				sqlite3_bind_int64(upd, 5, fl);
+				sqlite3_bind_int64(upd, 6, kw);
+				sqlite3_bind_int64(upd, 7, (int64_t)modseq);
+				if (sqlite3_step(upd) != SQLITE_DONE)
+					dberr = true;
+				changed = true;
+			}
+			i++;
+			j++;
+		}
+	}
+	sqlite3_finalize(upd);
+	sqlite3_finalize(del);
+	sqlite3_finalize(exp);
+	if (dberr) {
+		fail_db(error_r, db, "sync");
+		goto out;
+	}
+
+	if (nfresh > 0) {
+		/* UIDs: the uidlist's for names it knows (index rebuilt), else new ones */
+		char *ulpath = xasprintf("%s/" UIDLIST_NAME, path);
+		uint32_t v, next = r.uidnext;
+		int64_t ulsize = 0;
+		if (uidlist_read(ulpath, r.uidlist_off, &v, &next, &ul, &nul, &ulsize) < 0 &&
+		    errno != ENOENT) {
+			fail(error_r, EIO, "cannot read %s: %s", ulpath, strerror(errno));
+			free(ulpath);
+			goto out;
+		}
+		if (next > r.uidnext)
+			r.uidnext = next;
+		qsort(fresh, nfresh, sizeof(*fresh), dent_ptr_cmp);
+		uint32_t *uids = xcalloc(nfresh, sizeof(*uids));
+		size_t ulcap = 0, ullen = 0;
+		for (size_t k = 0; k < nfresh; k++) {
+			struct uident key = {.base = fresh[k]->base};
+			struct uident *hit = nul > 0 ? bsearch(&key, ul, nul, sizeof(*ul), uident_cmp)
+						     : NULL;
+			if (hit != NULL && hit->uid < r.uidnext) {
+				/* not reused if the index already has it (a copy under another name) */
+				bool used = false;
+				for (size_t q = 0; q < ni && !used; q++)
+					used = ix[q].uid == hit->uid;
+				for (size_t q = 0; q < k && !used; q++)
+					used = uids[q] == hit->uid;
+				if (!used) {
+					uids[k] = hit->uid;
+					continue;
+				}
+			}
+			uids[k] = r.uidnext++;
+			size_t need = ullen + strlen(fresh[k]->base) + 16;
+			ulbuf = xgrow(ulbuf, &ulcap, need, 1);
+			ullen += (size_t)sprintf(ulbuf + ullen, "%u %s\n", uids[k], fresh[k]->base);
+		}
+		if (ullen > 0 && uidlist_append(ulpath, ulbuf, ullen, &ulsize) < 0) {
+			fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot write %s: %s", ulpath,
+			     strerror(errno));
+			free(ulpath);
+			free(uids);
+			goto out;
+		}
+		free(ulpath);
+		r.uidlist_off = ulsize;
+		s = prep(db, INSERT_MSG, error_r);
+		if (s == NULL) {
+			free(uids);
+			goto out;
+		}
+		for (size_t k = 0; k < nfresh && !dberr; k++) {
+			char *file = xasprintf("%s/%s", fresh[k]->in_new ? newdir : curdir,
+					       fresh[k]->file);
+			struct mbox_cache c;
+			uint64_t vsize, phys;
+			int64_t mtime, ctime;
+			cache_file(file, &c, &vsize, &phys, &mtime, &ctime);
+			free(file);
+			uint32_t fl, kw;
+			parse_flags(fresh[k]->file, &fl, &kw);
+			sqlite3_reset(s);
+			sqlite3_bind_int64(s, 1, r.id);
+			sqlite3_bind_int64(s, 2, uids[k]);
+			sqlite3_bind_text(s, 3, fresh[k]->base, -1, SQLITE_STATIC);
+			sqlite3_bind_text(s, 4, fresh[k]->file, -1, SQLITE_STATIC);
+			sqlite3_bind_int(s, 5, fresh[k]->in_new);
+			sqlite3_bind_int64(s, 6, fl);
+			sqlite3_bind_int64(s, 7, kw);
+			sqlite3_bind_int64(s, 8, (int64_t)modseq);
+			sqlite3_bind_int64(s, 9, (int64_t)vsize);
+			sqlite3_bind_int64(s, 10, (int64_t)phys);
+			sqlite3_bind_int64(s, 11, mtime);
+			sqlite3_bind_int64(s, 12, ctime);
+			bind_cache(s, 13, &c);
+			if (sqlite3_step(s) != SQLITE_DONE)
+				dberr = true;
+			mbox_cache_clear(&c);
+			/* delivery counted what it put into new/; a rebuild counts nothing */
+			if (!rebuild && !fresh[k]->in_new && !fresh[k]->delivered)
+				usage_delta += (int64_t)phys;
+		}
+		free(uids);
+		sqlite3_finalize(s);
+		s = NULL;
+		if (dberr) {
+			fail_db(error_r, db, "message insert");
+			goto out;
+		}
+		changed = true;
+	}
+	if (changed)
+		r.hms = modseq;
+	r.new_mtime = mtime_to_store(ts_ns(&sn.st_mtim));
+	r.cur_mtime = mtime_to_store(ts_ns(&sc.st_mtim));
+	if (update_folder_row(db, &r, error_r) < 0 || exec(db, "COMMIT", error_r) < 0)
+		goto out;
+	*row_r = r;
+	ret = 0;
+out:
+	if (ret < 0)
+		rollback(db);
+	sqlite3_finalize(s);
+	free(newdir);
+	free(curdir);
+	dents_free(d, nd);
+	ients_free(ix, ni);
+	uidents_free(ul, nul);
+	free(fresh);
+	free(ulbuf);
+	if (ret == 0) {
+		usage_add(a, usage_delta);
+		if (changed)
+			mbox_notify(a->maildir, name);
+	}
+	return ret;
+}
+
+/* ---- folders ---- */
+
+static int cmp_folder(const void *a, const void *b)
+{
+	const struct mbox_folder *x = a, *y = b;
+	bool xi = strcmp(x->name, "INBOX") == 0, yi = strcmp(y->name, "INBOX") == 0;
+	if (xi != yi)
+		return xi ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/* Canonical names of the existing folders, INBOX first. */
+static char **folder_names(const struct mbox_account *a, size_t *n_r)
+{
+	char **v = xcalloc(1, sizeof(*v));
+	size_t n = 0, cap = 1;
+	v[n++] = xstrdup("INBOX");
+	DIR *d = opendir(a->maildir);
+	if (d != NULL) {
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL) {
+			char *name = dir_to_name(de->d_name);
+			if (name == NULL)
+				continue;
+			char *p = xasprintf("%s/%s/cur", a->maildir, de->d_name);
+			struct stat sb;
+			bool ok = stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+			free(p);
+			if (!ok || strcmp(name, "INBOX") == 0) {
+				free(name);
+				continue;
+			}
+			v = xgrow(v, &cap, n + 1, sizeof(*v));
+			v[n++] = name;
+		}
+		closedir(d);
+	}
+	*n_r = n;
+	return v;
+}
+
+static struct mbox_folder *folder_find(struct mbox_folder *list, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i].name, name) == 0)
+			return &list[i];
+	return NULL;
+}
+
+int mbox_folders(struct mbox_account *acct, struct mbox_folder **list_r, size_t *n_r,
+		 char **error_r)
+{
+	size_t nn, ns;
+	char **names = folder_names(acct, &nn);
+	char **subs = subs_read(acct, &ns);
+	char *special = special_file_read(acct);
+	struct mbox_folder *list = NULL;
+	size_t n = 0, cap = 0;
+	for (size_t i = 0; i < nn; i++) {
+		list = xgrow(list, &cap, n + 1, sizeof(*list));
+		memset(&list[n], 0, sizeof(list[n]));
+		list[n].name = names[i];
+		list[n].special = strcmp(names[i], "INBOX") == 0 ? 0
+			: folder_special(acct, names[i], special);
+		n++;
+	}
+	free(names);
+	/* parents that do not exist themselves */
+	for (size_t i = 0; i < n; i++) {
+		char *parent = xstrdup(list[i].name);
+		char *slash;
+		while ((slash = strrchr(parent, '/')) != NULL) {
+			*slash = '\0';
+			if (folder_find(list, n, parent) == NULL) {
+				list = xgrow(list, &cap, n + 1, sizeof(*list));
+				memset(&list[n], 0, sizeof(list[n]));
+				list[n].name = xstrdup(parent);
+				list[n].nonexistent = true;
+				n++;
+			}
+		}
+		free(parent);
+	}
+	for (size_t i = 0; i < ns; i++) {
+		struct mbox_folder *f = folder_find(list, n, subs[i]);
+		if (f == NULL) {
+			list = xgrow(list, &cap, n + 1, sizeof(*list));
+			memset(&list[n], 0, sizeof(list[n]));
+			list[n].name = xstrdup(subs[i]);
+			list[n].nonexistent = true;
+			f = &list[n++];
+		}
+		f->subscribed = true;
+	}
+	for (size_t i = 0; i < n; i++) {
+		size_t l = strlen(list[i].name);
+		for (size_t k = 0; k < n && !list[i].has_children; k++)
+			if (strncmp(list[k].name, list[i].name, l) == 0 && list[k].name[l] == '/' &&
+			    !(list[k].nonexistent && list[k].subscribed && !list[k].has_children &&
+			      false))
+				list[i].has_children = true;
+	}
+	qsort(list, n, sizeof(*list), cmp_folder);
+	strv_free_n(subs, ns);
+	free(special);
+	*list_r = list;
+	*n_r = n;
+	(void)error_r;
+	return 0;
+}
+
+void mbox_folders_free(struct mbox_folder **list, size_t n)
+{
+	if (*list == NULL)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free((*list)[i].name);
+	xfree(list);
+}
+
+static bool folder_exists(const struct mbox_account *a, const char *canon)
+{
+	char *p = folder_path(a, canon);
+	char *cur = xasprintf("%s/cur", p);
+	struct stat sb;
+	bool ok = stat(cur, &sb) == 0 && S_ISDIR(sb.st_mode);
+	free(cur);
+	free(p);
+	return ok;
+}
+
+int mbox_folder_create(struct mbox_account *acct, const char *name, unsigned special,
+		       char **error_r)
+{
+	char *canon = name_canon(name);
+	if (canon == NULL)
+		return fail(error_r, EINVAL, "invalid folder name");
+	int ret = -1;
+	if (strcmp(canon, "INBOX") == 0 || folder_exists(acct, canon)) {
+		fail(error_r, EEXIST, "folder %s exists", canon);
+		goto out;
+	}
+	/* parents first (RFC 9051 6.3.4: "create the superior hierarchical names") */
+	for (char *s = strchr(canon, '/'); s != NULL; s = strchr(s + 1, '/')) {
+		*s = '\0';
+		if (strcmp(canon, "INBOX") != 0 && !folder_exists(acct, canon)) {
+			char *pp = folder_path(acct, canon);
+			int r = make_folder_dirs(pp, true);
+			free(pp);
+			if (r < 0) {
+				*s = '/';
+				fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot create: %s",
+				     strerror(errno));
+				goto out;
+			}
+		}
+		*s = '/';
+	}
+	char *p = folder_path(acct, canon);
+	int r = make_folder_dirs(p, true);
+	free(p);
+	if (r < 0) {
+		fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot create: %s", strerror(errno));
+		goto out;
+	}
+	if (special != 0 && special_file_set(acct, canon, special, NULL) < 0) {
+		fail(error_r, EIO, "cannot record the special use: %s", strerror(errno));
+		goto out;
+	}
+	ret = 0;
+out:
+	free(canon);
+	return ret;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	if (flag == FTW_DP || flag == FTW_D)
+		return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+	return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Drop the index rows of a folder; *phys_r = bytes its messages took. */
+static int forget_folder(sqlite3 *db, int64_t account_id, const char *canon, int64_t *phys_r,
+			 char **error_r)
+{
+	*phys_r = 0;
+	struct frow r;
+	int f = frow_get(db, account_id, canon, &r, error_r);
+	if (f <= 0)
+		return f;
+	sqlite3_stmt *s = prep(db, "SELECT coalesce(sum(phys_size), 0) FROM messages "
+				   "WHERE folder_id = ?1", error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, r.id);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		*phys_r = sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+		 "DELETE FROM messages WHERE folder_id = %lld; DELETE FROM expunged WHERE "
+		 "folder_id = %lld; DELETE FROM folders WHERE id = %lld",
+		 (long long)r.id, (long long)r.id, (long long)r.id);
+	return exec(db, sql, error_r);
+}
+
+int mbox_folder_delete(struct mbox_account *acct, const char *name, char **error_r)
+{
+	char *canon = name_canon(name);
+	if (canon == NULL)
+		return fail(error_r, EINVAL, "invalid folder name");
+	int ret = -1;
+	char *p = NULL;
+	sqlite3 *db = NULL;
+	if (strcmp(canon, "INBOX") == 0) {
+		fail(error_r, EPERM, "INBOX cannot be deleted");
+		goto out;
+	}
+	if (!folder_exists(acct, canon)) {
+		fail(error_r, ENOENT, "no folder %s", canon);
+		goto out;
+	}
+	p = folder_path(acct, canon);
+	struct frow r;
+	/* sync first so that the bytes of every message are known for the quota */
+	if (folder_sync(acct, canon, p, true, &r, error_r) < 0 ||
+	    (db = conn_db(acct->st, error_r)) == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		goto out;
+	int64_t phys;
+	if (forget_folder(db, acct->id, canon, &phys, error_r) < 0)
+		goto out;
+	if (nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS) < 0) {
+		fail(error_r, EIO, "cannot remove %s: %s", p, strerror(errno));
+		goto out;
+	}
+	if (exec(db, "COMMIT", error_r) < 0)
+		goto out;
+	usage_add(acct, -phys);
+	special_file_set(acct, canon, 0, NULL);
+	mbox_notify(acct->maildir, canon);
+	ret = 0;
+out:
+	if (ret < 0 && db != NULL)
+		rollback(db);
+	free(p);
+	free(canon);
+	return ret;
+}
+
+int mbox_folder_subscribe(struct mbox_account *acct, const char *name, bool subscribe,
+			  char **error_r)
+{
+	char *canon = name_canon(name);
+	if (canon == NULL)
+		return fail(error_r, EINVAL, "invalid folder name");
+	size_t n;
+	char **v = subs_read(acct, &n);
+	size_t k = 0;
+	bool found = false;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(v[i], canon) == 0) {
+			found = true;
+			if (!subscribe) {
+				free(v[i]);
+				continue;
+			}
+		}
+		v[k++] = v[i];
+	}
+	n = k;
+	int r = 0;
+	if (subscribe && !found) {
+		v = xrealloc(v, (n + 1) * sizeof(*v));
+		v[n++] = canon;
+		canon = NULL;
+	}
+	if ((subscribe && !found) || (!subscribe && found))
+		r = subs_write(acct, v, n);
+	strv_free_n(v, n);
+	free(canon);
+	if (r < 0)
+		return fail(error_r, EIO, "cannot write the subscriptions: %s", strerror(errno));
+	return 0;
+}
+
+/* ---- folder state ---- */
+
+static int status_query(sqlite3 *db, const struct frow *r, struct mbox_status *st,
+			char **error_r)
+{
+	memset(st, 0, sizeof(*st));
+	sqlite3_stmt *s = prep(db,
+			       "SELECT count(*), coalesce(sum((flags & 1) = 0), 0), "
+			       "coalesce(sum((flags & 8) != 0), 0), coalesce(sum(uid >= ?2), 0), "
+			       "coalesce(sum(size), 0) FROM messages WHERE folder_id = ?1",
+			       error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, r->id);
+	sqlite3_bind_int64(s, 2, r->first_recent);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return fail_db(error_r, db, "status");
+	}
+	st->messages = (uint32_t)sqlite3_column_int64(s, 0);
+	st->unseen = (uint32_t)sqlite3_column_int64(s, 1);
+	st->deleted = (uint32_t)sqlite3_column_int64(s, 2);
+	st->recent = (uint32_t)sqlite3_column_int64(s, 3);
+	st->size = (uint64_t)sqlite3_column_int64(s, 4);
+	sqlite3_finalize(s);
+	st->uidvalidity = r->uidvalidity;
+	st->uidnext = r->uidnext;
+	st->highestmodseq = r->hms;
+	return 0;
+}
+
+int mbox_folder_status(struct mbox_account *acct, const char *name, struct mbox_status *st_r,
+		       char **error_r)
+{
+	char *canon = name_canon(name);
+	if (canon == NULL)
+		return fail(error_r, EINVAL, "invalid folder name");
+	char *p = folder_path(acct, canon);
+	struct frow r;
+	int ret = -1;
+	sqlite3 *db;
+	if (folder_sync(acct, canon, p, false, &r, error_r) == 0 &&
+	    (db = conn_db(acct->st, error_r)) != NULL)
+		ret = status_query(db, &r, st_r, error_r);
+	free(p);
+	free(canon);
+	return ret;
+}
+
+static void box_keywords_reload(struct mbox *box)
+{
+	char *kp = xasprintf("%s/" KEYWORDS_NAME, box->path);
+	struct stat sb;
+	struct timespec m = {0};
+	if (stat(kp, &sb) == 0)
+		m = sb.st_mtim;
+	free(kp);
+	if (box->keywords != NULL && ts_ns(&m) == ts_ns(&box->kw_mtime))
+		return;
+	kw_free(box->keywords, box->nkeywords);
+	box->keywords = kw_load(box->path, &box->nkeywords, &box->kw_mtime);
+}
+
+/* \Recent: this box takes the messages no session has taken yet. */
+static int take_recent(struct mbox *box, sqlite3 *db, struct frow *r, char **error_r)
+{
+	if (box->readonly || r->first_recent >= r->uidnext)
+		return 0;
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		return -1;
+	struct frow cur;
+	if (frow_get(db, box->acct->id, box->name, &cur, error_r) <= 0) {
+		rollback(db);
+		return fail(error_r, ENOENT, "folder %s vanished", box->name);
+	}
+	if (cur.first_recent < cur.uidnext) {
+		sqlite3_stmt *s = prep(db, "UPDATE folders SET first_recent_uid = ?2 WHERE id = ?1",
+				       error_r);
+		if (s == NULL) {
+			rollback(db);
+			return -1;
+		}
+		sqlite3_bind_int64(s, 1, cur.id);
+		sqlite3_bind_int64(s, 2, cur.uidnext);
+		int rc = sqlite3_step(s);
+		sqlite3_finalize(s);
+		if (rc != SQLITE_DONE) {
+			rollback(db);
+			return fail_db(error_r, db, "recent");
+		}
+		box->recent = xgrow(box->recent, &box->recent_cap, box->nrecent + 2,
+				    sizeof(*box->recent));
+		box->recent[box->nrecent++] = cur.first_recent;
+		box->recent[box->nrecent++] = cur.uidnext;
+		cur.first_recent = cur.uidnext;
+	}
+	if (exec(db, "COMMIT", error_r) < 0)
+		return -1;
+	*r = cur;
+	return 0;
+}
+
+static bool box_recent(const struct mbox *box, uint32_t uid)
+{
+	for (size_t i = 0; i + 1 < box->nrecent; i += 2)
+		if (uid >= box->recent[i] && uid < box->recent[i + 1])
+			return true;
+	return false;
+}
+
+static int box_refresh(struct mbox *box, char **error_r)
+{
+	struct frow r;
+	if (folder_sync(box->acct, box->name, box->path, box->readonly, &r, error_r) < 0)
+		return -1;
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	if (db == NULL)
+		return -1;
+	if (box->folder_id != 0 && r.id != box->folder_id)
+		return fail(error_r, ENOENT, "folder %s was deleted", box->name);
+	box->folder_id = r.id;
+	if (take_recent(box, db, &r, error_r) < 0)
+		return -1;
+	box_keywords_reload(box);
+	struct mbox_status st;
+	if (status_query(db, &r, &st, error_r) < 0)
+		return -1;
+	/* \Recent as this session sees it */
+	st.recent = 0;
+	for (size_t i = 0; i + 1 < box->nrecent; i += 2) {
+		sqlite3_stmt *s = prep(db, "SELECT count(*) FROM messages WHERE folder_id = ?1 AND "
+					   "uid >= ?2 AND uid < ?3", error_r);
+		if (s == NULL)
+			return -1;
+		sqlite3_bind_int64(s, 1, r.id);
+		sqlite3_bind_int64(s, 2, box->recent[i]);
+		sqlite3_bind_int64(s, 3, box->recent[i + 1]);
+		if (sqlite3_step(s) == SQLITE_ROW)
+			st.recent += (uint32_t)sqlite3_column_int64(s, 0);
+		sqlite3_finalize(s);
+	}
+	if (box->readonly)
+		st.recent = 0;
+	box->status = st;
+	return 0;
+}
+
+int mbox_open(struct mbox_account *acct, const char *name, bool readonly, struct mbox **box_r,
+	      char **error_r)
+{
+	*box_r = NULL;
+	char *canon = name_canon(name);
+	if (canon == NULL)
+		return fail(error_r, EINVAL, "invalid folder name");
+	struct mbox *box = xcalloc(1, sizeof(*box));
+	box->acct = acct;
+	box->name = canon;
+	box->path = folder_path(acct, canon);
+	box->readonly = readonly;
+	if (box_refresh(box, error_r) < 0) {
+		mbox_close(&box);
+		return -1;
+	}
+	*box_r = box;
+	return 0;
+}
+
+void mbox_close(struct mbox **bp)
+{
+	struct mbox *box = *bp;
+	if (box == NULL)
+		return;
+	kw_free(box->keywords, box->nkeywords);
+	free(box->recent);
+	free(box->name);
+	free(box->path);
+	free(box);
+	*bp = NULL;
+}
+
+int mbox_sync(struct mbox *box, char **error_r)
+{
+	return box_refresh(box, error_r);
+}
+
+void mbox_get_status(struct mbox *box, struct mbox_status *st_r)
+{
+	*st_r = box->status;
+}
+
+static int select_msgs(struct mbox *box, const char *where, uint64_t since,
+		       struct mbox_msg **msgs_r, size_t *n_r, char **error_r)
+{
+	*msgs_r = NULL;
+	*n_r = 0;
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	if (db == NULL)
+		return -1;
+	char *sql = xasprintf("SELECT uid, flags, keywords, modseq, size, internaldate, savedate "
+			      "FROM messages WHERE folder_id = ?1 %s ORDER BY uid",
+			      where);
+	sqlite3_stmt *s = prep(db, sql, error_r);
+	free(sql);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, box->folder_id);
+	if (strstr(where, "?2") != NULL)
+		sqlite3_bind_int64(s, 2, (int64_t)since);
+	struct mbox_msg *v = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		v = xgrow(v, &cap, n + 1, sizeof(*v));
+		struct mbox_msg *m = &v[n++];
+		m->uid = (uint32_t)sqlite3_column_int64(s, 0);
+		m->flags = (uint32_t)sqlite3_column_int64(s, 1);
+		m->keywords = (uint32_t)sqlite3_column_int64(s, 2);
+		m->modseq = (uint64_t)sqlite3_column_int64(s, 3);
+		m->size = (uint64_t)sqlite3_column_int64(s, 4);
+		m->internaldate = sqlite3_column_int64(s, 5);
+		m->savedate = sqlite3_column_int64(s, 6);
+		if (!box->readonly && box_recent(box, m->uid))
+			m->flags |= MBOX_F_RECENT;
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		free(v);
+		return fail_db(error_r, db, "messages");
+	}
+	*msgs_r = v;
+	*n_r = n;
+	return 0;
+}
+
+int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char **error_r)
+{
+	return select_msgs(box, "", 0, msgs_r, n_r, error_r);
+}
+
+int mbox_changes(struct mbox *box, uint64_t since, struct mbox_msg **changed_r,
+		 size_t *nchanged_r, uint32_t **expunged_r, size_t *nexpunged_r, char **error_r)
+{
+	*expunged_r = NULL;
+	*nexpunged_r = 0;
+	if (select_msgs(box, "AND modseq > ?2", since, changed_r, nchanged_r, error_r) < 0)
+		return -1;
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3_stmt *s = db != NULL ? prep(db, "SELECT uid FROM expunged WHERE folder_id = ?1 "
+						"AND modseq > ?2 ORDER BY uid", error_r)
+				     : NULL;
+	if (s == NULL) {
+		xfree(changed_r);
+		return -1;
+	}
+	sqlite3_bind_int64(s, 1, box->folder_id);
+	sqlite3_bind_int64(s, 2, (int64_t)since);
+	uint32_t *v = NULL;
+	size_t n = 0, cap = 0;
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		v = xgrow(v, &cap, n + 1, sizeof(*v));
+		v[n++] = (uint32_t)sqlite3_column_int64(s, 0);
+	}
+	sqlite3_finalize(s);
+	*expunged_r = v;
+	*nexpunged_r = n;
+	return 0;
+}
+
+const char *const *mbox_keywords(struct mbox *box, size_t *n_r)
+{
+	box_keywords_reload(box);
+	*n_r = box->nkeywords;
+	return (const char *const *)box->keywords;
+}
+
+int mbox_keyword_index(struct mbox *box, const char *name, bool create)
+{
+	sqlite3 *db = conn_db(box->acct->st, NULL);
+	if (db == NULL) {
+		errno = EIO;
+		return -1;
+	}
+	int i = kw_index_dir(db, box->path, name, create);
+	int saved = errno;
+	box_keywords_reload(box);
+	errno = saved;
+	return i;
+}
+
+/* ---- changes ---- */
+
+static bool uid_in(const uint32_t *uids, size_t n, uint32_t uid)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (uids[mid] == uid)
+			return true;
+		if (uids[mid] < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return false;
+}
+
+static int folder_bump(sqlite3 *db, int64_t folder_id, uint64_t *modseq_r, char **error_r)
+{
+	sqlite3_stmt *s = prep(db, "UPDATE folders SET highestmodseq = highestmodseq + 1 "
+				   "WHERE id = ?1 RETURNING highestmodseq", error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, folder_id);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*modseq_r = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_ROW)
+		return fail(error_r, ENOENT, "folder vanished");
+	return 0;
+}
+
+int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store_mode mode,
+	       uint32_t flags, uint32_t keywords, uint64_t unchanged_since,
+	       struct mbox_msg **changed_r, size_t *nchanged_r, uint32_t **failed_r,
+	       size_t *nfailed_r, char **error_r)
+{
+	struct mbox_msg *ch = NULL;
+	uint32_t *fl = NULL;
+	size_t nch = 0, chcap = 0, nfl = 0, flcap = 0;
+	flags &= ~(uint32_t)MBOX_F_RECENT;
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		return -1;
+	uint64_t modseq;
+	sqlite3_stmt *sel = NULL, *upd = NULL;
+	int ret = -1;
+	if (folder_bump(db, box->folder_id, &modseq, error_r) < 0)
+		goto out;
+	sel = prep(db, "SELECT filename, in_new, flags, keywords, modseq, size, internaldate, "
+		       "savedate, basename FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
+	upd = prep(db, "UPDATE messages SET filename = ?3, in_new = 0, flags = ?4, keywords = ?5, "
+		       "modseq = ?6 WHERE folder_id = ?1 AND uid = ?2", error_r);
+	if (sel == NULL || upd == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_reset(sel);
+		sqlite3_bind_int64(sel, 1, box->folder_id);
+		sqlite3_bind_int64(sel, 2, uids[i]);
+		if (sqlite3_step(sel) != SQLITE_ROW)
+			continue;
+		uint32_t of = (uint32_t)sqlite3_column_int64(sel, 2);
+		uint32_t ok = (uint32_t)sqlite3_column_int64(sel, 3);
+		uint64_t oms = (uint64_t)sqlite3_column_int64(sel, 4);
+		if (unchanged_since != 0 && oms > unchanged_since) {
+			fl = xgrow(fl, &flcap, nfl + 1, sizeof(*fl));
+			fl[nfl++] = uids[i];
+			continue;
+		}
+		uint32_t nf = mode == MBOX_STORE_SET ? flags
+			    : mode == MBOX_STORE_ADD ? of | flags : of & ~flags;
+		uint32_t nk = mode == MBOX_STORE_SET ? keywords
+			    : mode == MBOX_STORE_ADD ? ok | keywords : ok & ~keywords;
+		if (nf == of && nk == ok)
+			continue;
+		const char *ofile = (const char *)sqlite3_column_text(sel, 0);
+		bool in_new = sqlite3_column_int(sel, 1) != 0;
+		char *nfile = make_filename((const char *)sqlite3_column_text(sel, 8), nf, nk);
+		char *from = xasprintf("%s/%s/%s", box->path, in_new ? "new" : "cur", ofile);
+		char *to = xasprintf("%s/cur/%s", box->path, nfile);
+		int r = rename(from, to);
+		int saved = errno;
+		free(from);
+		free(to);
+		if (r < 0) {
+			free(nfile);
+			if (saved == ENOENT)
+				continue; /* renamed or removed behind our back: the next sync sees it */
+			fail(error_r, EIO, "rename: %s", strerror(saved));
+			goto out;
+		}
+		sqlite3_reset(upd);
+		sqlite3_bind_int64(upd, 1, box->folder_id);
+		sqlite3_bind_int64(upd, 2, uids[i]);
+		sqlite3_bind_text(upd, 3, nfile, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(upd, 4, nf);
+		sqlite3_bind_int64(upd, 5, nk);
+		sqlite3_bind_int64(upd, 6, (int64_t)modseq);
+		int rc = sqlite3_step(upd);
+		free(nfile);
+		if (rc != SQLITE_DONE) {
+			fail_db(error_r, db, "store");
+			goto out;
+		}
+		ch = xgrow(ch, &chcap, nch + 1, sizeof(*ch));
+		struct mbox_msg *m = &ch[nch++];
+		m->uid = uids[i];
+		m->flags = nf | (box_recent(box, uids[i]) && !box->readonly ? MBOX_F_RECENT : 0);
+		m->keywords = nk;
+		m->modseq = modseq;
+		m->size = (uint64_t)sqlite3_column_int64(sel, 5);
+		m->internaldate = sqlite3_column_int64(sel, 6);
+		m->savedate = sqlite3_column_int64(sel, 7);
+	}
+	sqlite3_finalize(sel);
+	sqlite3_finalize(upd);
+	sel = upd = NULL;
+	/* nothing changed: leave HIGHESTMODSEQ alone */
+	if (exec(db, nch > 0 ? "COMMIT" : "ROLLBACK", error_r) < 0)
+		goto out;
+	if (nch > 0) {
+		box->status.highestmodseq = modseq;
+		mbox_notify(box->acct->maildir, box->name);
+	}
+	ret = 0;
+out:
+	sqlite3_finalize(sel);
+	sqlite3_finalize(upd);
+	if (ret < 0) {
+		rollback(db);
+		free(ch);
+		free(fl);
+		return -1;
+	}
+	if (changed_r != NULL)
+		*changed_r = ch;
+	else
+		free(ch);
+	if (nchanged_r != NULL)
+		*nchanged_r = nch;
+	if (failed_r != NULL)
+		*failed_r = fl;
+	else
+		free(fl);
+	if (nfailed_r != NULL)
+		*nfailed_r = nfl;
+	return 0;
+}
+
+/* Remove messages: those in uids (if not NULL) and, if require_deleted, flagged \Deleted. */
+static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool require_deleted,
+			uint32_t **expunged_r, size_t *n_r, char **error_r)
+{
+	uint32_t *out = NULL;
+	size_t nout = 0, cap = 0;
+	int64_t freed = 0;
+	int ret = -1;
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		return -1;
+	uint64_t modseq;
+	sqlite3_stmt *sel = NULL, *del = NULL, *ins = NULL;
+	if (folder_bump(db, box->folder_id, &modseq, error_r) < 0)
+		goto out;
+	sel = prep(db,
+		   require_deleted ? "SELECT uid, filename, in_new, phys_size FROM messages WHERE "
+				     "folder_id = ?1 AND (flags & 8) != 0 ORDER BY uid"
+				   : "SELECT uid, filename, in_new, phys_size FROM messages WHERE "
+				     "folder_id = ?1 ORDER BY uid",
+		   error_r);
+	del = prep(db, "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
+	ins = prep(db, "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?1, ?2, ?3)",
+		   error_r);
+	if (sel == NULL || del == NULL || ins == NULL)
+		goto out;
+	sqlite3_bind_int64(sel, 1, box->folder_id);
+	while (sqlite3_step(sel) == SQLITE_ROW) {
+		uint32_t uid = (uint32_t)sqlite3_column_int64(sel, 0);
+		if (uids != NULL && !uid_in(uids, n, uid))
+			continue;
+		char *file = xasprintf("%s/%s/%s", box->path,
+				       sqlite3_column_int(sel, 2) ? "new" : "cur",
+				       (const char *)sqlite3_column_text(sel, 1));
+		int r = unlink(file);
+		int saved = errno;
+		free(file);
+		if (r < 0 && saved != ENOENT) {
+			fail(error_r, EIO, "unlink: %s", strerror(saved));
+			goto out;
+		}
+		freed += sqlite3_column_int64(sel, 3);
+		sqlite3_reset(del);
+		sqlite3_bind_int64(del, 1, box->folder_id);
+		sqlite3_bind_int64(del, 2, uid);
+		sqlite3_reset(ins);
+		sqlite3_bind_int64(ins, 1, box->folder_id);
+		sqlite3_bind_int64(ins, 2, uid);
+		sqlite3_bind_int64(ins, 3, (int64_t)modseq);
+		if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(ins) != SQLITE_DONE) {
+			fail_db(error_r, db, "expunge");
+			goto out;
+		}
+		out = xgrow(out, &cap, nout + 1, sizeof(*out));
+		out[nout++] = uid;
+	}
+	if (exec(db, nout > 0 ? "COMMIT" : "ROLLBACK", error_r) < 0)
+		goto out;
+	ret = 0;
+out:
+	sqlite3_finalize(sel);
+	sqlite3_finalize(del);
+	sqlite3_finalize(ins);
+	if (ret < 0) {
+		/* files already unlinked are found missing by the next sync */
+		rollback(db);
+		free(out);
+		return -1;
+	}
+	if (nout > 0) {
+		usage_add(box->acct, -freed);
+		box->status.highestmodseq = modseq;
+		mbox_notify(box->acct->maildir, box->name);
+	}
+	if (expunged_r != NULL)
+		*expunged_r = out;
+	else
+		free(out);
+	if (n_r != NULL)
+		*n_r = nout;
+	return 0;
+}
+
+int mbox_expunge(struct mbox *box, const uint32_t *uids, size_t n, uint32_t **expunged_r,
+		 size_t *n_r, char **error_r)
+{
+	return expunge_uids(box, uids, n, true, expunged_r, n_r, error_r);
+}
+
+/* ---- append and copy ---- */
+
+static int fsync_cur(const char *path, char **error_r)
+{
+	char *cur = xasprintf("%s/cur", path);
+	int r = fsync_dir(cur);
+	free(cur);
+	if (r < 0)
+		return fail(error_r, EIO, "fsync: %s", strerror(errno));
+	return 0;
+}
+
+struct newmsg {
+	char *base;    /* new base name */
+	char *file;    /* cur/ file name */
+	uint32_t flags, kw;
+	uint64_t phys, vsize;
+	int64_t internaldate;
+	struct mbox_cache cache;
+	uint32_t src_uid; /* copy */
+	bool placed;      /* moved from tmp/BASE to cur/FILE */
+};
+
+static void newmsgs_free(struct newmsg *m, size_t n, const char *path, bool unlink_files)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (unlink_files && m[i].file != NULL) {
+			char *p = m[i].placed ? xasprintf("%s/cur/%s", path, m[i].file)
+					      : xasprintf("%s/tmp/%s", path, m[i].base);
+			unlink(p);
+			free(p);
+		}
+		free(m[i].base);
+		free(m[i].file);
+		mbox_cache_clear(&m[i].cache);
+	}
+	free(m);
+}
+
+/*
+ * The files are in dest tmp/ (and fsync'd): give them UIDs (uidlist
+ * first), move them into cur/ and index them, all under the index write
+ * lock, so that no sync sees them in cur/ without their rows. `src_folder`
+ * > 0: copy the cache rows from there.
+ */
+static int index_new(struct mbox_account *a, const char *canon, const char *path,
+		     struct newmsg *m, size_t n, int64_t src_folder, uint32_t *uidvalidity_r,
+		     uint32_t *uids_r, char **error_r)
+{
+	struct frow r;
+	if (folder_sync(a, canon, path, false, &r, error_r) < 0)
+		return -1;
+	sqlite3 *db = conn_db(a->st, error_r);
+	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		return -1;
+	int ret = -1;
+	char *buf = NULL;
+	sqlite3_stmt *s = NULL;
+	if (frow_get(db, a->id, canon, &r, error_r) <= 0) {
+		fail(error_r, ENOENT, "folder %s vanished", canon);
+		goto out;
+	}
+	size_t cap = 0, len = 0;
+	for (size_t i = 0; i < n; i++) {
+		uids_r[i] = r.uidnext++;
+		buf = xgrow(buf, &cap, len + strlen(m[i].base) + 16, 1);
+		len += (size_t)sprintf(buf + len, "%u %s\n", uids_r[i], m[i].base);
+	}
+	char *ul = xasprintf("%s/" UIDLIST_NAME, path);
+	int64_t size;
+	int w = uidlist_append(ul, buf, len, &size);
+	free(ul);
+	if (w < 0) {
+		fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot write the uid list: %s",
+		     strerror(errno));
+		goto out;
+	}
+	/* the uidlist grew by our lines only if nobody else appended: else re-read it next time */
+	if (r.uidlist_off + (int64_t)len == size)
+		r.uidlist_off = size;
+	for (size_t i = 0; i < n; i++) {
+		char *from = xasprintf("%s/tmp/%s", path, m[i].base);
+		char *to = xasprintf("%s/cur/%s", path, m[i].file);
+		int rr = rename(from, to);
+		int saved = errno;
+		free(from);
+		free(to);
+		if (rr < 0) {
+			fail(error_r, saved == ENOSPC ? ENOSPC : EIO, "rename: %s", strerror(saved));
+			goto out;
+		}
+		m[i].placed = true;
+	}
+	if (fsync_cur(path, error_r) < 0)
+		goto out;
+	r.hms++;
+	time_t now = time(NULL);
+	if (src_folder > 0)
+		s = prep(db,
+			 "INSERT OR REPLACE INTO messages (folder_id, uid, basename, filename, in_new, "
+			 "flags, keywords, modseq, size, phys_size, internaldate, savedate, " CACHE_COLS
+			 ") SELECT ?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, size, phys_size, internaldate, ?8, "
+			 CACHE_COLS " FROM messages WHERE folder_id = ?9 AND uid = ?10",
+			 error_r);
+	else
+		s = prep(db, INSERT_MSG, error_r);
+	if (s == NULL)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, r.id);
+		sqlite3_bind_int64(s, 2, uids_r[i]);
+		sqlite3_bind_text(s, 3, m[i].base, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 4, m[i].file, -1, SQLITE_STATIC);
+		if (src_folder > 0) {
+			sqlite3_bind_int64(s, 5, m[i].flags);
+			sqlite3_bind_int64(s, 6, m[i].kw);
+			sqlite3_bind_int64(s, 7, (int64_t)r.hms);
+			sqlite3_bind_int64(s, 8, now);
+			sqlite3_bind_int64(s, 9, src_folder);
+			sqlite3_bind_int64(s, 10, m[i].src_uid);
+		} else {
+			sqlite3_bind_int(s, 5, 0);
+			sqlite3_bind_int64(s, 6, m[i].flags);
+			sqlite3_bind_int64(s, 7, m[i].kw);
+			sqlite3_bind_int64(s, 8, (int64_t)r.hms);
+			sqlite3_bind_int64(s, 9, (int64_t)m[i].vsize);
+			sqlite3_bind_int64(s, 10, (int64_t)m[i].phys);
+			sqlite3_bind_int64(s, 11, m[i].internaldate);
+			sqlite3_bind_int64(s, 12, now);
+			bind_cache(s, 13, &m[i].cache);
+		}
+		if (sqlite3_step(s) != SQLITE_DONE || sqlite3_changes(db) != 1) {
+			fail_db(error_r, db, "message insert");
+			goto out;
+		}
+	}
+	if (update_folder_row(db, &r, error_r) < 0 || exec(db, "COMMIT", error_r) < 0)
+		goto out;
+	*uidvalidity_r = r.uidvalidity;
+	ret = 0;
+out:
+	sqlite3_finalize(s);
+	free(buf);
+	if (ret < 0)
+		rollback(db);
+	else
+		mbox_notify(a->maildir, canon);
+	return ret;
+}
+
+/* Map keyword names to the folder's letters (created as needed). */
+static int kw_bits(sqlite3 *db, const char *path, const char *const *names, size_t n,
+		   uint32_t *bits_r, char **error_r)
+{
+	uint32_t bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		int k = kw_index_dir(db, path, names[i], true);
+		if (k < 0)
+			return fail(error_r, errno == EMLINK ? EMLINK : EIO,
+				    "cannot create keyword %s: %s", names[i], strerror(errno));
+		bits |= 1u << k;
+	}
+	*bits_r = bits;
+	return 0;
+}
+
+int mbox_append(struct mbox_account *acct, const char *folder, const struct mbox_append *msgs,
+		size_t n, uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r)
+{
+	char *canon = name_canon(folder);
+	if (canon == NULL)
+		return fail(error_r, EINVAL, "invalid folder name");
+	char *path = folder_path(acct, canon);
+	struct newmsg *m = xcalloc(n + 1, sizeof(*m));
+	size_t nm = 0;
+	int ret = -1;
+	sqlite3 *db = conn_db(acct->st, error_r);
+	if (db == NULL)
+		goto out;
+	if (!folder_exists(acct, canon)) {
+		fail(error_r, ENOENT, "no folder %s", canon);
+		goto out;
+	}
+	uint64_t total = 0;
+	for (size_t i = 0; i < n; i++)
+		total += msgs[i].len;
+	if (quota_check(acct, total, error_r) < 0)
+		goto out;
+	for (size_t i = 0; i < n; i++, nm++) {
+		struct newmsg *x = &m[i];
+		if (kw_bits(db, path, msgs[i].keywords, msgs[i].nkeywords, &x->kw, error_r) < 0)
+			goto out;
+		x->flags = msgs[i].flags & ~(uint32_t)MBOX_F_RECENT;
+		x->phys = msgs[i].len;
+		x->internaldate = msgs[i].internaldate != 0 ? msgs[i].internaldate : time(NULL);
+		x->base = new_basename(msgs[i].len);
+		char *tmp = xasprintf("%s/tmp/%s", path, x->base);
+		char *file = make_filename(x->base, x->flags, x->kw);
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		int err = 0;
+		if (fd < 0) {
+			err = errno;
+		} else {
+			size_t off = 0;
+			const char *d = msgs[i].data;
+			while (off < msgs[i].len && err == 0) {
+				ssize_t w = write(fd, d + off, msgs[i].len - off);
+				if (w < 0 && errno != EINTR)
+					err = errno;
+				else if (w > 0)
+					off += (size_t)w;
+			}
+			struct timespec times[2] = {{.tv_sec = x->internaldate},
+						    {.tv_sec = x->internaldate}};
+			if (err == 0 && futimens(fd, times) < 0)
+				err = errno;
+			if (err == 0 && fsync(fd) < 0)
+				err = errno;
+			if (close(fd) < 0 && err == 0)
+				err = errno;
+			if (err != 0)
+				unlink(tmp);
+		}
+		free(tmp);
+		if (err != 0) {
+			free(file);
+			fail(error_r, err == ENOSPC || err == EDQUOT ? err : EIO,
+			     "cannot write the message: %s", strerror(err));
+			goto out;
+		}
+		x->file = file;
+		mbox_cache_compute(msgs[i].data, msgs[i].len, &x->cache, &x->vsize);
+	}
+	if (index_new(acct, canon, path, m, nm, 0, uidvalidity_r, uids_r, error_r) < 0)
+		goto out;
+	usage_add(acct, (int64_t)total);
+	ret = 0;
+out:
+	newmsgs_free(m, nm + 1, path, ret < 0); /* m[nm]: a message half written */
+	free(path);
+	free(canon);
+	return ret;
+}
+
+static int copy_file(const char *from, const char *to)
+{
+	int in = open(from, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return -1;
+	int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0) {
+		int saved = errno;
+		close(in);
+		errno = saved;
+		return -1;
+	}
+	char buf[65536];
+	int err = 0;
+	for (;;) {
+		ssize_t r = read(in, buf, sizeof(buf));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			err = errno;
+			break;
+		}
+		if (r == 0)
+			break;
+		for (ssize_t off = 0; off < r && err == 0;) {
+			ssize_t w = write(out, buf + off, (size_t)(r - off));
+			if (w < 0 && errno != EINTR)
+				err = errno;
+			else if (w > 0)
+				off += w;
+		}
+		if (err != 0)
+			break;
+	}
+	struct stat sb;
+	if (err == 0 && fstat(in, &sb) == 0) {
+		struct timespec times[2] = {sb.st_atim, sb.st_mtim};
+		futimens(out, times);
+	}
+	if (err == 0 && fsync(out) < 0)
+		err = errno;
+	close(in);
+	if (close(out) < 0 && err == 0)
+		err = errno;
+	if (err != 0) {
+		unlink(to);
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest, bool move,
+	      uint32_t *dest_uidvalidity_r, uint32_t **src_uids_r, uint32_t **dest_uids_r,
+	      size_t *n_r, char **error_r)
+{
+	*src_uids_r = *dest_uids_r = NULL;
+	*n_r = 0;
+	char *canon = name_canon(dest);
+	if (canon == NULL)
+		return fail(error_r, EINVAL, "invalid folder name");
+	struct mbox_account *a = box->acct;
+	char *path = folder_path(a, canon);
+	struct newmsg *m = NULL;
+	size_t nm = 0, cap = 0;
+	uint32_t *src = NULL, *dst = NULL;
+	int ret = -1;
+	bool indexed = false;
+	sqlite3_stmt *s = NULL;
+	sqlite3 *db = conn_db(a->st, error_r);
+	if (db == NULL)
+		goto out;
+	if (!folder_exists(a, canon)) {
+		fail(error_r, ENOENT, "no folder %s", canon);
+		goto out;
+	}
+	size_t nsrc_kw = 0;
+	char **src_kw = kw_load(box->path, &nsrc_kw, NULL);
+	s = prep(db, "SELECT filename, in_new, flags, keywords, phys_size FROM messages "
+		     "WHERE folder_id = ?1 AND uid = ?2", error_r);
+	if (s == NULL) {
+		kw_free(src_kw, nsrc_kw);
+		goto out;
+	}
+	uint64_t total = 0;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, box->folder_id);
+		sqlite3_bind_int64(s, 2, uids[i]);
+		if (sqlite3_step(s) != SQLITE_ROW)
+			continue;
+		m = xgrow(m, &cap, nm + 1, sizeof(*m));
+		struct newmsg *x = &m[nm];
+		memset(x, 0, sizeof(*x));
+		x->src_uid = uids[i];
+		x->flags = (uint32_t)sqlite3_column_int64(s, 2);
+		uint32_t skw = (uint32_t)sqlite3_column_int64(s, 3);
+		x->phys = (uint64_t)sqlite3_column_int64(s, 4);
+		total += x->phys;
+		/* keywords by name in the destination */
+		for (size_t k = 0; k < nsrc_kw; k++)
+			if (skw & (1u << k)) {
+				const char *nm1[1] = {src_kw[k]};
+				uint32_t b;
+				if (kw_bits(db, path, nm1, 1, &b, error_r) < 0) {
+					kw_free(src_kw, nsrc_kw);
+					goto out;
+				}
+				x->kw |= b;
+			}
+		char *from = xasprintf("%s/%s/%s", box->path, sqlite3_column_int(s, 1) ? "new" : "cur",
+				       (const char *)sqlite3_column_text(s, 0));
+		x->base = new_basename(x->phys);
+		x->file = make_filename(x->base, x->flags, x->kw);
+		char *to = xasprintf("%s/tmp/%s", path, x->base);
+		int r = link(from, to);
+		if (r < 0 && errno != ENOENT)
+			r = copy_file(from, to);
+		int saved = errno;
+		free(from);
+		free(to);
+		if (r < 0) {
+			xfree(&x->file);
+			free(x->base);
+			if (saved == ENOENT)
+				continue; /* expunged meanwhile */
+			kw_free(src_kw, nsrc_kw);
+			fail(error_r, saved == ENOSPC ? ENOSPC : EIO, "copy: %s", strerror(saved));
+			goto out;
+		}
+		nm++;
+	}
+	kw_free(src_kw, nsrc_kw);
+	sqlite3_finalize(s);
+	s = NULL;
+	if (!move && quota_check(a, total, error_r) < 0)
+		goto out;
+	src = xcalloc(nm + 1, sizeof(*src));
+	dst = xcalloc(nm + 1, sizeof(*dst));
+	uint32_t uv = 0;
+	if (nm > 0 && index_new(a, canon, path, m, nm, box->folder_id, &uv, dst, error_r) < 0)
+		goto out;
+	indexed = true;
+	if (nm == 0) {
+		struct frow r;
+		if (folder_sync(a, canon, path, false, &r, error_r) < 0)
+			goto out;
+		uv = r.uidvalidity;
+	}
+	usage_add(a, (int64_t)total);
+	for (size_t i = 0; i < nm; i++)
+		src[i] = m[i].src_uid;
+	/* the copies are durable: now the originals go (a crash in between leaves both) */
+	if (move && nm > 0 && expunge_uids(box, src, nm, false, NULL, NULL, error_r) < 0)
+		goto out;
+	*dest_uidvalidity_r = uv;
+	*src_uids_r = src;
+	*dest_uids_r = dst;
+	*n_r = nm;
+	src = dst = NULL;
+	ret = 0;
+out:
+	sqlite3_finalize(s);
+	newmsgs_free(m, nm, path, !indexed);
+	free(src);
+	free(dst);
+	free(path);
+	free(canon);
+	return ret;
+}
+
+int mbox_folder_rename(struct mbox_account *acct, const char *from, const char *to,
+		       char **error_r)
+{
+	char *f = name_canon(from), *t = name_canon(to);
+	int ret = -1;
+	char **names = NULL;
+	size_t nn = 0;
+	sqlite3 *db = NULL;
+	if (f == NULL || t == NULL) {
+		fail(error_r, EINVAL, "invalid folder name");
+		goto out;
+	}
+	if (strcmp(t, "INBOX") == 0 || folder_exists(acct, t)) {
+		fail(error_r, EEXIST, "folder %s exists", t);
+		goto out;
+	}
+	if (!folder_exists(acct, f)) {
+		fail(error_r, ENOENT, "no folder %s", f);
+		goto out;
+	}
+	size_t fl = strlen(f);
+	if (strncmp(t, f, fl) == 0 && t[fl] == '/') {
+		fail(error_r, EINVAL, "cannot rename a folder into itself");
+		goto out;
+	}
+	if (strcmp(f, "INBOX") == 0) {
+		/* RFC 9051 6.3.6: INBOX's messages move to the new folder, INBOX stays */
+		if (mbox_folder_create(acct, t, 0, error_r) < 0)
+			goto out;
+		struct mbox *box;
+		if (mbox_open(acct, "INBOX", true, &box, error_r) < 0)
+			goto out;
+		struct mbox_msg *msgs;
+		size_t n;
+		int r = mbox_messages(box, &msgs, &n, error_r);
+		if (r == 0) {
+			uint32_t *uids = xcalloc(n + 1, sizeof(*uids));
+			for (size_t i = 0; i < n; i++)
+				uids[i] = msgs[i].uid;
+			free(msgs);
+			uint32_t uv, *su, *du;
+			size_t nc;
+			r = mbox_copy(box, uids, n, t, true, &uv, &su, &du, &nc, error_r);
+			if (r == 0) {
+				free(su);
+				free(du);
+			}
+			free(uids);
+		}
+		mbox_close(&box);
+		ret = r;
+		goto out;
+	}
+	/* the folder and its children */
+	names = folder_names(acct, &nn);
+	db = conn_db(acct->st, error_r);
+	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		goto out;
+	sqlite3_stmt *s = prep(db, "UPDATE folders SET name = ?3 WHERE account_id = ?1 AND name = ?2",
+			       error_r);
+	if (s == NULL)
+		goto out;
+	for (size_t i = 0; i < nn; i++) {
+		if (strcmp(names[i], f) != 0 && !(strncmp(names[i], f, fl) == 0 && names[i][fl] == '/'))
+			continue;
+		char *nt = xasprintf("%s%s", t, names[i] + fl);
+		char *op = folder_path(acct, names[i]), *np = folder_path(acct, nt);
+		int r = rename(op, np);
+		int saved = errno;
+		sqlite3_reset(s);
+		sqlite3_bind_int64(s, 1, acct->id);
+		sqlite3_bind_text(s, 2, names[i], -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, nt, -1, SQLITE_TRANSIENT);
+		int rc = r == 0 ? sqlite3_step(s) : SQLITE_DONE;
+		free(op);
+		free(np);
+		if (r < 0 || rc != SQLITE_DONE) {
+			free(nt);
+			sqlite3_finalize(s);
+			if (r < 0)
+				fail(error_r, saved == EEXIST || saved == ENOTEMPTY ? EEXIST : EIO,
+				     "rename: %s", strerror(saved));
+			else
+				fail_db(error_r, db, "rename");
+			goto out;
+		}
+		mbox_notify(acct->maildir, names[i]);
+		free(nt);
+	}
+	sqlite3_finalize(s);
+	if (exec(db, "COMMIT", error_r) < 0)
+		goto out;
+	special_file_set(acct, f, 0, t);
+	ret = 0;
+out:
+	if (ret < 0 && db != NULL)
+		rollback(db);
+	if (names != NULL)
+		strv_free_n(names, nn);
+	free(f);
+	free(t);
+	return ret;
+}
+
+/* ---- message content ---- */
+
+int mbox_msg_open(struct mbox *box, uint32_t uid, int *fd_r, char **error_r)
+{
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	if (db == NULL)
+		return -1;
+	for (int attempt = 0; attempt < 2; attempt++) {
+		sqlite3_stmt *s = prep(db, "SELECT filename, in_new FROM messages WHERE folder_id = ?1 "
+					   "AND uid = ?2", error_r);
+		if (s == NULL)
+			return -1;
+		sqlite3_bind_int64(s, 1, box->folder_id);
+		sqlite3_bind_int64(s, 2, uid);
+		if (sqlite3_step(s) != SQLITE_ROW) {
+			sqlite3_finalize(s);
+			return fail(error_r, ENOENT, "message %u has been expunged", uid);
+		}
+		char *p = xasprintf("%s/%s/%s", box->path, sqlite3_column_int(s, 1) ? "new" : "cur",
+				    (const char *)sqlite3_column_text(s, 0));
+		sqlite3_finalize(s);
+		int fd = open(p, O_RDONLY | O_CLOEXEC);
+		int saved = errno;
+		free(p);
+		if (fd >= 0) {
+			*fd_r = fd;
+			return 0;
+		}
+		if (saved != ENOENT)
+			return fail(error_r, EIO, "open: %s", strerror(saved));
+		/* renamed behind our back (another program changed its flags): sync and retry */
+		struct frow r;
+		if (folder_sync(box->acct, box->name, box->path, box->readonly, &r, error_r) < 0)
+			return -1;
+	}
+	return fail(error_r, ENOENT, "message %u has been expunged", uid);
+}
+
+int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **error_r)
+{
+	memset(c, 0, sizeof(*c));
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	if (db == NULL)
+		return -1;
+	sqlite3_stmt *s = prep(db, "SELECT " CACHE_COLS " FROM messages WHERE folder_id = ?1 AND "
+				   "uid = ?2", error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, box->folder_id);
+	sqlite3_bind_int64(s, 2, uid);
+	if (sqlite3_step(s) != SQLITE_ROW) {
+		sqlite3_finalize(s);
+		return fail(error_r, ENOENT, "message %u has been expunged", uid);
+	}
+	if (sqlite3_column_type(s, 0) != SQLITE_NULL) {
+		char **v[] = {&c->envelope,	&c->bodystructure, &c->body,	     &c->subject,
+			      &c->from,		&c->to,		   &c->cc,	     &c->bcc,
+			      &c->message_id,	&c->in_reply_to,   &c->references,   &c->sort_from,
+			      &c->sort_to,	&c->sort_cc,	   &c->display_from, &c->display_to};
+		for (size_t i = 0; i < ARRAY_SIZE(v); i++)
+			*v[i] = col_dup(s, (int)i);
+		c->date = sqlite3_column_int64(s, (int)ARRAY_SIZE(v));
+		c->date_tz = sqlite3_column_int(s, (int)ARRAY_SIZE(v) + 1);
+		sqlite3_finalize(s);
+		return 0;
+	}
+	sqlite3_finalize(s);
+	/* not cached (an index written without it): parse the file now */
+	int fd;
+	if (mbox_msg_open(box, uid, &fd, error_r) < 0)
+		return -1;
+	struct stat sb;
+	void *map = MAP_FAILED;
+	if (fstat(fd, &sb) == 0 && sb.st_size > 0)
+		map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	uint64_t vsize;
+	if (map == MAP_FAILED) {
+		mbox_cache_compute("", 0, c, &vsize);
+	} else {
+		mbox_cache_compute(map, (size_t)sb.st_size, c, &vsize);
+		munmap(map, (size_t)sb.st_size);
+	}
+	return 0;
+}
+
+/* ---- maintenance ---- */
+
+static int forget_account(sqlite3 *db, int64_t account_id, char **error_r)
+{
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "DELETE FROM messages WHERE folder_id IN (SELECT id FROM folders WHERE "
+		 "account_id = %lld); DELETE FROM expunged WHERE folder_id IN (SELECT id FROM "
+		 "folders WHERE account_id = %lld); DELETE FROM folders WHERE account_id = %lld",
+		 (long long)account_id, (long long)account_id, (long long)account_id);
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		return -1;
+	if (exec(db, sql, error_r) < 0 || exec(db, "COMMIT", error_r) < 0) {
+		rollback(db);
+		return -1;
+	}
+	return 0;
+}
+
+int mbox_forget(struct mbox_store *st, int64_t account_id, char **error_r)
+{
+	sqlite3 *db = conn_db(st, error_r);
+	if (db == NULL)
+		return -1;
+	return forget_account(db, account_id, error_r);
+}
+
+int mbox_reindex(struct mbox_store *st, int64_t account_id, const char *address,
+		 const char *maildir, char **error_r)
+{
+	sqlite3 *db = conn_db(st, error_r);
+	if (db == NULL || forget_account(db, account_id, error_r) < 0)
+		return -1;
+	struct mbox_account a = {.st = st, .id = account_id, .address = (char *)address,
+				 .maildir = (char *)maildir};
+	size_t nn;
+	char **names = folder_names(&a, &nn);
+	int ret = 0;
+	for (size_t i = 0; i < nn && ret == 0; i++) {
+		char *p = folder_path(&a, names[i]);
+		struct frow r;
+		/* read-only: a rebuild moves no file (new/ stays new/ for the next session) */
+		ret = folder_sync(&a, names[i], p, true, &r, error_r);
+		free(p);
+	}
+	strv_free_n(names, nn);
+	return ret;
+}
+
+int mbox_expire(struct mbox_store *st, int64_t account_id, const char *address,
+		const char *maildir, uint64_t trash_age, uint64_t junk_age, size_t *deleted_r,
+		char **error_r)
+{
+	*deleted_r = 0;
+	if (trash_age == 0 && junk_age == 0)
+		return 0;
+	struct mbox_account a = {.st = st, .id = account_id, .address = (char *)address,
+				 .maildir = (char *)maildir};
+	size_t nn;
+	char **names = folder_names(&a, &nn);
+	char *special = special_file_read(&a);
+	int ret = 0;
+	time_t now = time(NULL);
+	for (size_t i = 0; i < nn && ret == 0; i++) {
+		unsigned sp = strcmp(names[i], "INBOX") == 0 ? 0
+			    : folder_special(&a, names[i], special);
+		uint64_t age = (sp & MBOX_SPECIAL_TRASH) && trash_age != 0 ? trash_age
+			     : (sp & MBOX_SPECIAL_JUNK) && junk_age != 0   ? junk_age
+									   : 0;
+		if (age == 0)
+			continue;
+		struct mbox *box;
+		if (mbox_open(&a, names[i], true, &box, error_r) < 0) {
+			ret = -1;
+			break;
+		}
+		struct mbox_msg *msgs;
+		size_t n;
+		if (mbox_messages(box, &msgs, &n, error_r) < 0) {
+			mbox_close(&box);
+			ret = -1;
+			break;
+		}
+		uint32_t *old = xcalloc(n + 1, sizeof(*old));
+		size_t nold = 0;
+		for (size_t k = 0; k < n; k++)
+			if (msgs[k].savedate < (int64_t)now - (int64_t)age)
+				old[nold++] = msgs[k].uid;
+		free(msgs);
+		size_t nexp = 0;
+		if (nold > 0 && expunge_uids(box, old, nold, false, NULL, &nexp, error_r) < 0)
+			ret = -1;
+		if (nexp > 0)
+			log_info("event=retention_expunged account=%s folder=%s messages=%zu",
+				 address, names[i], nexp);
+		*deleted_r += nexp;
+		free(old);
+		mbox_close(&box);
+	}
+	free(special);
+	strv_free_n(names, nn);
+	return ret;
+}

@@ -1,0 +1,861 @@
+/*
+ * The mailbox store: UIDs, flags in file names, the index as a rebuildable
+ * cache, changes and MODSEQs, append/copy/move, folders, subscriptions,
+ * quota, retention, watchers, and a 10,000-message folder with timings.
+ */
+#include "lib/xalloc.h"
+#include "store/directory.h"
+#include "store/mailbox-private.h"
+#include "store/maildir.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static char tmpdir[] = "/tmp/postern-test-mailbox-XXXXXX";
+static struct directory *dir;
+static struct mbox_store *st;
+static const char *folders = "Drafts=drafts, Sent=sent, Junk=junk, Trash=trash, Archive=archive";
+
+#define OK(call)                                                                                   \
+	do {                                                                                       \
+		char *error_ = NULL;                                                               \
+		if ((call) != 0)                                                                   \
+			fail_msg("%s: %s", #call, error_ != NULL ? error_ : "?");                  \
+		free(error_);                                                                      \
+	} while (0)
+
+#define FAILS(call, err)                                                                           \
+	do {                                                                                       \
+		char *error_ = NULL;                                                               \
+		if ((call) != -1)                                                                  \
+			fail_msg("%s succeeded", #call);                                           \
+		assert_non_null(error_);                                                           \
+		assert_int_equal(errno, err);                                                      \
+		free(error_);                                                                      \
+	} while (0)
+
+struct user {
+	int64_t id;
+	char *address;
+	char *maildir;
+	struct mbox_account *acct;
+};
+
+static void user_make(struct user *u, const char *address, uint64_t quota)
+{
+	char *error = NULL;
+	if (directory_user_add(dir, address, "{PLAIN}x", "", quota, &error) != 0)
+		fail_msg("user_add: %s", error);
+	struct resolved r;
+	assert_int_equal(directory_resolve(dir, address, &r), RESOLVE_OK);
+	assert_int_equal(r.naccounts, 1);
+	u->id = r.accounts[0].id;
+	u->address = xstrdup(r.accounts[0].address);
+	u->maildir = xstrdup(r.accounts[0].maildir);
+	resolved_free(&r);
+	u->acct = mbox_account_open(st, u->id, u->address, u->maildir, quota, &error);
+	if (u->acct == NULL)
+		fail_msg("account_open: %s", error);
+}
+
+static void user_free(struct user *u)
+{
+	mbox_account_close(&u->acct);
+	free(u->address);
+	free(u->maildir);
+}
+
+static void deliver(const struct user *u, int n, int start)
+{
+	for (int i = 0; i < n; i++) {
+		char unique[64], msg[256];
+		snprintf(unique, sizeof(unique), "Q%d.%lld", start + i, (long long)u->id);
+		snprintf(msg, sizeof(msg),
+			 "From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
+			 "Subject: message %d\r\nDate: Mon, 2 Jan 2023 10:00:00 +0100\r\n"
+			 "Message-ID: <m%d@example.test>\r\n\r\nbody %d\r\n",
+			 start + i, start + i, start + i);
+		uint64_t size;
+		assert_int_equal(maildir_deliver(u->maildir, unique, 1700000000 + start + i, NULL, msg,
+						 strlen(msg), -1, &size),
+				 0);
+	}
+}
+
+/* Many messages into new/ at once, without fsync (as fast as possible; for timings). */
+static void deliver_fast(const struct user *u, int n, int start)
+{
+	for (int i = 0; i < n; i++) {
+		char msg[256];
+		int len = snprintf(msg, sizeof(msg),
+				   "From: Alice <alice@example.test>\r\nSubject: message %d\r\n"
+				   "Date: Mon, 2 Jan 2023 10:00:00 +0100\r\n\r\nbody %d\r\n",
+				   start + i, start + i);
+		char *p = xasprintf("%s/new/%d.Q%d.%lld.host,S=%d", u->maildir, 1700000000 + i,
+				    start + i, (long long)u->id, len);
+		int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		assert_true(fd >= 0);
+		assert_int_equal(write(fd, msg, (size_t)len), len);
+		close(fd);
+		free(p);
+	}
+}
+
+static size_t count_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	if (d == NULL)
+		return 0;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* The name of the only file in `dir` whose name contains `needle`, or NULL. */
+static char *find_file(const char *path, const char *needle)
+{
+	DIR *d = opendir(path);
+	if (d == NULL)
+		return NULL;
+	char *found = NULL;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		if (strstr(de->d_name, needle) != NULL) {
+			free(found);
+			found = xstrdup(de->d_name);
+		}
+	closedir(d);
+	return found;
+}
+
+static void reopen_store_without_index(void)
+{
+	mbox_store_free(&st);
+	static const char *const files[] = {"index.db", "index.db-wal", "index.db-shm"};
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		char *p = xasprintf("%s/%s", tmpdir, files[i]);
+		unlink(p);
+		free(p);
+	}
+	char *error = NULL;
+	st = mbox_store_new(tmpdir, folders, &error);
+	if (st == NULL)
+		fail_msg("store_new: %s", error);
+}
+
+static void test_basics(void **state)
+{
+	struct user u;
+	user_make(&u, "basic@example.test", 0);
+	char *p = xasprintf("%s/.Trash/cur", u.maildir);
+	struct stat sb;
+	assert_int_equal(stat(p, &sb), 0);
+	free(p);
+	deliver(&u, 3, 1);
+	struct mbox *box;
+	OK(mbox_open(u.acct, "inbox", false, &box, &error_));
+	struct mbox_status s;
+	mbox_get_status(box, &s);
+	assert_int_equal(s.messages, 3);
+	assert_int_equal(s.uidnext, 4);
+	assert_int_equal(s.unseen, 3);
+	assert_int_equal(s.recent, 3);
+	assert_true(s.uidvalidity > 0);
+	struct mbox_msg *m;
+	size_t n;
+	OK(mbox_messages(box, &m, &n, &error_));
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(m[i].uid, i + 1);
+		assert_int_equal(m[i].flags, MBOX_F_RECENT);
+		/* INTERNALDATE: the file's mtime, as Dovecot */
+		assert_true(m[i].internaldate > time(NULL) - 60);
+		assert_true(m[i].savedate > time(NULL) - 60);
+	}
+	free(m);
+	/* new/ -> cur/ with ":2," */
+	char *newdir = xasprintf("%s/new", u.maildir), *curdir = xasprintf("%s/cur", u.maildir);
+	assert_int_equal(count_dir(newdir), 0);
+	assert_int_equal(count_dir(curdir), 3);
+	char *f = find_file(curdir, "Q2.");
+	assert_non_null(f);
+	assert_non_null(strstr(f, ":2,"));
+	free(f);
+
+	/* cache */
+	struct mbox_cache c;
+	OK(mbox_msg_cache(box, 2, &c, &error_));
+	assert_string_equal(c.subject, "message 2");
+	assert_string_equal(c.sort_from, "alice");
+	assert_string_equal(c.display_from, "Alice");
+	assert_string_equal(c.message_id, "<m2@example.test>");
+	assert_int_equal(c.date, 1672650000);
+	assert_int_equal(c.date_tz, 60);
+	assert_non_null(strstr(c.envelope, "\"message 2\""));
+	assert_non_null(strcasestr(c.bodystructure, "\"TEXT\""));
+	mbox_cache_clear(&c);
+	int fd;
+	OK(mbox_msg_open(box, 3, &fd, &error_));
+	char buf[16];
+	assert_int_equal(read(fd, buf, 5), 5);
+	assert_memory_equal(buf, "From:", 5);
+	close(fd);
+	FAILS(mbox_msg_open(box, 9, &fd, &error_), ENOENT);
+
+	/* a second read-write session takes no \Recent; a new delivery is recent for it */
+	struct mbox *box2;
+	OK(mbox_open(u.acct, "INBOX", false, &box2, &error_));
+	mbox_get_status(box2, &s);
+	assert_int_equal(s.recent, 0);
+	deliver(&u, 1, 4);
+	OK(mbox_sync(box2, &error_));
+	mbox_get_status(box2, &s);
+	assert_int_equal(s.messages, 4);
+	assert_int_equal(s.recent, 1);
+	OK(mbox_messages(box2, &m, &n, &error_));
+	assert_int_equal(m[3].flags, MBOX_F_RECENT);
+	assert_int_equal(m[0].flags, 0);
+	free(m);
+	mbox_close(&box2);
+	mbox_close(&box);
+
+	/* STATUS, and an unknown folder */
+	OK(mbox_folder_status(u.acct, "INBOX", &s, &error_));
+	assert_int_equal(s.messages, 4);
+	assert_int_equal(s.recent, 0);
+	FAILS(mbox_folder_status(u.acct, "Nope", &s, &error_), ENOENT);
+	FAILS(mbox_open(u.acct, "a.b", false, &box, &error_), EINVAL);
+	free(newdir);
+	free(curdir);
+	user_free(&u);
+}
+
+static void test_flags_rebuild(void **state)
+{
+	struct user u;
+	user_make(&u, "flags@example.test", 0);
+	deliver(&u, 4, 1);
+	struct mbox *box;
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	struct mbox_status s0;
+	mbox_get_status(box, &s0);
+	int junk = mbox_keyword_index(box, "$Junk", true);
+	int work = mbox_keyword_index(box, "Work", true);
+	assert_int_equal(junk, 0);
+	assert_int_equal(work, 1);
+	assert_int_equal(mbox_keyword_index(box, "$junk", false), 0);
+	assert_int_equal(mbox_keyword_index(box, "absent", false), -1);
+	uint32_t uids[] = {2, 3};
+	struct mbox_msg *ch;
+	size_t nch;
+	OK(mbox_store(box, uids, 2, MBOX_STORE_ADD, MBOX_F_SEEN | MBOX_F_FLAGGED, 1u << work, 0,
+		      &ch, &nch, NULL, NULL, &error_));
+	assert_int_equal(nch, 2);
+	assert_int_equal(ch[0].uid, 2);
+	assert_int_equal(ch[0].flags & ~MBOX_F_RECENT, MBOX_F_SEEN | MBOX_F_FLAGGED);
+	assert_int_equal(ch[0].keywords, 1u << work);
+	assert_true(ch[0].modseq > s0.highestmodseq);
+	uint64_t ms = ch[0].modseq;
+	free(ch);
+	/* no-op store: nothing changes */
+	OK(mbox_store(box, uids, 2, MBOX_STORE_ADD, MBOX_F_SEEN, 0, 0, &ch, &nch, NULL, NULL,
+		      &error_));
+	assert_int_equal(nch, 0);
+	free(ch);
+	uint32_t u4[] = {4};
+	OK(mbox_store(box, u4, 1, MBOX_STORE_SET, MBOX_F_ANSWERED | MBOX_F_DELETED, 1u << junk, 0,
+		      NULL, NULL, NULL, NULL, &error_));
+	/* CONDSTORE: UNCHANGEDSINCE older than the message's modseq fails */
+	uint32_t *failed;
+	size_t nfailed;
+	OK(mbox_store(box, uids, 2, MBOX_STORE_REMOVE, MBOX_F_SEEN, 0, ms - 1, &ch, &nch, &failed,
+		      &nfailed, &error_));
+	assert_int_equal(nch, 0);
+	assert_int_equal(nfailed, 2);
+	assert_int_equal(failed[0], 2);
+	free(failed);
+	free(ch);
+	mbox_close(&box);
+
+	/* in the file names */
+	char *curdir = xasprintf("%s/cur", u.maildir);
+	char *f = find_file(curdir, "Q2.");
+	assert_non_null(strstr(f, ":2,FSb"));
+	free(f);
+	f = find_file(curdir, "Q4.");
+	assert_non_null(strstr(f, ":2,RTa"));
+	free(f);
+
+	/* the index is only a cache */
+	reopen_store_without_index();
+	mbox_account_close(&u.acct);
+	char *error = NULL;
+	u.acct = mbox_account_open(st, u.id, u.address, u.maildir, 0, &error);
+	assert_non_null(u.acct);
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	struct mbox_status s1;
+	mbox_get_status(box, &s1);
+	assert_int_equal(s1.uidvalidity, s0.uidvalidity);
+	assert_int_equal(s1.uidnext, 5);
+	assert_int_equal(s1.messages, 4);
+	struct mbox_msg *m;
+	size_t n;
+	OK(mbox_messages(box, &m, &n, &error_));
+	assert_int_equal(n, 4);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(m[i].uid, i + 1);
+	assert_int_equal(m[1].flags & ~MBOX_F_RECENT, MBOX_F_SEEN | MBOX_F_FLAGGED);
+	assert_int_equal(m[1].keywords, 2);
+	assert_int_equal(m[3].flags & ~MBOX_F_RECENT, MBOX_F_ANSWERED | MBOX_F_DELETED);
+	assert_int_equal(m[3].keywords, 1);
+	free(m);
+	size_t nkw;
+	const char *const *kw = mbox_keywords(box, &nkw);
+	assert_int_equal(nkw, 2);
+	assert_string_equal(kw[0], "$Junk");
+	assert_string_equal(kw[1], "Work");
+
+	/* an external program (mutt) marks message 1 seen */
+	mbox_get_status(box, &s0);
+	f = find_file(curdir, "Q1.");
+	char *from = xasprintf("%s/%s", curdir, f);
+	char *to = xasprintf("%s/%sS", curdir, f);
+	assert_int_equal(rename(from, to), 0);
+	free(from);
+	free(to);
+	free(f);
+	OK(mbox_sync(box, &error_));
+	uint32_t *ex;
+	size_t nex;
+	OK(mbox_changes(box, s0.highestmodseq, &m, &n, &ex, &nex, &error_));
+	assert_int_equal(n, 1);
+	assert_int_equal(m[0].uid, 1);
+	assert_int_equal(m[0].flags & ~MBOX_F_RECENT, MBOX_F_SEEN);
+	assert_true(m[0].modseq > s0.highestmodseq);
+	assert_int_equal(nex, 0);
+	free(m);
+	free(ex);
+
+	/* expunge: only \Deleted, and only those listed for UID EXPUNGE */
+	mbox_get_status(box, &s0);
+	uint32_t u3[] = {3};
+	OK(mbox_store(box, u3, 1, MBOX_STORE_ADD, MBOX_F_DELETED, 0, 0, NULL, NULL, NULL, NULL,
+		      &error_));
+	OK(mbox_expunge(box, u3, 1, &ex, &nex, &error_));
+	assert_int_equal(nex, 1);
+	assert_int_equal(ex[0], 3);
+	free(ex);
+	OK(mbox_expunge(box, NULL, 0, &ex, &nex, &error_));
+	assert_int_equal(nex, 1);
+	assert_int_equal(ex[0], 4);
+	free(ex);
+	OK(mbox_changes(box, s0.highestmodseq, &m, &n, &ex, &nex, &error_));
+	assert_int_equal(nex, 2);
+	assert_int_equal(ex[0], 3);
+	assert_int_equal(ex[1], 4);
+	free(m);
+	free(ex);
+	assert_int_equal(count_dir(curdir), 2);
+	/* a file removed behind our back is expunged by the next sync */
+	f = find_file(curdir, "Q2.");
+	char *gone = xasprintf("%s/%s", curdir, f);
+	unlink(gone);
+	free(gone);
+	free(f);
+	mbox_get_status(box, &s0);
+	OK(mbox_sync(box, &error_));
+	OK(mbox_changes(box, s0.highestmodseq, &m, &n, &ex, &nex, &error_));
+	assert_int_equal(nex, 1);
+	assert_int_equal(ex[0], 2);
+	free(m);
+	free(ex);
+	mbox_close(&box);
+	free(curdir);
+	user_free(&u);
+}
+
+static void test_append_copy(void **state)
+{
+	struct user u;
+	user_make(&u, "append@example.test", 0);
+	const char *kws[] = {"$Forwarded", "Important"};
+	const char *text = "Subject: appended\r\n\r\nhi\r\n";
+	struct mbox_append ap[2] = {
+		{.data = text, .len = strlen(text), .flags = MBOX_F_SEEN, .keywords = kws,
+		 .nkeywords = 2, .internaldate = 1600000000},
+		{.data = "Subject: two\n\nbare LF\n", .len = 22, .flags = 0},
+	};
+	uint32_t uv, uids[2];
+	OK(mbox_append(u.acct, "Drafts", ap, 2, &uv, uids, &error_));
+	assert_int_equal(uids[0], 1);
+	assert_int_equal(uids[1], 2);
+	FAILS(mbox_append(u.acct, "NoSuch", ap, 1, &uv, uids, &error_), ENOENT);
+	struct mbox *box;
+	OK(mbox_open(u.acct, "Drafts", false, &box, &error_));
+	struct mbox_status s;
+	mbox_get_status(box, &s);
+	assert_int_equal(s.uidvalidity, uv);
+	assert_int_equal(s.messages, 2);
+	struct mbox_msg *m;
+	size_t n;
+	OK(mbox_messages(box, &m, &n, &error_));
+	assert_int_equal(m[0].flags & ~MBOX_F_RECENT, MBOX_F_SEEN);
+	assert_int_equal(m[0].keywords, 3);
+	assert_int_equal(m[0].internaldate, 1600000000);
+	assert_int_equal(m[0].size, strlen(text));
+	assert_int_equal(m[1].size, 22 + 3); /* RFC822.SIZE counts CRLF */
+	free(m);
+	char *dd = xasprintf("%s/.Drafts/cur", u.maildir);
+	char *f = find_file(dd, ":2,Sab");
+	assert_non_null(f);
+	free(f);
+	free(dd);
+
+	/* copy to Archive: UID pairs, keywords by name */
+	uint32_t both[] = {1, 2}, *su, *du;
+	size_t nc;
+	OK(mbox_copy(box, both, 2, "Archive", false, &uv, &su, &du, &nc, &error_));
+	assert_int_equal(nc, 2);
+	assert_int_equal(su[0], 1);
+	assert_int_equal(du[0], 1);
+	assert_int_equal(su[1], 2);
+	assert_int_equal(du[1], 2);
+	free(su);
+	free(du);
+	struct mbox *arch;
+	OK(mbox_open(u.acct, "Archive", false, &arch, &error_));
+	mbox_get_status(arch, &s);
+	assert_int_equal(s.uidvalidity, uv);
+	assert_int_equal(s.messages, 2);
+	size_t nkw;
+	const char *const *kw = mbox_keywords(arch, &nkw);
+	assert_int_equal(nkw, 2);
+	assert_string_equal(kw[0], "$Forwarded");
+	struct mbox_cache c;
+	OK(mbox_msg_cache(arch, 1, &c, &error_));
+	assert_string_equal(c.subject, "appended");
+	mbox_cache_clear(&c);
+
+	/* move back one: the source is expunged */
+	uint32_t one[] = {2};
+	OK(mbox_copy(arch, one, 1, "Drafts", true, &uv, &su, &du, &nc, &error_));
+	assert_int_equal(nc, 1);
+	assert_int_equal(su[0], 2);
+	assert_int_equal(du[0], 3);
+	free(su);
+	free(du);
+	uint32_t *ex;
+	size_t nex;
+	OK(mbox_changes(arch, 0, &m, &n, &ex, &nex, &error_));
+	assert_int_equal(n, 1);
+	assert_int_equal(nex, 1);
+	assert_int_equal(ex[0], 2);
+	free(m);
+	free(ex);
+	/* copy into the same folder */
+	OK(mbox_copy(arch, (uint32_t[]){1}, 1, "Archive", false, &uv, &su, &du, &nc, &error_));
+	assert_int_equal(du[0], 3);
+	free(su);
+	free(du);
+	mbox_close(&arch);
+	mbox_close(&box);
+	user_free(&u);
+}
+
+static bool folder_listed(struct mbox_folder *l, size_t n, const char *name, bool *nonexistent_r,
+			  bool *children_r, bool *subscribed_r, unsigned *special_r)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(l[i].name, name) == 0) {
+			if (nonexistent_r)
+				*nonexistent_r = l[i].nonexistent;
+			if (children_r)
+				*children_r = l[i].has_children;
+			if (subscribed_r)
+				*subscribed_r = l[i].subscribed;
+			if (special_r)
+				*special_r = l[i].special;
+			return true;
+		}
+	return false;
+}
+
+static void test_folders(void **state)
+{
+	struct user u;
+	user_make(&u, "folders@example.test", 0);
+	struct mbox_folder *l;
+	size_t n;
+	OK(mbox_folders(u.acct, &l, &n, &error_));
+	assert_int_equal(n, 6);
+	assert_string_equal(l[0].name, "INBOX");
+	unsigned sp;
+	bool sub, ne, ch;
+	assert_true(folder_listed(l, n, "Trash", NULL, NULL, &sub, &sp));
+	assert_int_equal(sp, MBOX_SPECIAL_TRASH);
+	assert_true(sub);
+	mbox_folders_free(&l, n);
+
+	OK(mbox_folder_create(u.acct, "Projects/2024/Q1", 0, &error_));
+	OK(mbox_folder_create(u.acct, "Entwürfe/Ärger", 0, &error_));
+	OK(mbox_folder_create(u.acct, "Stuff", MBOX_SPECIAL_ARCHIVE, &error_));
+	FAILS(mbox_folder_create(u.acct, "Stuff", 0, &error_), EEXIST);
+	FAILS(mbox_folder_create(u.acct, "inbox", 0, &error_), EEXIST);
+	FAILS(mbox_folder_create(u.acct, "a.b", 0, &error_), EINVAL);
+	FAILS(mbox_folder_create(u.acct, "x//y", 0, &error_), EINVAL);
+	FAILS(mbox_folder_create(u.acct, "bad\xff", 0, &error_), EINVAL);
+	/* mUTF-7 on disk, as Dovecot */
+	char *p = xasprintf("%s/.Entw&APw-rfe.&AMQ-rger/cur", u.maildir);
+	struct stat sb;
+	assert_int_equal(stat(p, &sb), 0);
+	free(p);
+	OK(mbox_folders(u.acct, &l, &n, &error_));
+	assert_true(folder_listed(l, n, "Entwürfe/Ärger", &ne, NULL, NULL, NULL));
+	assert_false(ne);
+	assert_true(folder_listed(l, n, "Projects", &ne, &ch, NULL, NULL));
+	assert_false(ne); /* parents are created */
+	assert_true(ch);
+	assert_true(folder_listed(l, n, "Stuff", NULL, NULL, NULL, &sp));
+	assert_int_equal(sp, MBOX_SPECIAL_ARCHIVE);
+	mbox_folders_free(&l, n);
+
+	/* rename with children; the special use follows */
+	deliver(&u, 0, 0);
+	uint32_t uv, uid;
+	struct mbox_append ap = {.data = "Subject: x\r\n\r\n", .len = 14};
+	OK(mbox_append(u.acct, "Projects/2024", &ap, 1, &uv, &uid, &error_));
+	OK(mbox_folder_rename(u.acct, "Projects", "Work/Old", &error_));
+	OK(mbox_folder_rename(u.acct, "Stuff", "Things", &error_));
+	FAILS(mbox_folder_rename(u.acct, "Projects", "X", &error_), ENOENT);
+	FAILS(mbox_folder_rename(u.acct, "Things", "Trash", &error_), EEXIST);
+	struct mbox_status s;
+	OK(mbox_folder_status(u.acct, "Work/Old/2024", &s, &error_));
+	assert_int_equal(s.messages, 1);
+	assert_int_equal(s.uidvalidity, uv); /* kept by a rename */
+	OK(mbox_folders(u.acct, &l, &n, &error_));
+	assert_false(folder_listed(l, n, "Projects", NULL, NULL, NULL, NULL));
+	assert_true(folder_listed(l, n, "Work/Old/2024/Q1", NULL, NULL, NULL, NULL));
+	assert_true(folder_listed(l, n, "Work", &ne, &ch, NULL, NULL));
+	assert_true(ne);
+	assert_true(ch);
+	assert_true(folder_listed(l, n, "Things", NULL, NULL, NULL, &sp));
+	assert_int_equal(sp, MBOX_SPECIAL_ARCHIVE);
+	mbox_folders_free(&l, n);
+
+	/* delete: the children stay; INBOX cannot go */
+	OK(mbox_folder_delete(u.acct, "Work/Old/2024", &error_));
+	FAILS(mbox_folder_delete(u.acct, "Work/Old/2024", &error_), ENOENT);
+	FAILS(mbox_folder_delete(u.acct, "INBOX", &error_), EPERM);
+	OK(mbox_folders(u.acct, &l, &n, &error_));
+	assert_true(folder_listed(l, n, "Work/Old/2024", &ne, NULL, NULL, NULL));
+	assert_true(ne);
+	assert_true(folder_listed(l, n, "Work/Old/2024/Q1", &ne, NULL, NULL, NULL));
+	assert_false(ne);
+	mbox_folders_free(&l, n);
+
+	/* INBOX rename: its messages move, INBOX stays (empty) */
+	deliver(&u, 2, 1);
+	OK(mbox_folder_rename(u.acct, "INBOX", "Old Inbox", &error_));
+	OK(mbox_folder_status(u.acct, "INBOX", &s, &error_));
+	assert_int_equal(s.messages, 0);
+	OK(mbox_folder_status(u.acct, "Old Inbox", &s, &error_));
+	assert_int_equal(s.messages, 2);
+
+	/* subscriptions */
+	OK(mbox_folder_subscribe(u.acct, "Things", true, &error_));
+	OK(mbox_folder_subscribe(u.acct, "Gone/Away", true, &error_));
+	OK(mbox_folder_subscribe(u.acct, "Trash", false, &error_));
+	OK(mbox_folders(u.acct, &l, &n, &error_));
+	assert_true(folder_listed(l, n, "Things", NULL, NULL, &sub, NULL));
+	assert_true(sub);
+	assert_true(folder_listed(l, n, "Trash", NULL, NULL, &sub, NULL));
+	assert_false(sub);
+	assert_true(folder_listed(l, n, "Gone/Away", &ne, NULL, &sub, NULL));
+	assert_true(ne);
+	assert_true(sub);
+	mbox_folders_free(&l, n);
+	char *sf = xasprintf("%s/subscriptions", u.maildir);
+	FILE *fp = fopen(sf, "r");
+	char buf[512] = "";
+	size_t got = fread(buf, 1, sizeof(buf) - 1, fp);
+	buf[got] = '\0';
+	fclose(fp);
+	free(sf);
+	assert_non_null(strstr(buf, "Things\n"));
+	assert_null(strstr(buf, "Trash\n"));
+	user_free(&u);
+}
+
+static void test_quota(void **state)
+{
+	struct user u;
+	user_make(&u, "quota@example.test", 1000);
+	char big[600];
+	memset(big, 'x', sizeof(big));
+	memcpy(big, "Subject: q\r\n\r\n", 14);
+	struct mbox_append ap = {.data = big, .len = sizeof(big)};
+	uint32_t uv, uid;
+	OK(mbox_append(u.acct, "INBOX", &ap, 1, &uv, &uid, &error_));
+	uint64_t used, limit;
+	OK(mbox_quota(u.acct, &used, &limit, &error_));
+	assert_int_equal(used, 600);
+	assert_int_equal(limit, 1000);
+	FAILS(mbox_append(u.acct, "INBOX", &ap, 1, &uv, &uid, &error_), EDQUOT);
+	struct mbox *box;
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	uint32_t *su, *du;
+	size_t nc;
+	FAILS(mbox_copy(box, &uid, 1, "Trash", false, &uv, &su, &du, &nc, &error_), EDQUOT);
+	/* a move does not add */
+	OK(mbox_copy(box, &uid, 1, "Trash", true, &uv, &su, &du, &nc, &error_));
+	free(su);
+	free(du);
+	OK(mbox_quota(u.acct, &used, &limit, &error_));
+	assert_int_equal(used, 600);
+	mbox_close(&box);
+	/* deleting a folder frees its bytes */
+	OK(mbox_folder_delete(u.acct, "Trash", &error_));
+	OK(mbox_quota(u.acct, &used, &limit, &error_));
+	assert_int_equal(used, 0);
+	user_free(&u);
+}
+
+static void age_messages(const char *folder_like, int64_t savedate)
+{
+	sqlite3 *db;
+	char *p = xasprintf("%s/index.db", tmpdir);
+	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	sqlite3_busy_timeout(db, 5000);
+	char *sql = sqlite3_mprintf("UPDATE messages SET savedate = %lld WHERE folder_id IN "
+				    "(SELECT id FROM folders WHERE name = %Q)",
+				    (long long)savedate, folder_like);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_free(sql);
+	sqlite3_close(db);
+	free(p);
+}
+
+static void test_retention(void **state)
+{
+	struct user u;
+	user_make(&u, "retention@example.test", 0);
+	struct mbox_append ap = {.data = "Subject: r\r\n\r\n", .len = 14};
+	uint32_t uv, uid;
+	static const char *const fs[] = {"Trash", "Junk", "Sent", "INBOX"};
+	for (size_t i = 0; i < ARRAY_SIZE(fs); i++) {
+		OK(mbox_append(u.acct, fs[i], &ap, 1, &uv, &uid, &error_));
+		OK(mbox_append(u.acct, fs[i], &ap, 1, &uv, &uid, &error_));
+	}
+	time_t now = time(NULL);
+	for (size_t i = 0; i < ARRAY_SIZE(fs); i++)
+		age_messages(fs[i], now - 40 * 86400);
+	/* one fresh message in Trash */
+	OK(mbox_append(u.acct, "Trash", &ap, 1, &uv, &uid, &error_));
+	size_t deleted;
+	OK(mbox_expire(st, u.id, u.address, u.maildir, 30 * 86400, 0, &deleted, &error_));
+	assert_int_equal(deleted, 2);
+	struct mbox_status s;
+	OK(mbox_folder_status(u.acct, "Trash", &s, &error_));
+	assert_int_equal(s.messages, 1);
+	OK(mbox_folder_status(u.acct, "Junk", &s, &error_));
+	assert_int_equal(s.messages, 2);
+	OK(mbox_expire(st, u.id, u.address, u.maildir, 30 * 86400, 50 * 86400, &deleted, &error_));
+	assert_int_equal(deleted, 0);
+	OK(mbox_expire(st, u.id, u.address, u.maildir, 30 * 86400, 10 * 86400, &deleted, &error_));
+	assert_int_equal(deleted, 2);
+	OK(mbox_folder_status(u.acct, "Sent", &s, &error_));
+	assert_int_equal(s.messages, 2);
+	OK(mbox_folder_status(u.acct, "INBOX", &s, &error_));
+	assert_int_equal(s.messages, 2);
+	user_free(&u);
+}
+
+static int fired[4];
+static void on_change(void *arg)
+{
+	fired[(intptr_t)arg]++;
+}
+
+static void test_watch_two_sessions(void **state)
+{
+	struct user u;
+	user_make(&u, "watch@example.test", 0);
+	struct mbox_watch *w0 = mbox_watch(st, u.maildir, "INBOX", on_change, (void *)0);
+	struct mbox_watch *w1 = mbox_watch(st, u.maildir, "Sent", on_change, (void *)1);
+	mbox_notify(u.maildir, "inbox");
+	assert_int_equal(fired[0], 1);
+	assert_int_equal(fired[1], 0);
+	mbox_notify("/elsewhere", "INBOX");
+	assert_int_equal(fired[0], 1);
+
+	deliver(&u, 2, 1);
+	struct mbox *a, *b;
+	OK(mbox_open(u.acct, "INBOX", false, &a, &error_));
+	assert_true(fired[0] >= 2); /* the sync that found the deliveries */
+	OK(mbox_open(u.acct, "INBOX", false, &b, &error_));
+	struct mbox_status sb;
+	mbox_get_status(b, &sb);
+	int before = fired[0];
+	uint32_t uid = 2;
+	OK(mbox_store(a, &uid, 1, MBOX_STORE_ADD, MBOX_F_SEEN, 0, 0, NULL, NULL, NULL, NULL,
+		      &error_));
+	assert_int_equal(fired[0], before + 1);
+	OK(mbox_sync(b, &error_));
+	struct mbox_msg *m;
+	size_t n;
+	uint32_t *ex;
+	size_t nex;
+	OK(mbox_changes(b, sb.highestmodseq, &m, &n, &ex, &nex, &error_));
+	assert_int_equal(n, 1);
+	assert_int_equal(m[0].uid, 2);
+	assert_int_equal(m[0].flags, MBOX_F_SEEN);
+	free(m);
+	free(ex);
+	struct mbox_append ap = {.data = "Subject: s\r\n\r\n", .len = 14};
+	uint32_t uv;
+	OK(mbox_append(u.acct, "Sent", &ap, 1, &uv, &uid, &error_));
+	assert_int_equal(fired[1], 1);
+	mbox_unwatch(st, &w0);
+	assert_null(w0);
+	mbox_notify(u.maildir, "INBOX");
+	assert_int_equal(fired[0], before + 1);
+	mbox_unwatch(st, &w1);
+	mbox_close(&a);
+	mbox_close(&b);
+	user_free(&u);
+}
+
+static double ms_since(const struct timespec *t0)
+{
+	struct timespec t1;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void test_large_folder(void **state)
+{
+	struct user u;
+	user_make(&u, "large@example.test", 0);
+	enum { N = 10000 };
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	deliver_fast(&u, N, 1);
+	double t_deliver = ms_since(&t0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct mbox *box;
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	double t_first = ms_since(&t0);
+	mbox_close(&box);
+	/* let the directory mtimes age past the one-second distrust window */
+	sleep(2);
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	mbox_close(&box);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	struct mbox_msg *m;
+	size_t n;
+	OK(mbox_messages(box, &m, &n, &error_));
+	double t_warm = ms_since(&t0);
+	assert_int_equal(n, N);
+	assert_int_equal(m[N - 1].uid, N);
+	free(m);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	OK(mbox_sync(box, &error_));
+	double t_sync = ms_since(&t0);
+	uint32_t *all = xcalloc(N, sizeof(*all));
+	for (uint32_t i = 0; i < N; i++)
+		all[i] = i + 1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	OK(mbox_store(box, all, N, MBOX_STORE_ADD, MBOX_F_SEEN, 0, 0, NULL, NULL, NULL, NULL,
+		      &error_));
+	double t_store = ms_since(&t0);
+	free(all);
+	mbox_close(&box);
+	printf("# %d messages: deliver %.0f ms, first open (index) %.0f ms, warm open+messages "
+	       "%.1f ms, unchanged sync %.2f ms, store \\Seen on all %.0f ms\n",
+	       N, t_deliver, t_first, t_warm, t_sync, t_store);
+	user_free(&u);
+}
+
+static void test_date(void **state)
+{
+	int64_t t;
+	int tz;
+	assert_int_equal(mbox_parse_date("Mon, 2 Jan 2023 10:00:00 +0100", &t, &tz), 0);
+	assert_int_equal(t, 1672650000);
+	assert_int_equal(tz, 60);
+	assert_int_equal(mbox_parse_date("2 Jan 23 10:00 EST", &t, &tz), 0);
+	assert_int_equal(t, 1672671600);
+	assert_int_equal(tz, -300);
+	assert_int_equal(mbox_parse_date(" (comment) Fri, 21 Nov 1997 09:55:06 -0600 (MDT)", &t,
+					 &tz),
+			 0);
+	assert_int_equal(t, 880127706);
+	assert_int_equal(mbox_parse_date("1 Jan 99 00:00:00 GMT", &t, &tz), 0);
+	assert_int_equal(t, 915148800);
+	assert_int_equal(mbox_parse_date("garbage", &t, &tz), -1);
+	assert_int_equal(mbox_parse_date("32 Jan 2020 00:00 +0000", &t, &tz), -1);
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static int setup(void **state)
+{
+	if (mkdtemp(tmpdir) == NULL)
+		return -1;
+	char *error = NULL;
+	if (directory_open(tmpdir, true, &dir, &error) < 0 ||
+	    directory_domain_add(dir, "example.test", &error) < 0) {
+		fprintf(stderr, "%s\n", error);
+		return -1;
+	}
+	st = mbox_store_new(tmpdir, folders, &error);
+	if (st == NULL) {
+		fprintf(stderr, "%s\n", error);
+		return -1;
+	}
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	mbox_store_free(&st);
+	directory_close(&dir);
+	nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_date),	     cmocka_unit_test(test_basics),
+		cmocka_unit_test(test_flags_rebuild), cmocka_unit_test(test_append_copy),
+		cmocka_unit_test(test_folders),	     cmocka_unit_test(test_quota),
+		cmocka_unit_test(test_retention),    cmocka_unit_test(test_watch_two_sessions),
+		cmocka_unit_test(test_large_folder),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
