@@ -46,6 +46,42 @@ bool imap_arg_atom_eq(const struct imap_arg *a, const char *word)
 
 /* ---- reader ---- */
 
+static bool is_tag_char(unsigned char c);
+
+/*
+ * Remember the tag of the command being refused, from the start of the
+ * command in buf or, if nothing is buffered yet, from the input.
+ */
+static void note_tag(struct imap_reader *r, struct evbuffer *in)
+{
+	char tmp[IMAP_READER_TAG_MAX + 2];
+	size_t n;
+	r->tag[0] = '\0';
+	if (r->len > 0 && r->line_begin > 0) {
+		n = r->len < sizeof(tmp) ? r->len : sizeof(tmp);
+		memcpy(tmp, r->buf, n);
+	} else if (r->len > 0) {
+		n = r->len < sizeof(tmp) ? r->len : sizeof(tmp);
+		memcpy(tmp, r->buf, n);
+		if (n < sizeof(tmp) && in != NULL) {
+			ev_ssize_t got = evbuffer_copyout(in, tmp + n, sizeof(tmp) - n);
+			n += got > 0 ? (size_t)got : 0;
+		}
+	} else if (in != NULL) {
+		ev_ssize_t got = evbuffer_copyout(in, tmp, sizeof(tmp));
+		n = got > 0 ? (size_t)got : 0;
+	} else {
+		return;
+	}
+	size_t i = 0;
+	while (i < n && i <= IMAP_READER_TAG_MAX && is_tag_char((unsigned char)tmp[i]))
+		i++;
+	if (i == 0 || i > IMAP_READER_TAG_MAX || i >= n || tmp[i] != ' ')
+		return;
+	memcpy(r->tag, tmp, i);
+	r->tag[i] = '\0';
+}
+
 void imap_reader_init(struct imap_reader *r, size_t max_line, size_t max_literal,
 		      size_t max_command)
 {
@@ -234,6 +270,7 @@ enum imap_reader_status imap_reader_feed(struct imap_reader *r, struct evbuffer 
 		/* 2 octets of slack for the CRLF */
 		if (r->len - r->line_begin + take > r->max_line + 2 ||
 		    r->len + take > r->max_command + 2) {
+			note_tag(r, in);
 			skip_line(r);
 			return IMAP_READ_TOO_LONG;
 		}
@@ -247,12 +284,14 @@ enum imap_reader_status imap_reader_feed(struct imap_reader *r, struct evbuffer 
 			if (r->buf[r->len - 1] != '\r')
 				clen = r->len - r->line_begin;
 			if (clen > r->max_line || r->line_begin + clen > r->max_command) {
+				note_tag(r, NULL);
 				skip_line(r);
 				return IMAP_READ_TOO_LONG;
 			}
 			return IMAP_READ_MORE;
 		}
 		const char *line = r->buf + r->line_begin;
+		note_tag(r, NULL);
 		if (clen > r->max_line || r->line_begin + clen > r->max_command) {
 			char tail[ANNOUNCE_TAIL];
 			size_t t = clen < ANNOUNCE_TAIL ? clen : ANNOUNCE_TAIL;

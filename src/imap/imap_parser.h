@@ -87,6 +87,8 @@ enum imap_reader_status {
 	IMAP_READ_BAD_LITERAL, /* non-synchronising literal over 4096 with LITERAL- */
 };
 
+#define IMAP_READER_TAG_MAX 64
+
 struct imap_reader {
 	size_t max_line;    /* one line (without literals) */
 	size_t max_literal; /* one literal */
@@ -99,6 +101,9 @@ struct imap_reader {
 	bool literal_minus; /* LITERAL- only: {N+} limited to 4096 */
 	size_t line_begin;  /* offset in buf of the current line */
 	bool have_command;  /* buf holds a complete command (the next feed resets) */
+	/* after TOO_LONG / BAD_LITERAL: the tag of the refused command when its
+	   start could be read (for a tagged BAD), else "" (answer "* BAD") */
+	char tag[IMAP_READER_TAG_MAX + 1];
 };
 
 void imap_reader_init(struct imap_reader *r, size_t max_line, size_t max_literal,

@@ -171,6 +171,50 @@ static void test_reader_limits(void **state)
 	free(big);
 }
 
+/* The tag reported with a refused command. */
+static void check_tag(const char *input, size_t chunk, size_t max_line, size_t max_command,
+		      const char *expect)
+{
+	struct evbuffer *in = evbuffer_new();
+	struct imap_reader r;
+	imap_reader_init(&r, max_line, 100, max_command);
+	size_t len = strlen(input), pos = 0;
+	bool seen = false;
+	while (pos < len && !seen) {
+		size_t n = chunk < len - pos ? chunk : len - pos;
+		evbuffer_add(in, input + pos, n);
+		pos += n;
+		for (int guard = 0; guard < 100; guard++) {
+			enum imap_reader_status st = imap_reader_feed(&r, in);
+			if (st == IMAP_READ_MORE)
+				break;
+			if (st == IMAP_READ_TOO_LONG) {
+				assert_string_equal(r.tag, expect);
+				seen = true;
+				break;
+			}
+		}
+	}
+	assert_true(seen);
+	imap_reader_free(&r);
+	evbuffer_free(in);
+}
+
+static void test_reader_tag(void **state)
+{
+	const char *longline = "tag1 NOOP 01234567890123456789012345678901234567890123456789\r\n";
+	check_tag(longline, 1000, 20, 1000, "tag1");
+	check_tag(longline, 1, 20, 1000, "tag1");
+	check_tag(longline, 7, 20, 1000, "tag1");
+	check_tag("a.b APPEND x {500}\r\n", 1000, 100, 1000, "a.b");
+	check_tag("a.b APPEND x {5}\r\n", 1, 100, 10, "a.b");
+	check_tag("c LOGIN {3+}\r\nabc {200+}\r\n", 1000, 100, 1000, "c");
+	/* no usable tag: untagged BAD */
+	check_tag("01234567890123456789012345678901234567890123456789\r\n", 1000, 20, 1000, "");
+	check_tag("+x NOOP 01234567890123456789012345678901234567890123456789\r\n", 1000, 20,
+		  1000, "");
+}
+
 /* ---- parser ---- */
 
 static struct imap_command parse_ok(const char *text)
@@ -441,7 +485,7 @@ int main(void)
 		cmocka_unit_test(test_reader_limits),     cmocka_unit_test(test_parse_basic),
 		cmocka_unit_test(test_parse_literals),    cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test(test_parse_depth),       cmocka_unit_test(test_parse_many_args),
-		cmocka_unit_test(test_reader_then_parser),
+		cmocka_unit_test(test_reader_then_parser), cmocka_unit_test(test_reader_tag),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
