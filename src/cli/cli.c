@@ -27,7 +27,7 @@ static const struct cli_cmd help_cmds[] = {
 static const struct cli_cmd *const groups[] = {
 	cmd_init_cmds,	 cmd_serve_cmds,    cmd_domain_cmds, cmd_user_cmds, cmd_alias_cmds,
 	cmd_dkim_cmds,	 cmd_dns_cmds,	    cmd_config_cmds, cmd_sendmail_cmds, cmd_queue_cmds,
-	version_cmds,
+	cmd_reindex_cmds, version_cmds,
 	help_cmds,
 };
 

@@ -59,6 +59,7 @@ extern const struct cli_cmd cmd_sendmail_cmds[];
 extern const struct cli_cmd cmd_dkim_cmds[];
 extern const struct cli_cmd cmd_dns_cmds[];
 extern const struct cli_cmd cmd_queue_cmds[];
+extern const struct cli_cmd cmd_reindex_cmds[];
 
 /* Print "usage: postern [-c FILE] GROUP NAME ARGS" and the summary. */
 void cli_usage(FILE *out, const struct cli_cmd *cmd);

@@ -4,12 +4,14 @@
 #include "lib/strutil.h"
 #include "lib/xalloc.h"
 #include "store/directory.h"
+#include "store/mailbox.h"
 #include "store/maildir.h"
 #include "store/password.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 static bool parse_quota(const char *s, uint64_t *quota_r)
@@ -126,8 +128,33 @@ static int run_del(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 	if (dir == NULL)
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
+	/* the account's id, for its rows in the mailbox index */
+	int64_t id = 0;
+	struct resolved r = {0};
+	if (directory_resolve(dir, pos[0], &r) == RESOLVE_OK)
+		for (size_t i = 0; i < r.naccounts; i++)
+			if (strcasecmp(r.accounts[i].address, pos[0]) == 0)
+				id = r.accounts[i].id;
+	resolved_free(&r);
 	ret = directory_user_del(dir, pos[0], &error);
 	ret = cli_directory_done(cli, &dir, ret, error);
+	if (ret == CLI_EXIT_OK && id > 0) {
+		error = NULL;
+		struct mbox_store *st =
+			mbox_store_new(cli->cfg->data_dir, cli->cfg->mailbox_folders, &error);
+		if (st == NULL || mbox_forget(st, id, &error) < 0)
+			cli_warn("the mailbox index still holds rows of %s (harmless): %s", pos[0],
+				 error != NULL ? error : "?");
+		free(error);
+		mbox_store_free(&st);
+		static const char *const files[] = {"index.db", "index.db-wal", "index.db-shm"};
+		for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+			char *p = xasprintf("%s/%s", cli->cfg->data_dir, files[i]);
+			if (access(p, F_OK) == 0)
+				cli_chown(cli, p, false);
+			free(p);
+		}
+	}
 	if (ret == CLI_EXIT_OK)
 		printf("deleted user %s\n", pos[0]);
 	return ret;

@@ -31,6 +31,7 @@
 #include "lib/xalloc.h"
 #include "queue/queue-private.h"
 #include "store/directory.h"
+#include "store/mailbox.h"
 #include "store/maildir.h"
 
 #include <errno.h>
@@ -514,6 +515,10 @@ static void settle_round(struct queue *q, struct round *rd)
 				 c->id, c->account, (unsigned long long)c->quota,
 				 (unsigned long long)used, (unsigned long long)md->size);
 		add_usage(rd, c->account_id, (int64_t)md->size);
+		/* wake IMAP IDLE sessions of the account's INBOX (md->newdir is MAILDIR/new) */
+		char *root = xstrndup(md->newdir, strlen(md->newdir) - strlen("/new"));
+		mbox_notify(root, "INBOX");
+		free(root);
 		char to[512];
 		log_info("event=delivered queue_id=%s to=%s account=%s size=%llu", c->id,
 			 log_quote(to, sizeof(to), c->rcpt, 256), c->account,

@@ -605,16 +605,13 @@ static int account_used(struct mbox_account *a, uint64_t *used_r, char **error_r
 	struct directory *dir = directory_thread(a->st->data_dir);
 	if (dir == NULL)
 		return fail(error_r, EIO, "cannot open the directory database");
-	struct resolved r = {0};
-	enum resolve_result rr = directory_resolve(dir, a->address, &r);
-	if (rr == RESOLVE_ERROR) {
-		resolved_free(&r);
+	struct account acc = {0};
+	int r = directory_account(dir, a->address, &acc);
+	if (r < 0)
 		return fail(error_r, EIO, "directory lookup failed");
-	}
-	for (size_t i = 0; i < r.naccounts; i++)
-		if (r.accounts[i].id == a->id)
-			*used_r = r.accounts[i].used;
-	resolved_free(&r);
+	if (r == 1 && acc.id == a->id)
+		*used_r = acc.used;
+	account_free_fields(&acc);
 	return 0;
 }
 

@@ -1,0 +1,81 @@
+"""`postern reindex`: the mailbox index rebuilt from the Maildir files with the same UIDVALIDITY
+and UIDs; `postern user del` forgets the account's index rows. CLI only (no server)."""
+import os
+import sqlite3
+
+from conftest import DOMAIN, check_sanitizers
+
+
+def ok(r):
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    check_sanitizers(r.stderr.decode(errors="replace"), "cli")
+    return r.stdout.decode()
+
+
+def put(p, address, folder, name, body):
+    d = os.path.join(p.maildir_path(address, folder), "new")
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(body)
+
+
+def uidlist(p, address, folder=""):
+    with open(os.path.join(p.maildir_path(address, folder), "postern-uidlist")) as f:
+        lines = f.read().splitlines()
+    head = lines[0].split()
+    assert head[0] == "V1", lines
+    return int(head[1]), {l.split(" ", 1)[1]: int(l.split(" ", 1)[0]) for l in lines[1:]}
+
+
+def index_rows(p, address):
+    db = sqlite3.connect(os.path.join(p.data_dir, "index.db"))
+    try:
+        return db.execute(
+            "SELECT f.name, f.uidvalidity, m.uid, m.basename, m.flags, m.subject FROM messages m "
+            "JOIN folders f ON f.id = m.folder_id ORDER BY f.name, m.uid").fetchall()
+    finally:
+        db.close()
+
+
+def test_reindex_keeps_uids(postern_factory):
+    p = postern_factory(start=False, users=("r",))
+    addr = "r@" + DOMAIN
+    for i in range(3):
+        put(p, addr, "", "170000000%d.Q%d.1.host,S=40" % (i, i),
+            b"Subject: hello %d\r\nFrom: x@y.test\r\n\r\nbody\r\n" % i)
+    put(p, addr, "Trash", "1700000009.T1.1.host,S=30", b"Subject: trashed\r\n\r\nbody\r\n")
+    out = ok(p.cli("reindex", addr))
+    assert "reindexed " + addr in out
+    uv, uids = uidlist(p, addr)
+    assert sorted(uids.values()) == [1, 2, 3]
+    rows = index_rows(p, addr)
+    assert [(r[0], r[2], r[5]) for r in rows] == [
+        ("INBOX", 1, "hello 0"), ("INBOX", 2, "hello 1"), ("INBOX", 3, "hello 2"), ("Trash", 1, "trashed")]
+
+    # a flag set by another program (in the file name), then the index lost: same UIDs and flags
+    cur = os.path.join(p.maildir_path(addr), "new")
+    name = sorted(os.listdir(cur))[1]
+    os.rename(os.path.join(cur, name), os.path.join(p.maildir_path(addr), "cur", name + ":2,S"))
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.unlink(os.path.join(p.data_dir, "index.db" + suffix))
+        except FileNotFoundError:
+            pass
+    # a message that arrived meanwhile gets the next UID
+    put(p, addr, "", "1700000005.Q5.1.host,S=40", b"Subject: later\r\n\r\nbody\r\n")
+    ok(p.cli("reindex", addr))
+    uv2, uids2 = uidlist(p, addr)
+    assert uv2 == uv
+    rows = index_rows(p, addr)
+    inbox = [r for r in rows if r[0] == "INBOX"]
+    assert all(r[1] == uv for r in inbox)
+    assert [(r[2], r[5]) for r in inbox] == [(1, "hello 0"), (2, "hello 1"), (3, "hello 2"), (4, "later")]
+    assert [r[4] for r in inbox] == [0, 1, 0, 0]  # \Seen on UID 2 only
+    assert uids2[name] == 2
+
+    r = p.cli("reindex", "nobody@" + DOMAIN)
+    assert r.returncode == 1
+    assert "no such account" in r.stderr.decode()
+
+    # deleting the account forgets its rows
+    ok(p.cli("user", "del", addr))
+    assert index_rows(p, addr) == []
