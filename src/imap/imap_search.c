@@ -1978,7 +1978,7 @@ int imap_search_parse(const struct imap_arg *args, size_t nargs, struct imap_sea
 		}
 		i += 2;
 	}
-	return parse_program(args + i, nargs - i, search_r, error_r);
+	return parse_program(i < nargs ? args + i : NULL, nargs - i, search_r, error_r);
 }
 
 bool imap_search_has_modseq(const struct imap_search *search)
