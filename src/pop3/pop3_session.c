@@ -203,7 +203,12 @@ static void job_work_end(struct pop3_session *s)
 
 static void session_free(struct pop3_session *s)
 {
-	if (s->box != NULL || s->acct != NULL) {
+	if ((s->box != NULL || s->acct != NULL) && s->srv->draining) {
+		/* shutting down: the worker pool may already be stopping and
+		   would never run a new job; blocking here is harmless now */
+		mbox_close(&s->box);
+		mbox_account_close(&s->acct);
+	} else if (s->box != NULL || s->acct != NULL) {
 		/* mailbox calls may block: close on a worker */
 		struct close_job *j = xcalloc(1, sizeof(*j));
 		j->acct = s->acct;
