@@ -2,10 +2,14 @@
  * libFuzzer target: the input is an IMAP command; its arguments are parsed
  * as a SEARCH program (with RETURN/CHARSET) and as bare keys, and the
  * program is evaluated on two fixed messages (one multipart with base64 and
- * quoted-printable parts), with the cache and content callbacks.
+ * quoted-printable parts), with the cache and content callbacks. The
+ * command's strings also become the subjects, Message-IDs, In-Reply-To
+ * and References of a few messages that are threaded both ways and
+ * sorted (with the first argument as sort criteria when it parses).
  */
 #include "imap/imap_parser.h"
 #include "imap/imap_search.h"
+#include "imap/imap_sort.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,6 +49,62 @@ static int content(void *arg, const struct mbox_msg *m, const void **data_r, siz
 	*data_r = texts[m->uid - 1];
 	*len_r = strlen(texts[m->uid - 1]);
 	return 0;
+}
+
+/* Collect up to `max` string values of the argument tree, depth first. */
+static void strings(const struct imap_arg *args, size_t n, const char **out, size_t *k, size_t max)
+{
+	for (size_t i = 0; i < n && *k < max; i++) {
+		if (args[i].type == IMAP_ARG_LIST)
+			strings(args[i].list, args[i].nlist, out, k, max);
+		else
+			out[(*k)++] = args[i].str;
+	}
+}
+
+static void sort_and_thread(const struct imap_command *cmd)
+{
+	enum { MAXS = 32, MSGS = 8 };
+	const char *s[MAXS];
+	size_t k = 0;
+	strings(cmd->args, cmd->nargs, s, &k, MAXS);
+	if (k == 0)
+		return;
+	struct imap_sort_msg m[MSGS];
+	memset(m, 0, sizeof(m));
+	for (size_t i = 0; i < MSGS; i++) {
+		m[i].msn = (uint32_t)i + 1;
+		m[i].uid = (uint32_t)i * 3 + 1;
+		m[i].date = (int64_t)(i * 7919 % 5);
+		m[i].arrival = (int64_t)i;
+		m[i].size = i * 13 % 7;
+		m[i].subject = s[(i * 4) % k];
+		m[i].message_id = s[(i * 4 + 1) % k];
+		m[i].in_reply_to = s[(i * 4 + 2) % k];
+		m[i].references = s[(i * 4 + 3) % k];
+		m[i].from = m[i].display_from = s[(i + 5) % k];
+	}
+	for (size_t i = 0; i < k; i++) {
+		bool reply;
+		char *b = imap_base_subject(s[i], &reply);
+		if (strlen(b) > strlen(s[i]))
+			abort();
+		free(b);
+	}
+	for (int by_uid = 0; by_uid < 2; by_uid++) {
+		char *t = imap_thread(IMAP_THREAD_REFERENCES, m, MSGS, by_uid);
+		free(t);
+		t = imap_thread(IMAP_THREAD_ORDEREDSUBJECT, m, MSGS, by_uid);
+		free(t);
+	}
+	struct imap_sort_program prog;
+	const char *error;
+	if (cmd->nargs > 0 && imap_sort_parse(&cmd->args[0], &prog, &error) == 0) {
+		imap_sort(&prog, m, MSGS);
+		for (size_t i = 1; i < MSGS; i++)
+			if (m[i].msn == m[i - 1].msn)
+				abort();
+	}
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -89,6 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		imap_search_free(&s);
 	}
 	imap_seqset_free(&saved);
+	sort_and_thread(&cmd);
 	imap_command_clear(&cmd);
 	return 0;
 }
