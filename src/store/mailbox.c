@@ -84,6 +84,7 @@ struct mbox {
 	/* UID ranges [lo, hi) this box took \Recent for */
 	uint32_t *recent;
 	size_t nrecent, recent_cap;
+	bool synced; /* status computed at least once */
 };
 
 /* ---- errors ---- */
@@ -1306,7 +1307,7 @@ static char **move_new(const char *path, size_t *n_r)
 	return moved;
 }
 
-/* Read a message file for the cache; NULL data if it cannot be read. */
+/* Read a message file and compute its cache record (an empty message if it cannot be read). */
 static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r,
 		       uint64_t *phys_r, int64_t *mtime_r, int64_t *ctime_r)
 {
@@ -1323,15 +1324,32 @@ static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r
 	*phys_r = (uint64_t)sb.st_size;
 	*mtime_r = sb.st_mtim.tv_sec;
 	*ctime_r = sb.st_ctim.tv_sec;
-	void *map = sb.st_size > 0 ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0)
-				   : MAP_FAILED;
+	size_t size = (size_t)sb.st_size;
+	if (size <= 256 * 1024) {
+		/* small: one read() is cheaper than mmap + munmap */
+		char *buf = xmalloc(size + 1);
+		size_t got = 0;
+		while (got < size) {
+			ssize_t n = pread(fd, buf + got, size - got, (off_t)got);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		close(fd);
+		mbox_cache_compute(buf, got, c, vsize_r);
+		free(buf);
+		return;
+	}
+	void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
 	close(fd);
 	if (map == MAP_FAILED) {
 		mbox_cache_compute("", 0, c, vsize_r);
 		return;
 	}
-	mbox_cache_compute(map, (size_t)sb.st_size, c, vsize_r);
-	munmap(map, (size_t)sb.st_size);
+	mbox_cache_compute(map, size, c, vsize_r);
+	munmap(map, size);
 }
 
 static void bind_cache(sqlite3_stmt *s, int first, const struct mbox_cache *c)
@@ -2073,9 +2091,14 @@ static int box_refresh(struct mbox *box, char **error_r)
 	if (box->folder_id != 0 && r.id != box->folder_id)
 		return fail(error_r, ENOENT, "folder %s was deleted", box->name);
 	box->folder_id = r.id;
+	size_t nrecent = box->nrecent;
 	if (take_recent(box, db, &r, error_r) < 0)
 		return -1;
 	box_keywords_reload(box);
+	/* every change raises HIGHESTMODSEQ: same value and UIDNEXT, same state (no COUNT(*) scan) */
+	if (box->synced && r.hms == box->status.highestmodseq && r.uidnext == box->status.uidnext &&
+	    nrecent == box->nrecent)
+		return 0;
 	struct mbox_status st;
 	if (status_query(db, &r, &st, error_r) < 0)
 		return -1;
@@ -2096,6 +2119,7 @@ static int box_refresh(struct mbox *box, char **error_r)
 	if (box->readonly)
 		st.recent = 0;
 	box->status = st;
+	box->synced = true;
 	return 0;
 }
 
@@ -2364,6 +2388,7 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 		goto out;
 	if (nch > 0) {
 		box->status.highestmodseq = modseq;
+		box->synced = false; /* counts changed: recomputed by the next sync */
 		mbox_notify(box->acct->maildir, box->name);
 	}
 	ret = 0;
@@ -2389,6 +2414,65 @@ out:
 	if (nfailed_r != NULL)
 		*nfailed_r = nfl;
 	return 0;
+}
+
+/*
+ * Rewrite a folder's uidlist with only the live messages once expunged
+ * lines make up most of it (under the index write lock; atomic rename).
+ */
+static void uidlist_compact(struct mbox *box, sqlite3 *db)
+{
+	char *ul = xasprintf("%s/" UIDLIST_NAME, box->path);
+	struct stat sb;
+	if (stat(ul, &sb) < 0 || sb.st_size < 64 * 1024) {
+		free(ul);
+		return;
+	}
+	free(ul);
+	sqlite3_stmt *s = NULL;
+	char *buf = NULL;
+	if (exec(db, "BEGIN IMMEDIATE", NULL) < 0)
+		return;
+	struct frow r;
+	if (frow_get(db, box->acct->id, box->name, &r, NULL) <= 0 || r.id != box->folder_id)
+		goto out;
+	s = prep(db, "SELECT coalesce(sum(length(basename) + 12), 0) FROM messages "
+		     "WHERE folder_id = ?1", NULL);
+	if (s == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, r.id);
+	int64_t live = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_finalize(s);
+	s = NULL;
+	if (sb.st_size <= 2 * live + 64 * 1024)
+		goto out;
+	s = prep(db, "SELECT uid, basename FROM messages WHERE folder_id = ?1 ORDER BY uid", NULL);
+	if (s == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, r.id);
+	size_t cap = 0, len = 0;
+	buf = xgrow(buf, &cap, 64, 1);
+	len += (size_t)sprintf(buf, "V1 %u %u\n", r.uidvalidity, r.uidnext);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		const char *b = (const char *)sqlite3_column_text(s, 1);
+		buf = xgrow(buf, &cap, len + strlen(b) + 16, 1);
+		len += (size_t)sprintf(buf + len, "%u %s\n", (uint32_t)sqlite3_column_int64(s, 0), b);
+	}
+	if (write_atomic(box->path, UIDLIST_NAME, buf, len) < 0) {
+		log_error("event=uidlist_compact_failed folder=%s error=\"%s\"", box->path,
+			  strerror(errno));
+		goto out;
+	}
+	r.uidlist_off = (int64_t)len;
+	if (update_folder_row(db, &r, NULL) < 0)
+		goto out;
+	exec(db, "COMMIT", NULL);
+	log_info("event=uidlist_compacted folder=%s size=%lld->%zu", box->path,
+		 (long long)sb.st_size, len);
+out:
+	rollback(db);
+	sqlite3_finalize(s);
+	free(buf);
 }
 
 /* Remove messages: those in uids (if not NULL) and, if require_deleted, flagged \Deleted. */
@@ -2463,6 +2547,8 @@ out:
 	if (nout > 0) {
 		usage_add(box->acct, -freed);
 		box->status.highestmodseq = modseq;
+		box->synced = false;
+		uidlist_compact(box, db);
 		mbox_notify(box->acct->maildir, box->name);
 	}
 	if (expunged_r != NULL)
@@ -2828,7 +2914,7 @@ int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest
 		for (size_t k = 0; k < nsrc_kw; k++)
 			if (skw & (1u << k)) {
 				const char *nm1[1] = {src_kw[k]};
-				uint32_t b;
+				uint32_t b = 0;
 				if (kw_bits(db, path, nm1, 1, &b, error_r) < 0) {
 					kw_free(src_kw, nsrc_kw);
 					goto out;
