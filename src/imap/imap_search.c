@@ -9,6 +9,8 @@
 #include "lib/xalloc.h"
 #include "mail/mime.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -2343,4 +2345,84 @@ bool imap_search_match(struct imap_search *search, const struct imap_search_ctx 
 	free(st.hdr_text);
 	free(st.body_text);
 	return r;
+}
+
+/* ---- responses ---- */
+
+static void sb_printf_num(struct sbuf *b, const char *prefix, uint64_t v)
+{
+	char num[48];
+	int w = snprintf(num, sizeof(num), "%s%" PRIu64, prefix, v);
+	sb_add(b, num, (size_t)w);
+}
+
+char *imap_search_response(const uint32_t *nums, size_t n, uint64_t modseq)
+{
+	struct sbuf b = {0};
+	sb_adds(&b, "* SEARCH");
+	for (size_t i = 0; i < n; i++)
+		sb_printf_num(&b, " ", nums[i]);
+	if (modseq != 0 && n > 0) {
+		sb_printf_num(&b, " (MODSEQ ", modseq);
+		sb_adds(&b, ")");
+	}
+	return b.s;
+}
+
+char *imap_search_esearch_response(const char *tag, bool uid, unsigned ret, const uint32_t *nums,
+				   size_t n, uint64_t modseq)
+{
+	if (ret == IMAP_SEARCH_RET_SAVE)
+		return NULL;
+	struct sbuf b = {0};
+	sb_adds(&b, "* ESEARCH (TAG \"");
+	sb_adds(&b, tag); /* a tag holds neither '"' nor '\\' */
+	sb_adds(&b, "\")");
+	if (uid)
+		sb_adds(&b, " UID");
+	if ((ret & IMAP_SEARCH_RET_MIN) && n > 0)
+		sb_printf_num(&b, " MIN ", nums[0]);
+	if ((ret & IMAP_SEARCH_RET_MAX) && n > 0)
+		sb_printf_num(&b, " MAX ", nums[n - 1]);
+	if (ret & IMAP_SEARCH_RET_COUNT)
+		sb_printf_num(&b, " COUNT ", n);
+	if ((ret & IMAP_SEARCH_RET_ALL) && n > 0) {
+		char *set = imap_seqset_format(nums, n);
+		sb_adds(&b, " ALL ");
+		sb_adds(&b, set);
+		free(set);
+	}
+	if (modseq != 0 && n > 0)
+		sb_printf_num(&b, " MODSEQ ", modseq);
+	return b.s;
+}
+
+void imap_search_save_result(unsigned ret, const uint32_t *uids, size_t n,
+			     struct imap_seqset *saved_r)
+{
+	memset(saved_r, 0, sizeof(*saved_r));
+	if (n == 0)
+		return;
+	bool only_ends = (ret & (IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX)) != 0 &&
+			 (ret & (IMAP_SEARCH_RET_ALL | IMAP_SEARCH_RET_COUNT)) == 0;
+	if (only_ends) {
+		if (ret & IMAP_SEARCH_RET_MIN)
+			imap_seqset_add(saved_r, uids[0], uids[0]);
+		if (ret & IMAP_SEARCH_RET_MAX)
+			imap_seqset_add(saved_r, uids[n - 1], uids[n - 1]);
+		return;
+	}
+	/* runs of consecutive UIDs become one range */
+	size_t cap = 0;
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+		while (j + 1 < n && uids[j] != UINT32_MAX && uids[j + 1] == uids[j] + 1)
+			j++;
+		saved_r->ranges = xgrow(saved_r->ranges, &cap, saved_r->n + 1,
+					sizeof(*saved_r->ranges));
+		saved_r->ranges[saved_r->n].lo = uids[i];
+		saved_r->ranges[saved_r->n].hi = uids[j];
+		saved_r->n++;
+		i = j + 1;
+	}
 }

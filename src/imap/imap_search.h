@@ -113,6 +113,34 @@ void imap_search_prepare(struct imap_search *search, const struct imap_search_ct
 bool imap_search_match(struct imap_search *search, const struct imap_search_ctx *ctx,
 		       uint32_t msn, const struct mbox_msg *msg);
 
+/* ---- responses ---- */
+
+/*
+ * "* SEARCH 2 5 9" for the matches nums[0..n) (MSNs or UIDs, in order),
+ * with " (MODSEQ m)" when modseq != 0 (RFC 7162 3.1.5; give the highest
+ * mod-sequence of the matches, and 0 when nothing matched). No CRLF.
+ * Allocated.
+ */
+char *imap_search_response(const uint32_t *nums, size_t n, uint64_t modseq);
+
+/*
+ * The ESEARCH response (RFC 4731 3.1) for `ret`, the matches nums[0..n)
+ * ascending (UIDs when `uid`): "* ESEARCH (TAG "a1") UID MIN 2 MAX 9 COUNT 3
+ * ALL 2,5,9 MODSEQ 7". MIN, MAX, ALL and MODSEQ are left out when nothing
+ * matched (COUNT 0 stays). NULL when no response is due: ret is SAVE alone
+ * (RFC 5182 2.4). No CRLF. Allocated.
+ */
+char *imap_search_esearch_response(const char *tag, bool uid, unsigned ret, const uint32_t *nums,
+				   size_t n, uint64_t modseq);
+
+/*
+ * What RETURN (SAVE ...) stores (RFC 5182 2.4): every match, or only the
+ * first and/or last when MIN and/or MAX are given without ALL or COUNT.
+ * uids[0..n) ascending; *saved_r is replaced (free the old one first).
+ */
+void imap_search_save_result(unsigned ret, const uint32_t *uids, size_t n,
+			     struct imap_seqset *saved_r);
+
 /* ---- i;unicode-casemap (shared with SORT) ---- */
 
 /* Fold UTF-8 text as described above (invalid UTF-8 octets kept). Allocated. */

@@ -133,6 +133,28 @@ char *imap_base_subject(const char *subject, bool *reply_r)
 
 /* ---- SORT ---- */
 
+void imap_sort_msg_fill(struct imap_sort_msg *m_r, uint32_t msn, const struct mbox_msg *msg,
+			const struct mbox_cache *c)
+{
+	memset(m_r, 0, sizeof(*m_r));
+	m_r->msn = msn;
+	m_r->uid = msg->uid;
+	m_r->size = msg->size;
+	m_r->arrival = msg->internaldate;
+	if (c == NULL)
+		return;
+	m_r->date = c->date;
+	m_r->subject = c->subject;
+	m_r->from = c->sort_from;
+	m_r->to = c->sort_to;
+	m_r->cc = c->sort_cc;
+	m_r->display_from = c->display_from;
+	m_r->display_to = c->display_to;
+	m_r->message_id = c->message_id;
+	m_r->in_reply_to = c->in_reply_to;
+	m_r->references = c->references;
+}
+
 int imap_sort_parse(const struct imap_arg *list, struct imap_sort_program *prog_r,
 		    const char **error_r)
 {

@@ -9,6 +9,7 @@
 #define POSTERN_IMAP_SORT_H
 
 #include "imap/imap_parser.h"
+#include "store/mailbox.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -25,6 +26,10 @@ struct imap_sort_msg {
 	const char *display_from, *display_to; /* RFC 5957 */
 	const char *message_id, *in_reply_to, *references;
 };
+
+/* Fill a record from the store's data (pointers into `c`, which must outlive it). */
+void imap_sort_msg_fill(struct imap_sort_msg *m_r, uint32_t msn, const struct mbox_msg *msg,
+			const struct mbox_cache *c);
 
 enum imap_sort_key {
 	IMAP_SORT_ARRIVAL,

@@ -461,12 +461,63 @@ static void test_eval_body(void **state)
 	assert_string_equal(run("NOT BODY e"), "");
 }
 
+static void test_responses(void **state)
+{
+	uint32_t nums[] = {2, 3, 4, 9, 11};
+	char *r = imap_search_response(nums, 5, 0);
+	assert_string_equal(r, "* SEARCH 2 3 4 9 11");
+	free(r);
+	r = imap_search_response(nums, 2, 917162500);
+	assert_string_equal(r, "* SEARCH 2 3 (MODSEQ 917162500)");
+	free(r);
+	r = imap_search_response(NULL, 0, 5);
+	assert_string_equal(r, "* SEARCH");
+	free(r);
+
+	unsigned all = IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX | IMAP_SEARCH_RET_COUNT |
+		       IMAP_SEARCH_RET_ALL;
+	r = imap_search_esearch_response("A282", false, all, nums, 5, 0);
+	assert_string_equal(r, "* ESEARCH (TAG \"A282\") MIN 2 MAX 11 COUNT 5 ALL 2:4,9,11");
+	free(r);
+	r = imap_search_esearch_response("t", true, all, nums, 0, 7);
+	assert_string_equal(r, "* ESEARCH (TAG \"t\") UID COUNT 0");
+	free(r);
+	r = imap_search_esearch_response("t", true, IMAP_SEARCH_RET_MAX, nums, 5, 7);
+	assert_string_equal(r, "* ESEARCH (TAG \"t\") UID MAX 11 MODSEQ 7");
+	free(r);
+	assert_null(imap_search_esearch_response("t", true, IMAP_SEARCH_RET_SAVE, nums, 5, 0));
+	r = imap_search_esearch_response("t", false, IMAP_SEARCH_RET_SAVE | IMAP_SEARCH_RET_MIN,
+					 nums, 5, 0);
+	assert_string_equal(r, "* ESEARCH (TAG \"t\") MIN 2");
+	free(r);
+
+	struct imap_seqset saved;
+	imap_search_save_result(IMAP_SEARCH_RET_SAVE, nums, 5, &saved);
+	char *s = imap_seqset_string(&saved);
+	assert_string_equal(s, "2:4,9,11");
+	free(s);
+	imap_seqset_free(&saved);
+	imap_search_save_result(IMAP_SEARCH_RET_SAVE | IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX,
+				nums, 5, &saved);
+	s = imap_seqset_string(&saved);
+	assert_string_equal(s, "2,11");
+	free(s);
+	imap_seqset_free(&saved);
+	imap_search_save_result(IMAP_SEARCH_RET_SAVE | IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_COUNT,
+				nums, 5, &saved);
+	assert_int_equal(imap_seqset_count(&saved), 5);
+	imap_seqset_free(&saved);
+	imap_search_save_result(IMAP_SEARCH_RET_SAVE, nums, 0, &saved);
+	assert_int_equal(saved.n, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_casemap),     cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_limits),      cmocka_unit_test(test_eval_record),
 		cmocka_unit_test(test_eval_headers), cmocka_unit_test(test_eval_body),
+		cmocka_unit_test(test_responses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -296,6 +296,24 @@ static void test_references(void **state)
 	assert_string_equal(s, "(7 9)");
 	free(s);
 
+	/* filled from the store's records */
+	struct mbox_msg rec = {.uid = 42, .size = 99, .internaldate = 1234};
+	struct mbox_cache cache = {.subject = "Re: s", .sort_from = "f", .sort_to = "t", .sort_cc = "c",
+			       .display_from = "F", .display_to = "T", .message_id = "<i@x>",
+			       .in_reply_to = "<p@x>", .references = "<r@x>", .date = 77};
+	struct imap_sort_msg fm;
+	imap_sort_msg_fill(&fm, 3, &rec, &cache);
+	assert_int_equal(fm.msn, 3);
+	assert_int_equal(fm.uid, 42);
+	assert_int_equal(fm.size, 99);
+	assert_int_equal(fm.arrival, 1234);
+	assert_int_equal(fm.date, 77);
+	assert_string_equal(fm.from, "f");
+	assert_string_equal(fm.display_to, "T");
+	assert_string_equal(fm.references, "<r@x>");
+	imap_sort_msg_fill(&fm, 3, &rec, NULL);
+	assert_null(fm.subject);
+
 	enum imap_thread_alg alg;
 	assert_int_equal(imap_thread_alg_parse("references", &alg), 0);
 	assert_int_equal(alg, IMAP_THREAD_REFERENCES);
