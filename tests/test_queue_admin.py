@@ -225,3 +225,262 @@ def test_commands_with_the_server_stopped(postern_factory, dns, port):  # noqa: 
     finally:
         finish(p)
         sink.stop()
+
+
+# ---- the remaining outbound items of issue 4: IDNA and SMTPUTF8, CHUNKING, TLS fallback ----
+
+import os  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+import pytest  # noqa: E402
+
+from conftest import ROOT, free_port_on, make_message, queue_id_of, send  # noqa: E402
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "dns"))
+from testdns import DNSServer  # noqa: E402
+
+HEAD = "$TTL 60\n@ SOA ns hostmaster 1 3600 600 86400 60\n@ NS ns\nns A 127.0.0.1\n"
+PEER_HOSTS = ["127.0.0.2", "127.0.0.6", "127.0.0.7", "127.0.0.8"]
+IDN_ZONES = {
+    # bücher.test: an aiosmtpd sink that offers SMTPUTF8
+    "xn--bcher-kva.test": HEAD + "@ MX 10 mx\nmx A 127.0.0.2\n",
+    # café.test: a scripted peer without SMTPUTF8
+    "xn--caf-dma.test": HEAD + "@ MX 10 mx\nmx A 127.0.0.6\n",
+    "chunk.test": HEAD + "@ MX 10 mx\nmx A 127.0.0.7\n",
+    "brokentls.test": HEAD + "@ MX 10 mx\nmx A 127.0.0.8\n",
+}
+
+
+@pytest.fixture(scope="module")
+def idn_dns(tmp_path_factory):
+    d = DNSServer(tmp_path_factory.mktemp("idndns"), zones=IDN_ZONES)
+    d.start()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def peer_port():
+    return free_port_on(PEER_HOSTS)
+
+
+class ScriptPeer:
+    """A scripted SMTP receiver on host:port: EHLO offers PIPELINING, 8BITMIME and SIZE, plus
+    SMTPUTF8, CHUNKING (BDAT) and STARTTLS as asked. starttls="broken" answers 220 to STARTTLS
+    and then sends plaintext instead of a TLS handshake. Records every session."""
+
+    def __init__(self, host, port, smtputf8=False, chunking=False, starttls=None):
+        self.smtputf8, self.chunking, self.starttls = smtputf8, chunking, starttls
+        self.sessions = []   # dicts: commands (list of str), starttls (bool)
+        self.messages = []   # dicts: mail, rcpts, content, via ("DATA"/"BDAT"), chunks
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(5)
+        self.sock.close()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                conn.settimeout(10)
+                self._session(conn)
+            except (OSError, ValueError):
+                pass
+            finally:
+                conn.close()
+
+    def _session(self, conn):
+        f = conn.makefile("rb")
+        s = {"commands": [], "starttls": False}
+        self.sessions.append(s)
+        conn.sendall(b"220 peer.test ESMTP scripted\r\n")
+        mail, rcpts, chunks, content = None, [], [], b""
+        for _ in range(1000):
+            line = f.readline(4096)
+            if not line:
+                return
+            cmd = line.rstrip(b"\r\n").decode("utf-8", "replace")
+            s["commands"].append(cmd)
+            verb = cmd.split(" ")[0].upper()
+            if verb in ("EHLO", "HELO"):
+                ext = ["PIPELINING", "8BITMIME", "SIZE 10000000"]
+                if self.smtputf8:
+                    ext.append("SMTPUTF8")
+                if self.chunking:
+                    ext.append("CHUNKING")
+                if self.starttls:
+                    ext.append("STARTTLS")
+                lines = ["peer.test"] + ext
+                conn.sendall("".join("250%s%s\r\n" % ("-" if i < len(lines) - 1 else " ", l)
+                                     for i, l in enumerate(lines)).encode())
+            elif verb == "STARTTLS":
+                s["starttls"] = True
+                conn.sendall(b"220 2.0.0 go ahead\r\nthis is not a TLS handshake\r\n")
+                return
+            elif verb == "MAIL":
+                mail, rcpts, chunks, content = cmd, [], [], b""
+                conn.sendall(b"250 2.1.0 ok\r\n")
+            elif verb == "RCPT":
+                rcpts.append(cmd)
+                conn.sendall(b"250 2.1.5 ok\r\n")
+            elif verb == "DATA":
+                conn.sendall(b"354 go on\r\n")
+                data = b""
+                while not data.endswith(b"\r\n.\r\n"):
+                    more = f.readline(65536)
+                    if not more:
+                        return
+                    data += more
+                body = data[:-3].replace(b"\r\n..", b"\r\n.")
+                if body.startswith(b".."):
+                    body = body[1:]
+                self.messages.append({"mail": mail, "rcpts": rcpts, "content": body,
+                                      "via": "DATA", "chunks": []})
+                conn.sendall(b"250 2.0.0 queued\r\n")
+            elif verb == "BDAT":
+                parts = cmd.split(" ")
+                n = int(parts[1])
+                content += f.read(n)
+                chunks.append(n)
+                if len(parts) > 2 and parts[2].upper() == "LAST":
+                    self.messages.append({"mail": mail, "rcpts": rcpts, "content": content,
+                                          "via": "BDAT", "chunks": chunks})
+                    conn.sendall(b"250 2.0.0 queued in chunks\r\n")
+                else:
+                    conn.sendall(b"250 2.0.0 chunk taken\r\n")
+            elif verb == "QUIT":
+                conn.sendall(b"221 bye\r\n")
+                return
+            else:
+                conn.sendall(b"250 2.0.0 ok\r\n")
+
+    def wait(self, n, timeout=20):
+        wait_until(lambda: len(self.messages) >= n, timeout, "%d message(s) at the peer" % n)
+        return self.messages
+
+
+def submit_utf8(p, rcpts, subject, to_header=None):
+    c = p.submit()
+    c.ehlo()
+    assert c.mail(A, ["SMTPUTF8", "BODY=8BITMIME"])[0] == 250
+    for r in rcpts:
+        code, text = c.rcpt(r)
+        assert code == 250, (r, code, text)
+    to = to_header if to_header is not None else "<%s>" % rcpts[0]
+    body = ("From: <%s>\r\nTo: %s\r\nSubject: %s\r\n\r\nhello\r\n" % (A, to, subject))
+    code, text = c.data(body.encode("utf-8"))
+    assert code == 250, text
+    c.quit()
+    return queue_id_of(text.decode())
+
+
+def test_idn_domain_to_a_peer_with_smtputf8(postern_factory, idn_dns, peer_port):
+    sink = Sink("127.0.0.2", peer_port, name="mx").start()
+    p = outbound_server(postern_factory, idn_dns, peer_port)
+    try:
+        qid = submit_utf8(p, ["joe@bücher.test"], "idn with smtputf8")
+        m = sink.wait(1)[0]
+        # found through the A-label MX, sent as is with SMTPUTF8
+        assert m["rcpt_tos"] == ["joe@bücher.test"]
+        assert "SMTPUTF8" in m["mail_options"]
+        wait_gone(p, qid)
+    finally:
+        finish(p)
+        sink.stop()
+
+
+def test_idn_domain_downgraded_to_a_peer_without_smtputf8(postern_factory, idn_dns, peer_port):
+    peer = ScriptPeer("127.0.0.6", peer_port).start()
+    p = outbound_server(postern_factory, idn_dns, peer_port)
+    try:
+        # only the domains are non-ASCII (the header is ASCII): A-labels, no SMTPUTF8
+        undisclosed = "undisclosed-recipients:;"
+        qid = submit_utf8(p, ["joe@café.test"], "idn downgraded", to_header=undisclosed)
+        m = peer.wait(1)[0]
+        assert m["mail"].startswith("MAIL FROM:<%s> " % A) and "SMTPUTF8" not in m["mail"]
+        assert m["rcpts"] == ["RCPT TO:<joe@xn--caf-dma.test>"]
+        # our Received: names the recipient in A-labels too, and the header is ASCII
+        head = m["content"].split(b"\r\n\r\n")[0]
+        assert max(head) < 0x80, head
+        assert b"for <joe@xn--caf-dma.test>" in head, head
+        wait_gone(p, qid)
+        # a non-ASCII local part cannot go: that recipient bounces with 5.6.7, the other goes
+        qid = submit_utf8(p, ["ann@café.test", "jörg@café.test"], "half", to_header=undisclosed)
+        m = peer.wait(2)[1]
+        assert m["rcpts"] == ["RCPT TO:<ann@xn--caf-dma.test>"]
+        b = wait_bounces(p, "Undelivered Mail")[0]
+        _, _, rcpts, _ = dsn_parts(b)
+        assert [r["status"] for r in rcpts] == ["5.6.7"]
+        assert "jörg@café.test".encode() in b and b"ann@" not in b.split(b"Final-Recipient")[1]
+        assert "553 5.6.7" in rcpts[0]["diagnostic-code"]
+        wait_gone(p, qid)
+        # a non-ASCII header needs SMTPUTF8: that message bounces whole
+        qid = submit_utf8(p, ["joe@café.test"], "grüße", to_header=undisclosed)
+        wait_bounces(p, "Undelivered Mail", n=2)
+        wait_gone(p, qid)
+        assert len(peer.messages) == 2
+    finally:
+        finish(p)
+        peer.stop()
+
+
+def test_chunking(postern_factory, idn_dns, peer_port):
+    peer = ScriptPeer("127.0.0.7", peer_port, chunking=True).start()
+    p = outbound_server(postern_factory, idn_dns, peer_port)
+    try:
+        c = p.submit()
+        body = make_message("chunked", body=".starts with a dot\r\n" + ("x" * 70 + "\r\n") * 50,
+                            sender=A, to="c@chunk.test")
+        code, text = send(c, A, ["c@chunk.test"], body)
+        assert code == 250, text
+        c.quit()
+        m = peer.wait(1)[0]
+        assert m["via"] == "BDAT"
+        assert len(m["content"]) == sum(m["chunks"])
+        # BDAT is not dot-stuffed: the body arrives exactly as submitted
+        assert m["content"].endswith(body.split(b"\r\n\r\n", 1)[1])
+        assert not [x for x in peer.sessions[0]["commands"] if x.upper() == "DATA"]
+        wait_gone(p, queue_id_of(text))
+    finally:
+        finish(p)
+        peer.stop()
+
+
+def test_plaintext_after_a_failed_starttls(postern_factory, idn_dns, peer_port):
+    peer = ScriptPeer("127.0.0.8", peer_port, starttls="broken").start()
+    p = outbound_server(postern_factory, idn_dns, peer_port)
+    try:
+        qid = submit_to(p, ["t@brokentls.test"], "tls fallback")
+        m = peer.wait(1)[0]
+        assert m["rcpts"] == ["RCPT TO:<t@brokentls.test>"]
+        # first session: STARTTLS, broken handshake; second: the same MX in plaintext
+        assert peer.sessions[0]["starttls"]
+        assert not peer.sessions[1]["starttls"]
+        assert not any(x.upper() == "STARTTLS" for x in peer.sessions[1]["commands"])
+        wait_gone(p, qid)
+        log = p.log()
+        assert "event=outbound_tls_failed relay=mx.brokentls.test[127.0.0.8]" in log
+        assert "event=outbound_tls_fallback domain=brokentls.test host=mx.brokentls.test" in log
+        assert "event=delivered_remote queue_id=%s" % qid in log
+    finally:
+        finish(p)
+        peer.stop()

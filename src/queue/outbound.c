@@ -39,6 +39,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <idn2.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,54 @@ void outbound_status(int code, const char *text, char status[16])
 		snprintf(status, 16, "4.4.1");
 }
 
+static bool is_ascii(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s >= 0x80)
+			return false;
+	return true;
+}
+
+char *outbound_domain_ascii(const char *domain, const char **error_r)
+{
+	*error_r = NULL;
+	if (is_ascii(domain) || domain[0] == '[')
+		return xstrdup(domain);
+	char *out = NULL;
+	/* IDNA2008 with the UTS #46 mapping, non-transitional (RFC 5891, TR46) */
+	int rc = idn2_to_ascii_8z(domain, &out, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+	if (rc != IDN2_OK) {
+		*error_r = idn2_strerror(rc);
+		return NULL;
+	}
+	char *r = xstrdup(out);
+	idn2_free(out);
+	return r;
+}
+
+char *outbound_address_ascii(const char *address, const char **error_r)
+{
+	const char *at = strrchr(address, '@');
+	if (at == NULL)
+		return xstrdup(address);
+	char *d = outbound_domain_ascii(at + 1, error_r);
+	if (d == NULL)
+		return NULL;
+	char *r = xasprintf("%.*s@%s", (int)(at - address), address, d);
+	free(d);
+	return r;
+}
+
+bool outbound_local_part_ascii(const char *address)
+{
+	const char *at = strrchr(address, '@');
+	size_t n = at != NULL ? (size_t)(at - address) : strlen(address);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)address[i] >= 0x80)
+			return false;
+	return true;
+}
+
 /* ---- jobs ---- */
 
 enum rcpt_state { R_OPEN, R_DELIVERED, R_FAILED };
@@ -160,6 +209,9 @@ struct ob_msg {
 	char *sender;
 	char *dsn_ret, *dsn_envid;
 	bool smtputf8, eightbit, warned, loaded;
+	/* SMTPUTF8 is really needed: a non-ASCII header or sender local part (RFC 6531 3.6);
+	   otherwise A-labels let the message go to a peer without SMTPUTF8 */
+	bool needs_utf8;
 	time_t received;
 	uint64_t size;
 };
@@ -561,6 +613,42 @@ static size_t job_open_count(const struct ob_job *j)
 	return n;
 }
 
+/*
+ * Octets above 127 in the header of the spool file (unreadable, or longer
+ * than SMTPC_HEADER_MAX: true), apart from the address in the for-clause
+ * of our own Received: field, which goes in A-labels when downgraded.
+ */
+static bool header_has_8bit(const char *spool_dir, const char *id)
+{
+	char *path = xasprintf("%s/%s", spool_dir, id);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	if (fd < 0)
+		return true;
+	char *h = xmalloc(SMTPC_HEADER_MAX + 1);
+	size_t len = 0;
+	while (len < SMTPC_HEADER_MAX) {
+		ssize_t n = read(fd, h + len, SMTPC_HEADER_MAX - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	char *end = memmem(h, len, "\r\n\r\n", 4);
+	bool found = end == NULL;
+	if (end != NULL) {
+		size_t hl = (size_t)(end - h) + 2, a = 0, b = 0;
+		if (!smtpc_trace_for(h, hl, &a, &b))
+			a = b = 0;
+		for (size_t i = 0; i < hl && !found; i++)
+			found = (unsigned char)h[i] >= 0x80 && (i < a || i >= b);
+	}
+	free(h);
+	return found;
+}
+
 static void load_message(struct ob_worker *w, struct ob_msg *msg)
 {
 	sqlite3_stmt *st = NULL;
@@ -582,6 +670,9 @@ static void load_message(struct ob_worker *w, struct ob_msg *msg)
 		msg->size = (uint64_t)sqlite3_column_int64(st, 6);
 		msg->warned = sqlite3_column_int(st, 7) != 0;
 		msg->loaded = true;
+		if (msg->smtputf8)
+			msg->needs_utf8 = !outbound_local_part_ascii(msg->sender) ||
+					  header_has_8bit(w->ob->q->spool_dir, msg->id);
 	}
 	sqlite3_finalize(st);
 }
@@ -620,14 +711,23 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 	struct outbound *ob = w->ob;
 	unsigned ext = smtpc_ext(c);
 	struct smtpc_reply r = {0};
-	if (msg->smtputf8 && !(ext & SMTPC_EXT_SMTPUTF8)) {
-		/* RFC 6531 3.6: no downgrade; the message bounces */
-		char *e = xasprintf("5.6.7 the message needs SMTPUTF8, which %s does not offer", mta);
+	/* SMTPUTF8 on the wire only when the message has it and the peer offers it */
+	bool utf8 = msg->smtputf8 && (ext & SMTPC_EXT_SMTPUTF8);
+	if (msg->smtputf8 && !utf8) {
+		/*
+		 * RFC 6531 3.6: no downgrade of a message that needs SMTPUTF8
+		 * (553 5.6.7); a message whose only non-ASCII is in domains goes
+		 * with A-labels, and only recipients with a non-ASCII local part fail.
+		 */
+		char *e = xasprintf("553 5.6.7 the message needs SMTPUTF8, which %s does not offer",
+				    mta);
 		for (size_t i = 0; i < msg->nrcpts; i++)
-			if (msg->rcpts[i].state == R_OPEN)
+			if (msg->rcpts[i].state == R_OPEN &&
+			    (msg->needs_utf8 || !outbound_local_part_ascii(msg->rcpts[i].address)))
 				rcpt_set(&msg->rcpts[i], R_FAILED, e, mta);
 		free(e);
-		return true;
+		if (open_count(msg) == 0)
+			return true;
 	}
 	uint64_t limit = smtpc_size_limit(c);
 	if ((ext & SMTPC_EXT_SIZE) && limit > 0 && msg->size > limit) {
@@ -652,17 +752,23 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 	}
 	bool pipelining = (ext & SMTPC_EXT_PIPELINING) != 0;
 	bool dsn = (ext & SMTPC_EXT_DSN) != 0;
+	/* RFC 3030: BDAT chunks when offered (no dot-stuffing, no 354 round trip) */
+	bool bdat = (ext & SMTPC_EXT_CHUNKING) != 0;
 	/* rewrite_sender: not for the null sender, which must stay null (DSNs) */
 	const char *rewrite = ob->sh_host != NULL && ob->rewrite_sender != NULL &&
 					      msg->sender[0] != '\0'
 				      ? ob->rewrite_sender
 				      : NULL;
-	smtpc_printf(c, "MAIL FROM:<%s>", rewrite != NULL ? rewrite : msg->sender);
+	const char *from = rewrite != NULL ? rewrite : msg->sender;
+	const char *ierr = NULL;
+	char *from_ascii = utf8 ? NULL : outbound_address_ascii(from, &ierr);
+	smtpc_printf(c, "MAIL FROM:<%s>", from_ascii != NULL ? from_ascii : from);
+	free(from_ascii);
 	if (ext & SMTPC_EXT_SIZE)
 		smtpc_printf(c, " SIZE=%llu", (unsigned long long)msg->size);
 	if (msg->eightbit && (ext & SMTPC_EXT_8BITMIME))
 		smtpc_printf(c, " BODY=8BITMIME");
-	if (msg->smtputf8)
+	if (utf8)
 		smtpc_printf(c, " SMTPUTF8");
 	if (dsn && msg->dsn_ret != NULL)
 		smtpc_printf(c, " RET=%s", msg->dsn_ret);
@@ -693,9 +799,12 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 		char np[64] = "";
 		if (dsn && rc->notify != 0)
 			notify_param(rc->notify, np, sizeof(np));
-		smtpc_printf(c, "RCPT TO:<%s>%s%s%s\r\n", rc->address, np,
-			     dsn && rc->orcpt != NULL ? " ORCPT=" : "",
+		/* without SMTPUTF8, the domain as A-labels (RFC 5890) */
+		char *to_ascii = utf8 ? NULL : outbound_address_ascii(rc->address, &ierr);
+		smtpc_printf(c, "RCPT TO:<%s>%s%s%s\r\n", to_ascii != NULL ? to_ascii : rc->address,
+			     np, dsn && rc->orcpt != NULL ? " ORCPT=" : "",
 			     dsn && rc->orcpt != NULL ? rc->orcpt : "");
+		free(to_ascii);
 		idx[nsent] = i;
 		if (!pipelining) {
 			if (!smtpc_read_reply(c, &r))
@@ -711,7 +820,8 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 	}
 	if (pipelining) {
 		/* RFC 2920: MAIL, every RCPT and DATA in one write, then the replies in order */
-		smtpc_printf(c, "DATA\r\n");
+		if (!bdat)
+			smtpc_printf(c, "DATA\r\n");
 		if (!smtpc_read_reply(c, &mail_r))
 			goto broken_free;
 		for (size_t k = 0; k < nsent; k++) {
@@ -725,11 +835,11 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 			else
 				reply_to_rcpt(rc, &r, mta);
 		}
-	} else if (naccepted > 0) {
+	} else if (naccepted > 0 && !bdat) {
 		smtpc_printf(c, "DATA\r\n");
 	}
 	if (naccepted == 0) {
-		if (pipelining) {
+		if (pipelining && !bdat) {
 			if (!smtpc_read_reply(c, &r))
 				goto broken_free;
 			if (r.code == 354) {
@@ -743,9 +853,9 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 		ok = smtpc_read_reply(c, &r);
 		goto out_free;
 	}
-	if (!smtpc_read_reply(c, &r))
+	if (!bdat && !smtpc_read_reply(c, &r))
 		goto broken_free;
-	if (r.code != 354) {
+	if (!bdat && r.code != 354) {
 		for (size_t k = 0; k < nsent; k++)
 			if (accepted[k])
 				reply_to_rcpt(&msg->rcpts[idx[k]], &r, mta);
@@ -753,7 +863,10 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 		ok = smtpc_read_reply(c, &r);
 		goto out_free;
 	}
-	if (!smtpc_send_body(c, fd, rewrite) || !smtpc_read_reply(c, &r))
+	struct smtpc_content content = {.from_rewrite = rewrite,
+					.idna_trace = msg->smtputf8 && !utf8,
+					.bdat = bdat};
+	if (!smtpc_send_content(c, fd, &content, &r) || (!bdat && !smtpc_read_reply(c, &r)))
 		goto broken_free;
 	for (size_t k = 0; k < nsent; k++) {
 		if (!accepted[k])
@@ -802,10 +915,16 @@ static void set_conn(struct ob_worker *w, struct smtpc *c)
 	pthread_mutex_unlock(&w->ob->lock);
 }
 
-/* One connection to one address of `host`: every message of the job with open recipients. */
+/*
+ * One connection to one address of `host`: every message of the job with
+ * open recipients. `no_tls`: do not use STARTTLS (the plaintext retry after
+ * a failed handshake); *tls_failed_r: an opportunistic STARTTLS handshake
+ * failed, and the caller may try the same address again without TLS.
+ */
 static void session(struct ob_worker *w, struct ob_job *j, const char *host,
-		    const struct sockaddr *sa, socklen_t salen)
+		    const struct sockaddr *sa, socklen_t salen, bool no_tls, bool *tls_failed_r)
 {
+	*tls_failed_r = false;
 	struct outbound *ob = w->ob;
 	char ip[INET6_ADDRSTRLEN] = "?";
 	if (sa->sa_family == AF_INET)
@@ -863,7 +982,7 @@ static void session(struct ob_worker *w, struct ob_job *j, const char *host,
 		free(e);
 		goto quit;
 	}
-	if ((smtpc_ext(c) & SMTPC_EXT_STARTTLS) && !smtpc_tls(c) &&
+	if ((smtpc_ext(c) & SMTPC_EXT_STARTTLS) && !smtpc_tls(c) && !no_tls &&
 	    !(smarthost && ob->sh_tls == SH_NONE)) {
 		bool verified;
 		const char *verr;
@@ -872,7 +991,11 @@ static void session(struct ob_worker *w, struct ob_job *j, const char *host,
 			char *e = xasprintf("4.4.2 %s STARTTLS: %s", mta, r.text);
 			job_set_all(j, R_OPEN, e, mta);
 			free(e);
-			goto quit;
+			/* opportunistic TLS only: a smarthost with starttls requires it */
+			*tls_failed_r = !smarthost;
+			log_info("event=outbound_tls_failed relay=%s error=%s", mta,
+				 log_quote(rep, sizeof(rep), r.text, 256));
+			goto out; /* the TLS session is unusable: no QUIT */
 		}
 		if (t == 1) {
 			log_info("event=outbound_tls relay=%s verified=%s verify_result=\"%s\" "
@@ -1022,9 +1145,19 @@ static void run_job(struct ob_worker *w, struct ob_job *j)
 		nhosts = 1;
 		route = ROUTE_OK;
 	} else {
-		struct dns_result *mx = dns_sync_lookup(w->dns, j->domain, DNS_T_MX);
-		route = outbound_route(mx, j->domain, &hosts, &nhosts, &err);
-		dns_result_free(&mx);
+		/* IDNA: the DNS knows the domain by its A-labels */
+		const char *ierr = NULL;
+		char *ascii = outbound_domain_ascii(j->domain, &ierr);
+		if (ascii == NULL) {
+			log_info("event=outbound_idna_failed domain=%s error=\"%s\"", j->domain, ierr);
+			err = "5.1.2 the recipient's domain is not a valid internationalized domain name";
+			route = ROUTE_PERM;
+		} else {
+			struct dns_result *mx = dns_sync_lookup(w->dns, ascii, DNS_T_MX);
+			route = outbound_route(mx, ascii, &hosts, &nhosts, &err);
+			dns_result_free(&mx);
+			free(ascii);
+		}
 	}
 	if (route != ROUTE_OK) {
 		log_info("event=outbound_route_failed domain=%s error=\"%s\"", j->domain, err);
@@ -1046,7 +1179,20 @@ static void run_job(struct ob_worker *w, struct ob_job *j)
 		     a++) {
 			socklen_t len = addrs[a].ss_family == AF_INET ? sizeof(struct sockaddr_in)
 								      : sizeof(struct sockaddr_in6);
-			session(w, j, hosts[h], (struct sockaddr *)&addrs[a], len);
+			bool tls_failed = false;
+			session(w, j, hosts[h], (struct sockaddr *)&addrs[a], len, false,
+				&tls_failed);
+			/*
+			 * Opportunistic TLS (as Postfix's smtp_tls_security_level =
+			 * may): after a failed handshake, the same address again in
+			 * plaintext rather than no delivery at all.
+			 */
+			if (tls_failed && job_open_count(j) > 0 && !worker_stopping(w->ob)) {
+				log_info("event=outbound_tls_fallback domain=%s host=%s", j->domain,
+					 hosts[h]);
+				session(w, j, hosts[h], (struct sockaddr *)&addrs[a], len, true,
+					&tls_failed);
+			}
 		}
 	}
 	outbound_hosts_free(&hosts, nhosts);

@@ -36,6 +36,17 @@ enum outbound_route outbound_route(const struct dns_result *mx, const char *doma
 				   char ***hosts_r, size_t *nhosts_r, const char **error_r);
 void outbound_hosts_free(char ***hosts, size_t n);
 
+/*
+ * IDNA (RFC 5890-5891, UTS #46 non-transitional): the A-label form of
+ * `domain` ("xn--bcher-kva.example" for "bücher.example"), as is when it is
+ * ASCII; NULL with *error_r (static) when it is not a valid IDN. Allocated.
+ */
+char *outbound_domain_ascii(const char *domain, const char **error_r);
+/* `address` with its domain in A-labels (the local part unchanged). Allocated, or NULL. */
+char *outbound_address_ascii(const char *address, const char **error_r);
+/* The local part (before the last '@') is ASCII. */
+bool outbound_local_part_ascii(const char *address);
+
 /* "5.1.1" from "550 5.1.1 text"; else "5.0.0"/"4.0.0" from the code (0 -> 4.4.1). */
 void outbound_status(int code, const char *text, char status[16]);
 

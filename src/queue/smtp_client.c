@@ -12,6 +12,7 @@
 #include "lib/log.h"
 #include "lib/strutil.h"
 #include "lib/xalloc.h"
+#include "queue/outbound.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -271,7 +273,8 @@ static void note_ext(struct smtpc *c, const char *kw)
 		unsigned bit;
 	} exts[] = {{"STARTTLS", SMTPC_EXT_STARTTLS}, {"PIPELINING", SMTPC_EXT_PIPELINING},
 		    {"SIZE", SMTPC_EXT_SIZE},         {"8BITMIME", SMTPC_EXT_8BITMIME},
-		    {"SMTPUTF8", SMTPC_EXT_SMTPUTF8}, {"DSN", SMTPC_EXT_DSN}};
+		    {"SMTPUTF8", SMTPC_EXT_SMTPUTF8}, {"DSN", SMTPC_EXT_DSN},
+		    {"CHUNKING", SMTPC_EXT_CHUNKING}};
 	size_t kl = strcspn(kw, " ");
 	for (size_t i = 0; i < sizeof(exts) / sizeof(exts[0]); i++) {
 		if (kl == 4 && strncasecmp(kw, "AUTH", 4) == 0) {
@@ -485,12 +488,49 @@ size_t smtpc_dot_stuff(const char *in, size_t len, char *out, bool *at_bol)
 	return o;
 }
 
+bool smtpc_trace_for(const char *h, size_t len, size_t *start_r, size_t *end_r)
+{
+	/* the first Received: field, with its continuation lines */
+	size_t i = 0;
+	while (i < len) {
+		const char *eol = memchr(h + i, '\n', len - i);
+		size_t ll = eol != NULL ? (size_t)(eol - (h + i)) + 1 : len - i;
+		if (ll <= 2 && (h[i] == '\r' || h[i] == '\n'))
+			return false; /* the end of the header */
+		if (len - i >= 9 && strncasecmp(h + i, "Received:", 9) == 0)
+			break;
+		i += ll;
+	}
+	if (i >= len)
+		return false;
+	size_t fend = i;
+	do {
+		const char *eol = memchr(h + fend, '\n', len - fend);
+		fend = eol != NULL ? (size_t)(eol - h) + 1 : len;
+	} while (fend < len && (h[fend] == ' ' || h[fend] == '\t'));
+	/* RFC 5321 4.4: "for" SP ( Path / Mailbox ); ours is "for <address>" */
+	for (size_t k = i; k + 5 <= fend; k++) {
+		if ((k == i || h[k - 1] == ' ' || h[k - 1] == '\t') &&
+		    strncasecmp(h + k, "for <", 5) == 0) {
+			const char *gt = memchr(h + k + 5, '>', fend - k - 5);
+			if (gt == NULL)
+				return false;
+			*start_r = k + 5;
+			*end_r = (size_t)(gt - h);
+			return true;
+		}
+	}
+	return false;
+}
+
 /*
- * The header of the message with its From: field replaced, or NULL when the
- * header does not end within SMTPC_HEADER_MAX. *hlen_r: octets of the
- * original header (up to and including the empty line).
+ * The header of the message as it goes out: its From: field replaced by
+ * `from` (unless NULL), and with `idna_trace` the address in the for-clause
+ * of the first Received: field in A-labels. NULL (send the file unchanged)
+ * when the header does not end within SMTPC_HEADER_MAX. *hlen_r: octets of
+ * the original header (up to and including the empty line).
  */
-static char *rewrite_from(int fd, const char *from, size_t *hlen_r)
+static char *prepare_head(int fd, const char *from, bool idna_trace, size_t *hlen_r)
 {
 	char *h = xmalloc(SMTPC_HEADER_MAX + 1);
 	size_t len = 0;
@@ -510,56 +550,67 @@ static char *rewrite_from(int fd, const char *from, size_t *hlen_r)
 	}
 	size_t hl = (size_t)(end - h) + 4;
 	*hlen_r = hl;
-	char *out = xmalloc(hl + strlen(from) + 16);
+	char *out = xmalloc(hl + (from != NULL ? strlen(from) : 0) + 16);
 	size_t o = 0;
-	bool skipping = false, done = false;
-	for (size_t i = 0; i < hl - 2;) {
-		char *eol = memmem(h + i, hl - i, "\r\n", 2);
-		size_t ll = (size_t)(eol - (h + i)) + 2;
-		bool cont = h[i] == ' ' || h[i] == '\t';
-		if (!cont)
-			skipping = false;
-		if (!cont && !done && ll >= 5 && strncasecmp(h + i, "From:", 5) == 0) {
-			o += (size_t)sprintf(out + o, "From: <%s>\r\n", from);
-			skipping = true;
-			done = true;
-		} else if (!skipping) {
-			memcpy(out + o, h + i, ll);
-			o += ll;
+	if (from == NULL) {
+		memcpy(out, h, hl);
+		o = hl - 2;
+	} else {
+		bool skipping = false, done = false;
+		for (size_t i = 0; i < hl - 2;) {
+			char *eol = memmem(h + i, hl - i, "\r\n", 2);
+			size_t ll = (size_t)(eol - (h + i)) + 2;
+			bool cont = h[i] == ' ' || h[i] == '\t';
+			if (!cont)
+				skipping = false;
+			if (!cont && !done && ll >= 5 && strncasecmp(h + i, "From:", 5) == 0) {
+				o += (size_t)sprintf(out + o, "From: <%s>\r\n", from);
+				skipping = true;
+				done = true;
+			} else if (!skipping) {
+				memcpy(out + o, h + i, ll);
+				o += ll;
+			}
+			i += ll;
 		}
-		i += ll;
+		if (!done)
+			o += (size_t)sprintf(out + o, "From: <%s>\r\n", from);
 	}
-	if (!done)
-		o += (size_t)sprintf(out + o, "From: <%s>\r\n", from);
 	memcpy(out + o, "\r\n", 3);
 	free(h);
+	size_t a, b;
+	if (idna_trace && smtpc_trace_for(out, o, &a, &b)) {
+		char *addr = xstrndup(out + a, b - a);
+		const char *err = NULL;
+		char *ascii = outbound_address_ascii(addr, &err);
+		if (ascii != NULL) {
+			char *t = xasprintf("%.*s%s%s", (int)a, out, ascii, out + b);
+			free(out);
+			out = t;
+		}
+		free(ascii);
+		free(addr);
+	}
 	return out;
 }
 
-bool smtpc_send_body(struct smtpc *c, int fd, const char *from_rewrite)
+/* DATA: dot-stuffed, ends with CRLF "." CRLF. */
+static bool send_data(struct smtpc *c, int fd, const char *head)
 {
 	char buf[32768], out[65536 + 8];
 	bool bol = true;
 	char last = '\n', prev = '\r';
-	if (lseek(fd, 0, SEEK_SET) < 0)
-		return false;
 	int64_t deadline = now_ms() + c->command_ms;
-	if (!smtpc_flush(c))
-		return false;
-	if (from_rewrite != NULL) {
-		size_t hlen = 0;
-		char *head = rewrite_from(fd, from_rewrite, &hlen);
-		if (head != NULL) {
-			size_t n = strlen(head);
-			char *stuffed = xmalloc(2 * n + 1);
-			size_t o = smtpc_dot_stuff(head, n, stuffed, &bol);
-			bool ok = write_all(c, stuffed, o, deadline) &&
-				  lseek(fd, (off_t)hlen, SEEK_SET) >= 0;
-			free(stuffed);
-			free(head);
-			if (!ok)
-				return false;
-		}
+	if (head != NULL) {
+		size_t n = strlen(head);
+		char *stuffed = xmalloc(2 * n + 1);
+		size_t o = smtpc_dot_stuff(head, n, stuffed, &bol);
+		bool ok = write_all(c, stuffed, o, deadline);
+		free(stuffed);
+		if (!ok)
+			return false;
+		if (n >= 2)
+			prev = head[n - 2], last = head[n - 1];
 	}
 	for (;;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
@@ -582,4 +633,107 @@ bool smtpc_send_body(struct smtpc *c, int fd, const char *from_rewrite)
 	}
 	const char *end = last == '\n' && prev == '\r' ? ".\r\n" : "\r\n.\r\n";
 	return write_all(c, end, strlen(end), now_ms() + c->command_ms);
+}
+
+/*
+ * BDAT (RFC 3030): the head, then the file from the current offset, in
+ * chunks of SMTPC_CHUNK_SIZE octets, each "BDAT n" answered before the
+ * next; a final CRLF added if missing, as with DATA. *r: the reply to the
+ * last chunk, or the first that is not 250.
+ */
+static bool send_bdat(struct smtpc *c, int fd, const char *head, struct smtpc_reply *r)
+{
+	struct stat st;
+	off_t off = lseek(fd, 0, SEEK_CUR);
+	if (off < 0 || fstat(fd, &st) < 0) {
+		set_error(r, "cannot read the spool file");
+		return false;
+	}
+	size_t hn = head != NULL ? strlen(head) : 0;
+	uint64_t rest = st.st_size > off ? (uint64_t)(st.st_size - off) : 0;
+	char tail[2] = {0, 0};
+	if (rest >= 2) {
+		if (pread(fd, tail, 2, st.st_size - 2) != 2) {
+			set_error(r, "cannot read the spool file");
+			return false;
+		}
+	} else if (hn >= 2) {
+		memcpy(tail, head + hn - 2, 2);
+	}
+	bool add_crlf = !(tail[0] == '\r' && tail[1] == '\n');
+	uint64_t total = hn + rest + (add_crlf ? 2 : 0);
+	char *buf = xmalloc(SMTPC_CHUNK_SIZE);
+	uint64_t sent = 0, from_file = 0;
+	bool ok = true;
+	do {
+		size_t n = 0;
+		/* fill one chunk: head, then file, then the CRLF */
+		while (n < SMTPC_CHUNK_SIZE && sent + n < total) {
+			uint64_t pos = sent + n;
+			if (pos < hn) {
+				size_t k = hn - (size_t)pos;
+				if (k > SMTPC_CHUNK_SIZE - n)
+					k = SMTPC_CHUNK_SIZE - n;
+				memcpy(buf + n, head + pos, k);
+				n += k;
+			} else if (from_file < rest) {
+				uint64_t want = rest - from_file;
+				if (want > SMTPC_CHUNK_SIZE - n)
+					want = SMTPC_CHUNK_SIZE - n;
+				ssize_t got = read(fd, buf + n, (size_t)want);
+				if (got < 0 && errno == EINTR)
+					continue;
+				if (got <= 0) {
+					/* the file shrank under us: cannot keep the size promised */
+					set_error(r, "spool file changed while sending");
+					ok = false;
+					goto out;
+				}
+				n += (size_t)got;
+				from_file += (uint64_t)got;
+			} else {
+				buf[n++] = "\r\n"[pos - hn - rest];
+			}
+		}
+		bool last = sent + n >= total;
+		smtpc_printf(c, "BDAT %zu%s\r\n", n, last ? " LAST" : "");
+		if (!smtpc_flush(c) || !write_all(c, buf, n, now_ms() + c->command_ms) ||
+		    !smtpc_read_reply(c, r)) {
+			ok = false;
+			goto out;
+		}
+		sent += n;
+		if (r->code / 100 != 2)
+			break;
+	} while (sent < total);
+out:
+	free(buf);
+	return ok;
+}
+
+bool smtpc_send_content(struct smtpc *c, int fd, const struct smtpc_content *o,
+			struct smtpc_reply *r)
+{
+	if (lseek(fd, 0, SEEK_SET) < 0)
+		return false;
+	if (!smtpc_flush(c))
+		return false;
+	char *head = NULL;
+	if (o->from_rewrite != NULL || o->idna_trace) {
+		size_t hlen = 0;
+		head = prepare_head(fd, o->from_rewrite, o->idna_trace, &hlen);
+		if (head != NULL && lseek(fd, (off_t)hlen, SEEK_SET) < 0) {
+			free(head);
+			return false;
+		}
+	}
+	bool ok = o->bdat ? send_bdat(c, fd, head, r) : send_data(c, fd, head);
+	free(head);
+	return ok;
+}
+
+bool smtpc_send_body(struct smtpc *c, int fd, const char *from_rewrite)
+{
+	struct smtpc_content o = {.from_rewrite = from_rewrite};
+	return smtpc_send_content(c, fd, &o, NULL);
 }

@@ -33,6 +33,7 @@
 #define SMTPC_EXT_SMTPUTF8 0x10
 #define SMTPC_EXT_DSN 0x20
 #define SMTPC_EXT_AUTH_PLAIN 0x40 /* AUTH with the PLAIN mechanism */
+#define SMTPC_EXT_CHUNKING 0x80   /* BDAT (RFC 3030) */
 
 struct smtpc;
 
@@ -104,6 +105,32 @@ bool smtpc_send_body(struct smtpc *c, int fd, const char *from_rewrite);
  * SMTPC_HEADER_MAX octets, else the message is sent unchanged.
  */
 #define SMTPC_HEADER_MAX (256 * 1024)
+/* Octets per BDAT command. */
+#define SMTPC_CHUNK_SIZE (1024 * 1024)
+
+/* How smtpc_send_content() sends a message. */
+struct smtpc_content {
+	const char *from_rewrite; /* as for smtpc_send_body(), or NULL */
+	/* the address in the for-clause of the first Received: field in A-labels
+	   (a message going without SMTPUTF8: RFC 6531 downgrade of our own trace) */
+	bool idna_trace;
+	bool bdat; /* BDAT chunks (CHUNKING, RFC 3030) instead of DATA */
+};
+/*
+ * Send the message in `fd` as smtpc_send_body() does (after DATA's 354,
+ * reply not read), or with o->bdat as BDAT chunks, each answered before
+ * the next, the last one with LAST; then *r is the reply to the last chunk
+ * sent (the transaction's outcome), or to the first chunk refused. false
+ * on I/O error (then *r may say why).
+ */
+bool smtpc_send_content(struct smtpc *c, int fd, const struct smtpc_content *o,
+			struct smtpc_reply *r);
+/*
+ * The address of the for-clause ("for <address>") of the first Received:
+ * field of the header in h[0..len): true with its offsets [*start_r,
+ * *end_r), else false.
+ */
+bool smtpc_trace_for(const char *h, size_t len, size_t *start_r, size_t *end_r);
 
 /* Dot-stuff `in` (len bytes) for DATA; `*at_bol` carries line state across calls. Returns bytes written to out (out >= 2*len). */
 size_t smtpc_dot_stuff(const char *in, size_t len, char *out, bool *at_bol);

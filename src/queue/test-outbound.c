@@ -409,6 +409,97 @@ static void test_client_body(void **state)
 			"Subject: s\r\nFrom: <new@y.test>\r\n\r\nbody\r\n.\r\n");
 }
 
+static void send_content_expect(const char *script, const char *msg, struct smtpc_content *o,
+				bool ok, int code, const char *expect)
+{
+	struct peer p;
+	peer_start(&p, script, false, false);
+	struct smtpc *c = connect_peer(&p, 2000);
+	int fd = temp_message(msg);
+	struct smtpc_reply r = {0};
+	assert_int_equal(smtpc_send_content(c, fd, o, &r), ok);
+	if (o->bdat)
+		assert_int_equal(r.code, code);
+	close(fd);
+	smtpc_free(&c);
+	peer_join(&p);
+	assert_string_equal(p.got, expect);
+}
+
+static void test_client_bdat_and_trace(void **state)
+{
+	(void)state;
+	const char *msg = "Received: from a (b [1.2.3.4])\r\n\tby mx; for <j\xc3\xb6rg@b\xc3\xbc"
+			  "cher.example>;\r\n\tSun, 1 Jan 2026\r\nFrom: x\r\n\r\n.body";
+	/* BDAT: no dot-stuffing, the exact octet count, a final CRLF added */
+	struct smtpc_content o = {.bdat = true};
+	send_content_expect("250 2.0.0 ok\r\n", "Subject: s\r\n\r\n.dot", &o, true, 250,
+			    "BDAT 20 LAST\r\nSubject: s\r\n\r\n.dot\r\n");
+	/* a refused chunk is the outcome */
+	send_content_expect("554 5.6.0 no\r\n", "Subject: s\r\n\r\nx\r\n", &o, true, 554,
+			    "BDAT 17 LAST\r\nSubject: s\r\n\r\nx\r\n");
+	/* the for-clause of our Received: in A-labels (the local part stays), with a From rewrite */
+	o = (struct smtpc_content){.bdat = true, .idna_trace = true, .from_rewrite = "n@y.test"};
+	send_content_expect("250 ok\r\n", msg, &o, true, 250,
+			    "BDAT 121 LAST\r\nReceived: from a (b [1.2.3.4])\r\n\tby mx; for"
+			    " <j\xc3\xb6rg@xn--bcher-kva.example>;\r\n\tSun, 1 Jan 2026\r\nFrom:"
+			    " <n@y.test>\r\n\r\n.body\r\n");
+	/* DATA with the trace converted */
+	o = (struct smtpc_content){.idna_trace = true};
+	send_content_expect("", msg, &o, true, 0,
+			    "Received: from a (b [1.2.3.4])\r\n\tby mx; for"
+			    " <j\xc3\xb6rg@xn--bcher-kva.example>;\r\n\tSun, 1 Jan 2026\r\nFrom:"
+			    " x\r\n\r\n..body\r\n.\r\n");
+
+	size_t a, b;
+	const char *h = "X-A: 1\r\nReceived: from x\r\n\tfor <u@d.test>; now\r\n"
+			"Received: for <v@e.test>\r\n\r\n";
+	assert_true(smtpc_trace_for(h, strlen(h), &a, &b));
+	assert_int_equal(b - a, 8);
+	assert_memory_equal(h + a, "u@d.test", 8);
+	h = "Subject: for <u@d.test>\r\n\r\nReceived: for <v@e.test>\r\n";
+	assert_false(smtpc_trace_for(h, strlen(h), &a, &b));
+	h = "Received: from x; before <u@d.test>\r\n\r\n";
+	assert_false(smtpc_trace_for(h, strlen(h), &a, &b));
+}
+
+static void test_idna(void **state)
+{
+	(void)state;
+	const char *err = NULL;
+	char *a = outbound_domain_ascii("bücher.example", &err);
+	assert_string_equal(a, "xn--bcher-kva.example");
+	free(a);
+	/* UTS #46 mapping: upper case and NFC */
+	a = outbound_domain_ascii("B\xc3\x9c" "CHER.example", &err);
+	assert_string_equal(a, "xn--bcher-kva.example");
+	free(a);
+	/* non-transitional: the sharp s stays (IDNA2008), not "ss" */
+	a = outbound_domain_ascii("faß.de", &err);
+	assert_string_equal(a, "xn--fa-hia.de");
+	free(a);
+	a = outbound_domain_ascii("ok.test", &err);
+	assert_string_equal(a, "ok.test");
+	free(a);
+	a = outbound_domain_ascii("[127.0.0.1]", &err);
+	assert_string_equal(a, "[127.0.0.1]");
+	free(a);
+	/* disallowed code point (U+2615 is fine in IDNA2003 only), broken UTF-8 */
+	assert_null(outbound_domain_ascii("\xe2\x98\x95.example", &err));
+	assert_non_null(err);
+	assert_null(outbound_domain_ascii("a\xff.example", &err));
+
+	a = outbound_address_ascii("jörg@bücher.example", &err);
+	assert_string_equal(a, "jörg@xn--bcher-kva.example");
+	free(a);
+	a = outbound_address_ascii("x@y.test", &err);
+	assert_string_equal(a, "x@y.test");
+	free(a);
+	assert_true(outbound_local_part_ascii("joe@bücher.example"));
+	assert_false(outbound_local_part_ascii("jörg@example.test"));
+	assert_true(outbound_local_part_ascii(""));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -422,6 +513,8 @@ int main(void)
 		cmocka_unit_test(test_client_starttls_refused),
 		cmocka_unit_test(test_client_starttls_injection_discarded),
 		cmocka_unit_test(test_client_body),
+		cmocka_unit_test(test_idna),
+		cmocka_unit_test(test_client_bdat_and_trace),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
