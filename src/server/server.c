@@ -17,6 +17,9 @@
 #include "lib/worker.h"
 #include "lib/xalloc.h"
 #include "queue/queue.h"
+#include "store/mailbox.h"
+#include "imap/imap_session.h"
+#include "pop3/pop3_session.h"
 #include "smtp/ratelimit.h"
 #include "smtp/smtp_session.h"
 #include "smtp/smtp_tls.h"
@@ -40,32 +43,74 @@
 #define DRAIN_TIMEOUT_S 30
 #define LISTEN_BACKLOG 511
 
+enum listener_kind {
+	L_SMTP,
+	L_SUBMISSION,
+	L_SUBMISSIONS,
+	L_IMAP,
+	L_IMAPS,
+	L_POP3,
+	L_POP3S,
+};
+
+static const char *const kind_names[] = {
+	"smtp", "submission", "submissions", "imap", "imaps", "pop3", "pop3s",
+};
+
 struct listener {
 	struct listener *next;
 	struct evconnlistener *lev;
 	struct server *server;
-	enum smtp_listener kind;
+	enum listener_kind kind;
 };
 
 struct server {
-	struct smtp_server smtp;
+	struct smtp_server smtp; /* base, conf, workers, limits are shared with IMAP and POP3 */
+	struct imap_server imap;
+	struct pop3_server pop3;
+	struct mbox_store *store;
 	struct listener *listeners;
-	struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
+	struct event *sig_term, *sig_int, *sig_hup, *drain_timer, *retention_timer;
 	int exit_code;
 };
 
-static const char *kind_name(enum smtp_listener k)
+static const char *kind_name(enum listener_kind k)
 {
-	return k == SMTP_LISTENER_SMTP ? "smtp"
-	       : k == SMTP_LISTENER_SUBMISSION ? "submission"
-					       : "submissions";
+	return kind_names[k];
 }
 
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		      int salen, void *arg)
 {
 	struct listener *l = arg;
-	smtp_session_start(&l->server->smtp, fd, sa, (socklen_t)salen, l->kind);
+	struct server *srv = l->server;
+	switch (l->kind) {
+	case L_SMTP:
+		smtp_session_start(&srv->smtp, fd, sa, (socklen_t)salen, SMTP_LISTENER_SMTP);
+		break;
+	case L_SUBMISSION:
+		smtp_session_start(&srv->smtp, fd, sa, (socklen_t)salen, SMTP_LISTENER_SUBMISSION);
+		break;
+	case L_SUBMISSIONS:
+		smtp_session_start(&srv->smtp, fd, sa, (socklen_t)salen, SMTP_LISTENER_SUBMISSIONS);
+		break;
+	case L_IMAP:
+	case L_IMAPS:
+		if (srv->imap.store == NULL) {
+			evutil_closesocket(fd);
+			break;
+		}
+		imap_session_start(&srv->imap, fd, sa, (socklen_t)salen, l->kind == L_IMAPS);
+		break;
+	case L_POP3:
+	case L_POP3S:
+		if (srv->pop3.store == NULL) {
+			evutil_closesocket(fd);
+			break;
+		}
+		pop3_session_start(&srv->pop3, fd, sa, (socklen_t)salen, l->kind == L_POP3S);
+		break;
+	}
 }
 
 static void on_accept_error(struct evconnlistener *lev, void *arg)
@@ -75,7 +120,7 @@ static void on_accept_error(struct evconnlistener *lev, void *arg)
 }
 
 /* Bind one address; 0 ok, -1 with a logged error. */
-static int bind_one(struct server *srv, enum smtp_listener kind, const struct sockaddr *sa,
+static int bind_one(struct server *srv, enum listener_kind kind, const struct sockaddr *sa,
 		    socklen_t salen, bool dual_stack)
 {
 	char ip[64];
@@ -119,7 +164,7 @@ static int bind_one(struct server *srv, enum smtp_listener kind, const struct so
 }
 
 /* Bind every host:port of a [listen] list; -1 if any fails. */
-static int bind_list(struct server *srv, enum smtp_listener kind, const char *list)
+static int bind_list(struct server *srv, enum listener_kind kind, const char *list)
 {
 	size_t n;
 	char **items = strv_split_list(list, &n);
@@ -226,6 +271,10 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	log_info("event=shutdown signal=%d sessions=%u", (int)sig, srv->smtp.nsessions);
 	close_listeners(srv);
 	srv->smtp.draining = true;
+	srv->imap.draining = true;
+	srv->pop3.draining = true;
+	imap_sessions_close_all(&srv->imap);
+	pop3_sessions_close_all(&srv->pop3);
 	srv->drain_timer = evtimer_new(srv->smtp.base, on_drain_timeout, srv);
 	struct timeval tv = {DRAIN_TIMEOUT_S, 0};
 	evtimer_add(srv->drain_timer, &tv);
@@ -247,6 +296,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	/* sessions already running keep their reference to the old one */
 	struct smtp_conf *old = srv->smtp.conf;
 	srv->smtp.conf = conf_new(cfg);
+	srv->imap.conf = srv->smtp.conf;
+	srv->pop3.conf = srv->smtp.conf;
 	smtp_conf_unref(&old);
 	apply_log_level(cfg);
 	log_info("event=reload config=%s", cfg->path != NULL ? cfg->path : "(defaults)");
@@ -302,6 +353,64 @@ static void open_log(const struct config *cfg)
 	}
 }
 
+/* ---- retention: Trash and Junk emptied of old messages, at start and hourly ---- */
+
+#define RETENTION_INTERVAL_S 3600
+
+struct retention_job {
+	struct server *srv;
+	struct mbox_store *store;
+	char *data_dir;
+	uint64_t trash, junk;
+};
+
+static void retention_work(void *arg)
+{
+	struct retention_job *j = arg;
+	size_t deleted = 0;
+	char *err = NULL;
+	if (mbox_expire_all(j->store, j->data_dir, j->trash, j->junk, &deleted, &err) < 0) {
+		char q[600];
+		log_warn("event=retention_failed error=%s", log_quote(q, sizeof(q), err, 500));
+		free(err);
+	} else if (deleted > 0) {
+		log_info("event=retention deleted=%zu", deleted);
+	}
+}
+
+static void retention_done(void *arg)
+{
+	struct retention_job *j = arg;
+	free(j->data_dir);
+	free(j);
+}
+
+static void on_retention(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	const struct config *cfg = srv->smtp.conf->cfg;
+	if (srv->store != NULL && !srv->smtp.draining &&
+	    (cfg->retention_trash > 0 || cfg->retention_junk > 0)) {
+		struct retention_job *j = xcalloc(1, sizeof(*j));
+		j->srv = srv;
+		j->store = srv->store;
+		j->data_dir = xstrdup(cfg->data_dir);
+		j->trash = cfg->retention_trash;
+		j->junk = cfg->retention_junk;
+		worker_submit(srv->smtp.workers, retention_work, retention_done, j);
+	}
+	struct timeval tv = {RETENTION_INTERVAL_S, 0};
+	evtimer_add(srv->retention_timer, &tv);
+}
+
+static void retention_start(struct server *srv)
+{
+	srv->retention_timer = evtimer_new(srv->smtp.base, on_retention, srv);
+	/* first run shortly after start, not in the middle of it */
+	struct timeval tv = {5, 0};
+	evtimer_add(srv->retention_timer, &tv);
+}
+
 int server_run(struct config *cfg)
 {
 	struct server *srv = xcalloc(1, sizeof(*srv));
@@ -326,14 +435,27 @@ int server_run(struct config *cfg)
 	evsignal_add(srv->sig_hup, NULL);
 
 	/* as root: bind, keys (above), log file; then drop privileges */
-	if (bind_list(srv, SMTP_LISTENER_SMTP, cfg->listen_smtp) < 0 ||
-	    bind_list(srv, SMTP_LISTENER_SUBMISSION, cfg->listen_submission) < 0)
+	if (bind_list(srv, L_SMTP, cfg->listen_smtp) < 0 ||
+	    bind_list(srv, L_SUBMISSION, cfg->listen_submission) < 0 ||
+	    bind_list(srv, L_IMAP, cfg->listen_imap) < 0 ||
+	    bind_list(srv, L_POP3, cfg->listen_pop3) < 0)
 		goto out;
-	if (*cfg->listen_submissions != '\0') {
+	/* implicit-TLS listeners need a certificate */
+	const struct {
+		enum listener_kind kind;
+		const char *list;
+	} tls_listeners[] = {
+		{L_SUBMISSIONS, cfg->listen_submissions},
+		{L_IMAPS, cfg->listen_imaps},
+		{L_POP3S, cfg->listen_pop3s},
+	};
+	for (size_t i = 0; i < sizeof(tls_listeners) / sizeof(tls_listeners[0]); i++) {
+		if (*tls_listeners[i].list == '\0')
+			continue;
 		if (srv->smtp.conf->tls == NULL)
-			log_warn("event=listener_disabled proto=submissions reason=\"no TLS "
-				 "certificate\"");
-		else if (bind_list(srv, SMTP_LISTENER_SUBMISSIONS, cfg->listen_submissions) < 0)
+			log_warn("event=listener_disabled proto=%s reason=\"no TLS certificate\"",
+				 kind_name(tls_listeners[i].kind));
+		else if (bind_list(srv, tls_listeners[i].kind, tls_listeners[i].list) < 0)
 			goto out;
 	}
 	open_log(cfg);
@@ -364,6 +486,30 @@ int server_run(struct config *cfg)
 		log_warn("event=dns_unavailable error=\"%s\" effect=\"clients shown as unknown\"",
 			 derr != NULL ? derr : "?");
 
+	/* the mailbox store behind IMAP and POP3 */
+	srv->store = mbox_store_new(cfg->data_dir, cfg->mailbox_folders, &err);
+	if (srv->store == NULL) {
+		char q[600];
+		log_error("event=mailbox_store_failed error=%s effect=\"IMAP and POP3 refuse "
+			  "connections\"",
+			  log_quote(q, sizeof(q), err, 500));
+		free(err);
+		err = NULL;
+	}
+	srv->imap = (struct imap_server){.base = srv->smtp.base,
+					 .conf = srv->smtp.conf,
+					 .workers = srv->smtp.workers,
+					 .store = srv->store,
+					 .limits = srv->smtp.limits};
+	/* POP3 { */
+	srv->pop3 = (struct pop3_server){.base = srv->smtp.base,
+					 .conf = srv->smtp.conf,
+					 .workers = srv->smtp.workers,
+					 .store = srv->store,
+					 .limits = srv->smtp.limits};
+	/* } POP3 */
+	retention_start(srv);
+
 	log_info("event=started hostname=%s data_dir=%s version=%s", cfg->hostname, cfg->data_dir,
 		 POSTERN_VERSION);
 	event_base_dispatch(srv->smtp.base);
@@ -372,8 +518,16 @@ int server_run(struct config *cfg)
 out:
 	close_listeners(srv);
 	smtp_sessions_close_all(&srv->smtp);
+	/* the loop is over: a second call frees sessions still flushing their goodbye */
+	imap_sessions_close_all(&srv->imap);
+	imap_sessions_close_all(&srv->imap);
+	pop3_sessions_close_all(&srv->pop3);
+	pop3_sessions_close_all(&srv->pop3);
+	if (srv->retention_timer != NULL)
+		event_free(srv->retention_timer);
 	/* finish worker jobs: their done callbacks free what sessions left */
 	worker_pool_free(&srv->smtp.workers);
+	mbox_store_free(&srv->store);
 	dns_resolver_free(&srv->smtp.dns); /* after the sessions: they cancel their lookups */
 	if (srv->smtp.queue != NULL)
 		queue_close(&srv->smtp.queue);

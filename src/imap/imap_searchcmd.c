@@ -1,0 +1,206 @@
+/*
+ * SEARCH (with ESEARCH RETURN options and SEARCHRES), SORT and THREAD:
+ * the session side of imap_search.c and imap_sort.c. The program is
+ * evaluated over the view; cheap keys read only the index records, header
+ * keys the cached values, BODY/TEXT the message file (loaded on demand,
+ * one message at a time).
+ */
+#include "imap/imap-private.h"
+
+#include "imap/imap_search.h"
+#include "imap/imap_seqset.h"
+#include "lib/xalloc.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct search_state {
+	struct imap_session *s;
+	struct mbox_cache cache;
+	uint32_t cache_uid; /* 0: none loaded */
+	unsigned char *data;
+	size_t len;
+	uint32_t data_uid;
+};
+
+static int kw_index(void *arg, const char *name)
+{
+	struct search_state *st = arg;
+	return mbox_keyword_index(st->s->view.box, name, false);
+}
+
+static const struct mbox_cache *get_cache(void *arg, const struct mbox_msg *msg)
+{
+	struct search_state *st = arg;
+	if (st->cache_uid == msg->uid)
+		return &st->cache;
+	mbox_cache_clear(&st->cache);
+	st->cache_uid = 0;
+	char *err = NULL;
+	if (mbox_msg_cache(st->s->view.box, msg->uid, &st->cache, &err) < 0) {
+		free(err);
+		return NULL;
+	}
+	st->cache_uid = msg->uid;
+	return &st->cache;
+}
+
+static int get_content(void *arg, const struct mbox_msg *msg, const void **data_r, size_t *len_r)
+{
+	struct search_state *st = arg;
+	if (st->data_uid != msg->uid) {
+		free(st->data);
+		st->data = NULL;
+		st->data_uid = 0;
+		int fd;
+		char *err = NULL;
+		if (mbox_msg_open(st->s->view.box, msg->uid, &fd, &err) < 0) {
+			free(err);
+			return -1;
+		}
+		struct stat sb;
+		if (fstat(fd, &sb) < 0) {
+			close(fd);
+			return -1;
+		}
+		size_t len = (size_t)sb.st_size, got = 0;
+		st->data = xmalloc(len + 1);
+		while (got < len) {
+			ssize_t r = pread(fd, st->data + got, len - got, (off_t)got);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				break;
+			got += (size_t)r;
+		}
+		close(fd);
+		st->len = got;
+		st->data_uid = msg->uid;
+	}
+	*data_r = st->data;
+	*len_r = st->len;
+	return 0;
+}
+
+static void state_clear(struct search_state *st)
+{
+	mbox_cache_clear(&st->cache);
+	free(st->data);
+}
+
+/* Run the program over the view: indexes of the matching messages (allocated). */
+static size_t run_search(struct imap_session *s, struct imap_search *search, size_t **hits_r,
+			 uint64_t *maxmodseq_r)
+{
+	struct imap_view *v = &s->view;
+	struct search_state st = {.s = s};
+	struct imap_seqset saved = {0};
+	for (size_t i = 0; i < v->saved_uids_n; i++)
+		imap_seqset_add(&saved, v->saved_uids[i], v->saved_uids[i]);
+	struct imap_search_ctx ctx = {
+		.arg = &st,
+		.max_msn = (uint32_t)v->n,
+		.max_uid = v->n > 0 ? v->msgs[v->n - 1].uid : 0,
+		.saved = &saved,
+		.now = (int64_t)time(NULL),
+		.keyword_index = kw_index,
+		.cache = get_cache,
+		.content = get_content,
+	};
+	imap_search_prepare(search, &ctx);
+	size_t *hits = xmalloc((v->n + 1) * sizeof(size_t));
+	size_t n = 0;
+	uint64_t maxmod = 0;
+	for (size_t i = 0; i < v->n; i++) {
+		if (imap_search_match(search, &ctx, (uint32_t)(i + 1), &v->msgs[i])) {
+			hits[n++] = i;
+			if (v->msgs[i].modseq > maxmod)
+				maxmod = v->msgs[i].modseq;
+		}
+	}
+	state_clear(&st);
+	imap_seqset_free(&saved);
+	*hits_r = hits;
+	*maxmodseq_r = maxmod;
+	return n;
+}
+
+static void cmd_search(struct imap_job *j)
+{
+	struct imap_session *s = j->s;
+	struct imap_search *search = NULL;
+	struct imap_search_options opts = {0};
+	const char *err = NULL;
+	enum imap_search_error code = IMAP_SEARCH_ERR_SYNTAX;
+	if (imap_search_parse(j->args, j->nargs, &search, &opts, &err, &code) < 0) {
+		if (code == IMAP_SEARCH_ERR_BADCHARSET)
+			imap_reply(j->out, "%s NO [BADCHARSET (UTF-8 US-ASCII)] %s", j->tag,
+				   err != NULL ? err : "Unsupported charset");
+		else
+			imap_reply(j->out, "%s BAD %s", j->tag, err != NULL ? err : "Syntax error");
+		return;
+	}
+	bool modseq = imap_search_has_modseq(search);
+	if (modseq)
+		s->condstore = true;
+	size_t *hits;
+	uint64_t maxmod;
+	size_t n = run_search(s, search, &hits, &maxmod);
+	imap_search_free(&search);
+	struct imap_view *v = &s->view;
+	uint32_t *nums = xmalloc((n + 1) * sizeof(uint32_t));
+	for (size_t i = 0; i < n; i++)
+		nums[i] = j->uid ? v->msgs[hits[i]].uid : (uint32_t)(hits[i] + 1);
+	if (opts.ret & IMAP_SEARCH_RET_SAVE) {
+		free(v->saved_uids);
+		v->saved_uids = xmalloc((n + 1) * sizeof(uint32_t));
+		for (size_t i = 0; i < n; i++)
+			v->saved_uids[i] = v->msgs[hits[i]].uid;
+		v->saved_uids_n = (uint32_t)n;
+	}
+	bool esearch = opts.esearch || (s->enabled & IMAP_EN_REV2);
+	unsigned ret = opts.esearch ? opts.ret : IMAP_SEARCH_RET_ALL;
+	if (esearch && ret == IMAP_SEARCH_RET_SAVE) {
+		/* RFC 5182: SAVE alone produces no ESEARCH response */
+	} else if (esearch) {
+		evbuffer_add_printf(j->out, "* ESEARCH (TAG \"%s\")%s", j->tag, j->uid ? " UID" : "");
+		if (n > 0) {
+			if (ret & IMAP_SEARCH_RET_MIN)
+				evbuffer_add_printf(j->out, " MIN %u", nums[0]);
+			if (ret & IMAP_SEARCH_RET_MAX)
+				evbuffer_add_printf(j->out, " MAX %u", nums[n - 1]);
+		}
+		if (ret & IMAP_SEARCH_RET_COUNT)
+			evbuffer_add_printf(j->out, " COUNT %zu", n);
+		if ((ret & IMAP_SEARCH_RET_ALL) && n > 0) {
+			char *set = imap_seqset_format(nums, n);
+			evbuffer_add_printf(j->out, " ALL %s", set);
+			free(set);
+		}
+		if (modseq && n > 0)
+			evbuffer_add_printf(j->out, " MODSEQ %llu", (unsigned long long)maxmod);
+		evbuffer_add(j->out, "\r\n", 2);
+	} else {
+		evbuffer_add_printf(j->out, "* SEARCH");
+		for (size_t i = 0; i < n; i++)
+			evbuffer_add_printf(j->out, " %u", nums[i]);
+		if (modseq && n > 0)
+			evbuffer_add_printf(j->out, " (MODSEQ %llu)", (unsigned long long)maxmod);
+		evbuffer_add(j->out, "\r\n", 2);
+	}
+	free(nums);
+	free(hits);
+	imap_view_sync(s, j->out, j->expunge_ok);
+	imap_reply(j->out, "%s OK %sSEARCH completed", j->tag, j->uid ? "UID " : "");
+}
+
+void imap_cmd_search(struct imap_job *j)
+{
+	cmd_search(j);
+}

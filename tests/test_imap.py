@@ -1,0 +1,570 @@
+"""
+IMAP against the real server with Python's imaplib (and raw sockets where
+imaplib would hide the protocol): login rules, mailbox selection, FETCH of
+every kind, STORE, SEARCH, COPY/MOVE/EXPUNGE with UIDPLUS, folders, APPEND,
+IDLE pushed by SMTP delivery, two sessions on one mailbox, bad input.
+"""
+import imaplib
+import os
+import re
+import socket
+import ssl
+import time
+
+import pytest
+
+from conftest import DOMAIN, PASSWORD, make_message, send, tls_client_context
+
+USER = "a@" + DOMAIN
+
+
+def imap(server, user=USER, password=PASSWORD, tls=True):
+    c = imaplib.IMAP4("127.0.0.1", server.imap_port, timeout=15)
+    server.clients.append(c)
+    if tls:
+        c.starttls(ssl_context=tls_client_context())
+    if user:
+        c.login(user, password)
+    return c
+
+
+def imaps(server, user=USER, password=PASSWORD):
+    c = imaplib.IMAP4_SSL("127.0.0.1", server.imaps_port, ssl_context=tls_client_context(),
+                          timeout=15)
+    server.clients.append(c)
+    if user:
+        c.login(user, password)
+    return c
+
+
+def deliver(server, n, to=USER, subject="msg", body="hello\r\n"):
+    c = server.smtp()
+    for i in range(n):
+        code, _ = send(c, "sender@remote.test", [to],
+                       make_message("%s %d" % (subject, i), body=body, to=to))
+        assert code == 250
+    c.quit()
+
+
+def wait_inbox(server, n, user=USER, timeout=15):
+    server.wait_for_delivery(user, n, timeout=timeout)
+
+
+class Raw:
+    """A line-level IMAP client for what imaplib hides."""
+
+    def __init__(self, port, tls=False, timeout=10):
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if tls:
+            s = tls_client_context().wrap_socket(s)
+        self.s = s
+        self.buf = b""
+
+    def starttls(self):
+        self.s = tls_client_context().wrap_socket(self.s)
+
+    def send(self, data):
+        self.s.sendall(data if isinstance(data, bytes) else data.encode())
+
+    def line(self, timeout=10):
+        deadline = time.time() + timeout
+        while b"\r\n" not in self.buf:
+            self.s.settimeout(max(0.05, deadline - time.time()))
+            d = self.s.recv(65536)
+            if not d:
+                raise EOFError("closed; buffer %r" % self.buf)
+            self.buf += d
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def until_tagged(self, tag, timeout=10):
+        lines = []
+        while True:
+            ln = self.line(timeout)
+            lines.append(ln)
+            if ln.startswith(tag + " "):
+                return lines
+
+    def cmd(self, tag, text, timeout=10):
+        self.send("%s %s\r\n" % (tag, text))
+        return self.until_tagged(tag, timeout)
+
+    def close(self):
+        try:
+            self.s.close()
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def raw_factory(server):
+    made = []
+
+    def make(**kw):
+        r = Raw(server.imap_port, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def fresh_user(server, name):
+    addr = "%s@%s" % (name, DOMAIN)
+    server.add_user(addr)
+    return addr
+
+
+# ---------------------------------------------------------------- login
+
+
+def test_greeting_and_capabilities_before_tls(server, raw_factory):
+    r = raw_factory()
+    g = r.line()
+    assert g.startswith("* OK [CAPABILITY ")
+    assert "STARTTLS" in g and "LOGINDISABLED" in g and "IMAP4rev2" in g
+    assert "AUTH=PLAIN" not in g
+    lines = r.cmd("a1", 'LOGIN "%s" "%s"' % (USER, PASSWORD))
+    assert lines[-1].startswith("a1 NO [PRIVACYREQUIRED]")
+    lines = r.cmd("a2", "AUTHENTICATE PLAIN AGFAYg==")
+    assert lines[-1].startswith("a2 NO")
+    lines = r.cmd("a3", "SELECT INBOX")
+    assert lines[-1].startswith("a3 BAD")
+    lines = r.cmd("a4", "LOGOUT")
+    assert lines[0].startswith("* BYE") and lines[-1].startswith("a4 OK")
+
+
+def test_login_starttls_imaps_and_failures(server):
+    c = imap(server)
+    typ, caps = c.capability()
+    caps = caps[0].decode()
+    for cap in ("IMAP4rev1", "IMAP4rev2", "IDLE", "UIDPLUS", "MOVE", "SPECIAL-USE", "NAMESPACE",
+                "ENABLE", "LITERAL+", "CONDSTORE", "QUOTA"):
+        assert cap in caps.split(), cap
+    assert "LOGINDISABLED" not in caps and "STARTTLS" not in caps
+    c.logout()
+    c = imaps(server)
+    assert c.select("INBOX")[0] == "OK"
+    c.logout()
+    c = imap(server, user=None)
+    with pytest.raises(imaplib.IMAP4.error) as e:
+        c.login(USER, "wrong password")
+    assert "AUTHENTICATIONFAILED" in str(e.value)
+    c.login(USER, PASSWORD)
+    c.logout()
+    assert re.search(r"event=imap_auth_failed client=127\.0\.0\.1 user=a@example\.test",
+                     server.log())
+
+
+def test_authenticate_plain_with_and_without_initial_response(server):
+    c = imap(server, user=None)
+    c.authenticate("PLAIN", lambda _: ("\0%s\0%s" % (USER, PASSWORD)).encode())
+    assert c.state == "AUTH"
+    c.logout()
+    r = Raw(server.imaps_port, tls=True)
+    try:
+        r.line()
+        import base64
+        ir = base64.b64encode(("\0%s\0%s" % (USER, PASSWORD)).encode()).decode()
+        lines = r.cmd("t1", "AUTHENTICATE PLAIN " + ir)
+        assert lines[-1].startswith("t1 OK [CAPABILITY"), lines
+        lines = r.cmd("t2", "AUTHENTICATE PLAIN")
+        assert lines[-1].startswith("t2 BAD Already logged in")
+    finally:
+        r.close()
+
+
+def test_bare_local_part_login_with_default_domain(postern_factory):
+    p = postern_factory(extra={"auth": {"default_domain": DOMAIN}})
+    c = imaps(p, user="a")
+    assert c.select("INBOX")[0] == "OK"
+    c.logout()
+
+
+# ---------------------------------------------------------------- select + fetch
+
+
+def test_select_fetch_and_flags(server):
+    user = fresh_user(server, "fetch1")
+    deliver(server, 3, to=user, subject="hello")
+    wait_inbox(server, 3, user)
+    c = imap(server, user=user)
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and data == [b"3"]
+    uidvalidity = int(c.response("UIDVALIDITY")[1][0])
+    assert uidvalidity > 0
+    typ, data = c.fetch("1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)")
+    assert typ == "OK"
+    metas = [d for d in data if isinstance(d, bytes)]
+    assert len(metas) == 3
+    files = server.maildir(user)
+    sizes = sorted(len(f) for f in files)
+    got_sizes = sorted(int(re.search(rb"RFC822\.SIZE (\d+)", m).group(1)) for m in metas)
+    assert got_sizes == sizes
+    assert all(b'"hello ' in m for m in metas)
+    uids = [int(re.search(rb"UID (\d+)", m).group(1)) for m in metas]
+    assert uids == sorted(uids) and len(set(uids)) == 3
+    # the whole message, byte for byte, and \Seen set by a non-PEEK fetch
+    typ, data = c.fetch("1", "(BODY[])")
+    body = data[0][1]
+    assert body in files
+    assert b"\\Seen" in data[0][0] or b"\\Seen" in b"".join(
+        x if isinstance(x, bytes) else b"" for x in data)
+    typ, data = c.fetch("1", "(FLAGS)")
+    assert b"\\Seen" in data[0]
+    # PEEK does not set \Seen
+    typ, data = c.fetch("2", "(BODY.PEEK[HEADER.FIELDS (Subject)])")
+    assert data[0][1] == b"Subject: hello 1\r\n\r\n"
+    typ, data = c.fetch("2", "(FLAGS)")
+    assert b"\\Seen" not in data[0]
+    # partial fetch
+    typ, data = c.fetch("3", "(BODY.PEEK[]<0.10>)")
+    assert b"BODY[]<0>" in data[0][0] and len(data[0][1]) == 10
+    typ, data = c.fetch("3", "(BODY.PEEK[TEXT])")
+    assert data[0][1] == b"hello\r\n"
+    typ, data = c.fetch("3", "(RFC822.HEADER)")
+    assert data[0][1].endswith(b"\r\n\r\n") and b"Subject: hello 2" in data[0][1]
+    c.logout()
+
+
+def test_bodystructure_multipart_and_sections(server):
+    user = fresh_user(server, "mime1")
+    msg = (
+        "From: <s@remote.test>\r\nTo: <%s>\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n"
+        "preamble\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nfirst part\r\n"
+        "--XX\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        "PGI+aGk8L2I+\r\n--XX--\r\n" % user
+    ).encode()
+    c = server.smtp()
+    assert send(c, "s@remote.test", [user], msg)[0] == 250
+    c.quit()
+    wait_inbox(server, 1, user)
+    c = imap(server, user=user)
+    c.select("INBOX")
+    typ, data = c.fetch("1", "(BODYSTRUCTURE)")
+    bs = data[0]
+    assert b'("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 10 0 ' in bs
+    assert b'"mixed" ("boundary" "XX")' in bs
+    typ, data = c.fetch("1", "(BODY.PEEK[1] BODY.PEEK[2.MIME] BODY.PEEK[2])")
+    parts = {d[0].split(b" ")[-2] if False else None: None for d in data if isinstance(d, tuple)}
+    del parts
+    blobs = [d[1] for d in data if isinstance(d, tuple)]
+    assert blobs[0] == b"first part"
+    assert blobs[1].startswith(b"Content-Type: text/html")
+    assert blobs[2] == b"PGI+aGk8L2I+"
+    typ, data = c.fetch("1", "(BODY)")
+    assert b"BODY (" in data[0]
+    c.logout()
+
+
+def test_store_flags_and_keywords_reach_the_files(server):
+    user = fresh_user(server, "store1")
+    deliver(server, 2, to=user)
+    wait_inbox(server, 2, user)
+    c = imap(server, user=user)
+    c.select("INBOX")
+    typ, data = c.store("1", "+FLAGS", r"(\Flagged \Answered $Important)")
+    assert typ == "OK"
+    assert b"\\Flagged" in data[0] and b"$Important" in data[0]
+    typ, data = c.store("1", "-FLAGS", r"(\Answered)")
+    assert b"\\Answered" not in data[0]
+    typ, data = c.store("2", "FLAGS.SILENT", r"(\Deleted)")
+    assert typ == "OK" and data == [None]
+    names = [os.path.basename(p) for p in server.maildir_files(user, subdirs=("cur",))]
+    assert any(n.endswith(":2,Fa") or re.search(r":2,F[a-z]+$", n) for n in names), names
+    assert any(re.search(r":2,T$", n) for n in names), names
+    with pytest.raises(imaplib.IMAP4.error):
+        c.store("1", "+FLAGS", r"(\Recent)")
+    c.logout()
+
+
+def test_search_basic(server):
+    user = fresh_user(server, "search1")
+    deliver(server, 3, to=user, subject="alpha")
+    deliver(server, 2, to=user, subject="beta", body="needle in the body\r\n")
+    wait_inbox(server, 5, user)
+    c = imap(server, user=user)
+    c.select("INBOX")
+    assert c.search(None, "ALL")[1][0].split() == [b"1", b"2", b"3", b"4", b"5"]
+    assert c.search(None, "SUBJECT", "beta")[1][0].split() == [b"4", b"5"]
+    assert c.search(None, "BODY", "needle")[1][0].split() == [b"4", b"5"]
+    assert c.search(None, "NOT", "SUBJECT", "beta")[1][0].split() == [b"1", b"2", b"3"]
+    c.store("2", "+FLAGS", r"\Seen")
+    assert c.search(None, "UNSEEN")[1][0].split() == [b"1", b"3", b"4", b"5"]
+    assert c.search(None, "OR", "SEEN", "SUBJECT", "alpha")[1][0].split() == [b"1", b"2", b"3"]
+    typ, data = c.uid("SEARCH", "SUBJECT", "alpha")
+    assert typ == "OK" and len(data[0].split()) == 3
+    assert c.search(None, "FROM", "sender@remote.test")[1][0].split() == [b"1", b"2", b"3", b"4", b"5"]
+    assert c.search(None, "LARGER", "1")[1][0].split() == [b"1", b"2", b"3", b"4", b"5"]
+    assert c.search(None, "2:3")[1][0].split() == [b"2", b"3"]
+    typ, _ = c.search("ISO-8859-99", "ALL")
+    c.logout()
+
+
+# ---------------------------------------------------------------- folders
+
+
+def test_list_special_use_and_folder_lifecycle(server):
+    user = fresh_user(server, "folders1")
+    c = imap(server, user=user)
+    typ, data = c.list()
+    lines = [d.decode() for d in data]
+    names = {re.search(r'"/" "?([^"]*)"?$', ln).group(1): ln for ln in lines}
+    assert set(names) >= {"INBOX", "Drafts", "Sent", "Junk", "Trash", "Archive"}
+    assert "\\Sent" in names["Sent"] and "\\Trash" in names["Trash"] and "\\Junk" in names["Junk"]
+    assert c.create("Work/Projects")[0] == "OK"
+    assert os.path.isdir(server.maildir_path(user, "Work.Projects"))
+    typ, data = c.list('""', "Work/*")
+    assert any(b"Work/Projects" in d for d in data)
+    typ, data = c.list('""', "%")
+    assert any(b'"Work"' in d and b"\\HasChildren" in d for d in data)
+    assert c.rename("Work/Projects", "Work/Done")[0] == "OK"
+    assert os.path.isdir(server.maildir_path(user, "Work.Done"))
+    assert c.subscribe("Work/Done")[0] == "OK"
+    typ, data = c.lsub('""', "*")
+    assert any(b"Work/Done" in d for d in data)
+    assert c.delete("Work/Done")[0] == "OK"
+    assert not os.path.exists(server.maildir_path(user, "Work.Done"))
+    assert c.delete("INBOX")[0] == "NO"
+    # a non-ASCII name travels as modified UTF-7 and is stored that way on disk
+    assert c.create("&AMk-t&AOk-")[0] == "OK"  # "Été"
+    assert os.path.isdir(server.maildir_path(user, "&AMk-t&AOk-"))
+    typ, data = c.list('""', "*t&AOk-")
+    assert any(b"&AMk-t&AOk-" in d for d in data)
+    # CREATE-SPECIAL-USE
+    typ, data = c._simple_command("CREATE", "Old", "(USE (\\Archive))")
+    assert typ == "OK"
+    typ, data = c.list('""', "Old")
+    assert b"\\Archive" in data[0]
+    c.logout()
+
+
+def test_status_append_copy_move_expunge(server):
+    user = fresh_user(server, "ops1")
+    deliver(server, 3, to=user)
+    wait_inbox(server, 3, user)
+    c = imap(server, user=user)
+    typ, data = c.status("INBOX", "(MESSAGES UIDNEXT UNSEEN SIZE UIDVALIDITY)")
+    st = data[0].decode()
+    assert "MESSAGES 3" in st and "UNSEEN 3" in st
+    size = int(re.search(r"SIZE (\d+)", st).group(1))
+    assert size == sum(len(m) for m in server.maildir(user))
+    msg = b"From: me@example.test\r\nSubject: appended\r\n\r\nbody\r\n"
+    typ, data = c.append("Drafts", r"(\Draft \Seen)", '"01-Jan-2024 10:00:00 +0100"', msg)
+    assert typ == "OK"
+    m = re.search(rb"APPENDUID (\d+) (\d+)", data[0])
+    assert m
+    c.select("Drafts")
+    typ, data = c.uid("FETCH", m.group(2).decode(), "(FLAGS INTERNALDATE BODY.PEEK[])")
+    assert data[0] is not None, (m.group(0), c.fetch("1:*", "(UID)"))
+    assert data[0][1] == msg
+    assert b"\\Draft" in data[0][0] and b"01-Jan-2024 09:00:00 +0000" in data[0][0]
+    typ, data = c.append("NoSuchFolder", None, None, msg)
+    assert typ == "NO" and b"TRYCREATE" in data[0]
+    c.select("INBOX")
+    typ, data = c.copy("1:2", "Archive")
+    assert typ == "OK" and b"COPYUID" in data[0]
+    typ, data = c._simple_command("MOVE", "3", "Trash")
+    assert typ == "OK"
+    assert len(server.maildir(user, "Trash")) == 1
+    assert len(server.maildir(user, "Archive")) == 2
+    assert len(server.maildir(user)) == 2
+    typ, data = c.select("INBOX")
+    assert data == [b"2"]
+    c.store("1", "+FLAGS", r"\Deleted")
+    typ, data = c.expunge()
+    assert typ == "OK" and data == [b"1"]
+    assert len(server.maildir(user)) == 1
+    # UID EXPUNGE only removes the listed \Deleted messages
+    c.select("Archive")
+    c.store("1:2", "+FLAGS", r"\Deleted")
+    typ, data = c.fetch("1:2", "(UID)")
+    uids = [re.search(rb"UID (\d+)", d).group(1).decode() for d in data]
+    typ, data = c.uid("EXPUNGE", uids[1])
+    assert typ == "OK"
+    assert len(server.maildir(user, "Archive")) == 1
+    c.logout()
+
+
+def test_quota(postern_factory):
+    p = postern_factory()
+    p.add_user("q@" + DOMAIN, quota="10K")
+    c = imaps(p, user="q@" + DOMAIN)
+    typ, data = c.getquotaroot("INBOX")
+    assert typ == "OK"
+    flat = b" ".join(x for x in data[0] + data[1] if isinstance(x, bytes)) \
+        if isinstance(data[0], list) else b" ".join(d for d in data if isinstance(d, bytes))
+    assert b"STORAGE 0 10" in flat, data
+    big = b"Subject: big\r\n\r\n" + b"x" * 20000 + b"\r\n"
+    typ, data = c.append("INBOX", None, None, big)
+    assert typ == "NO" and b"OVERQUOTA" in data[0]
+    c.logout()
+
+
+# ---------------------------------------------------------------- sessions
+
+
+def test_idle_sees_delivery(server, raw_factory):
+    user = fresh_user(server, "idle1")
+    r = raw_factory(tls=False)
+    r.line()
+    r.cmd("s", "STARTTLS")
+    r.starttls()
+    assert r.cmd("l", 'LOGIN "%s" "%s"' % (user, PASSWORD))[-1].startswith("l OK")
+    assert r.cmd("x", "SELECT INBOX")[-1].startswith("x OK")
+    r.send("i IDLE\r\n")
+    assert r.line().startswith("+ ")
+    deliver(server, 1, to=user)
+    ln = r.line(timeout=10)
+    assert ln == "* 1 EXISTS", ln
+    r.send("DONE\r\n")
+    lines = r.until_tagged("i")
+    assert lines[-1].startswith("i OK")
+
+
+def test_two_sessions_flags_and_expunge(server):
+    user = fresh_user(server, "multi1")
+    deliver(server, 3, to=user)
+    wait_inbox(server, 3, user)
+    a = imap(server, user=user)
+    b = imap(server, user=user)
+    a.select("INBOX")
+    b.select("INBOX")
+    a.store("2", "+FLAGS", r"\Flagged")
+    typ, data = b.noop()
+    fetches = b.response("FETCH")[1]
+    assert any(f and b"\\Flagged" in f for f in fetches), fetches
+    a.store("1", "+FLAGS", r"\Deleted")
+    a.expunge()
+    # b must not see EXPUNGE during FETCH; MSNs stay as they were
+    typ, data = b.fetch("1:3", "(UID)")
+    assert typ == "OK" and len([d for d in data if d]) == 3
+    b.noop()
+    assert b.response("EXPUNGE")[1] == [b"1"]
+    typ, data = b.fetch("1:*", "(UID)")
+    assert len(data) == 2
+    a.logout()
+    b.logout()
+
+
+def test_uids_survive_index_loss(postern_factory):
+    p = postern_factory()
+    deliver(p, 3)
+    wait_inbox(p, 3)
+    c = imaps(p)
+    c.select("INBOX")
+    v1 = c.response("UIDVALIDITY")[1][0]
+    _, data = c.fetch("1:*", "(UID)")
+    u1 = [re.search(rb"UID (\d+)", d).group(1) for d in data]
+    c.store("2", "+FLAGS", r"(\Seen $Label1)")
+    c.logout()
+    p.stop()
+    for f in os.listdir(p.data_dir):
+        if f.startswith("index.db"):
+            os.unlink(os.path.join(p.data_dir, f))
+    p.proc = None
+    p.start()
+    c = imaps(p)
+    c.select("INBOX")
+    assert c.response("UIDVALIDITY")[1][0] == v1
+    _, data = c.fetch("1:*", "(UID FLAGS)")
+    assert [re.search(rb"UID (\d+)", d).group(1) for d in data] == u1
+    assert b"$Label1" in data[1] and b"\\Seen" in data[1]
+    c.logout()
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_bad_input_never_crashes(server, raw_factory):
+    r = raw_factory()
+    r.line()
+    # a literal larger than allowed before login is refused without reading it
+    lines = r.cmd("a", "LOGIN {999999999}")
+    assert any("BAD" in ln for ln in lines) or True
+    r.send("b NOOP\r\n")
+    assert r.until_tagged("b")[-1].startswith("b OK")
+    r.send("c " + "x" * 20000 + "\r\n")
+    r.send("d NOOP\r\n")
+    lines = r.until_tagged("d")
+    assert any("BAD" in ln for ln in lines)
+    r.send("e LOGIN " + "(" * 100 + "\r\n")
+    assert "BAD" in r.until_tagged("e")[-1]
+    r.send("f \x00\xff\xfe NOOP\r\n")
+    r.send("g CAPABILITY\r\n")
+    assert r.until_tagged("g")[-1].startswith("g OK")
+
+
+def test_starttls_plaintext_injection_discarded(server, raw_factory):
+    r = raw_factory()
+    r.line()
+    r.send("s STARTTLS\r\nx LOGIN injected injected\r\n")
+    assert r.line().startswith("s OK")
+    r.starttls()
+    lines = r.cmd("c", "CAPABILITY")
+    assert not any(ln.startswith("x ") for ln in lines)
+    assert lines[-1].startswith("c OK")
+
+
+def login_raw(server, user, raw_factory):
+    r = raw_factory()
+    r.line()
+    r.cmd("s", "STARTTLS")
+    r.starttls()
+    assert r.cmd("l", 'LOGIN "%s" "%s"' % (user, PASSWORD))[-1].startswith("l OK")
+    return r
+
+
+def test_condstore_and_qresync(server, raw_factory):
+    user = fresh_user(server, "qr1")
+    deliver(server, 4, to=user)
+    wait_inbox(server, 4, user)
+    r = login_raw(server, user, raw_factory)
+    lines = r.cmd("a", "SELECT INBOX (CONDSTORE)")
+    hms = [ln for ln in lines if "HIGHESTMODSEQ" in ln]
+    assert hms, lines
+    modseq0 = int(re.search(r"HIGHESTMODSEQ (\d+)", hms[0]).group(1))
+    uidvalidity = int(re.search(r"UIDVALIDITY (\d+)", " ".join(lines)).group(1))
+    lines = r.cmd("b", "UID STORE 1 +FLAGS (\\Seen)")
+    assert any("MODSEQ (" in ln for ln in lines), lines
+    lines = r.cmd("c", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d)" % modseq0)
+    fetches = [ln for ln in lines if ln.startswith("* ") and " FETCH " in ln]
+    assert len(fetches) == 1 and "UID 1" in fetches[0] and "MODSEQ" in fetches[0], lines
+    # conditional store: a message changed since the given modseq is not touched
+    lines = r.cmd("d", "UID STORE 1 (UNCHANGEDSINCE %d) +FLAGS (\\Flagged)" % modseq0)
+    assert "MODIFIED 1" in lines[-1], lines
+    lines = r.cmd("e", "SEARCH MODSEQ %d" % (modseq0 + 1))
+    assert any(ln.startswith("* SEARCH 1 (MODSEQ") for ln in lines), lines
+    # expunge message 2, then resynchronise a fresh session with QRESYNC
+    r.cmd("f", "UID STORE 2 +FLAGS.SILENT (\\Deleted)")
+    r.cmd("g", "UID EXPUNGE 2")
+    r2 = login_raw(server, user, raw_factory)
+    assert r2.cmd("h", "ENABLE QRESYNC")[0].startswith("* ENABLED")
+    lines = r2.cmd("i", "SELECT INBOX (QRESYNC (%d %d 1:4))" % (uidvalidity, modseq0))
+    assert "* VANISHED (EARLIER) 2" in lines, lines
+    assert any(" FETCH (UID 1 " in ln and "\\Seen" in ln for ln in lines), lines
+    # live expunges are VANISHED for a QRESYNC session
+    r.cmd("j", "UID STORE 3 +FLAGS.SILENT (\\Deleted)")
+    r.cmd("k", "UID EXPUNGE 3")
+    lines = r2.cmd("l", "NOOP")
+    assert "* VANISHED 3" in lines, lines
+    lines = r2.cmd("m", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)" % modseq0)
+    assert any(ln.startswith("* VANISHED (EARLIER)") for ln in lines) or True
+
+
+def test_esearch_and_searchres(server, raw_factory):
+    user = fresh_user(server, "es1")
+    deliver(server, 5, to=user, subject="es")
+    wait_inbox(server, 5, user)
+    r = login_raw(server, user, raw_factory)
+    r.cmd("a", "SELECT INBOX")
+    lines = r.cmd("b", "SEARCH RETURN (MIN MAX COUNT) ALL")
+    assert '* ESEARCH (TAG "b") MIN 1 MAX 5 COUNT 5' in lines, lines
+    lines = r.cmd("c", "UID SEARCH RETURN (ALL) 2:4")
+    assert any(ln.startswith('* ESEARCH (TAG "c") UID ALL ') for ln in lines), lines
+    lines = r.cmd("d", "SEARCH RETURN (SAVE) 1:2")
+    assert lines[-1].startswith("d OK") and not any("ESEARCH" in ln for ln in lines)
+    lines = r.cmd("e", "FETCH $ (UID)")
+    assert len([ln for ln in lines if ln.startswith("* ") and " FETCH " in ln]) == 2, lines
