@@ -10,7 +10,7 @@ pkgs="build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-dev
       libcrypt-dev libargon2-dev libjansson-dev libunbound-dev dns-root-data openssl
       libpsl-dev publicsuffix libidn2-dev"
 case "$what" in
-check) pkgs="$pkgs libcmocka-dev libyaml-dev clang libclang-rt-14-dev python3 python3-pytest swaks nsd ldnsutils python3-dkim python3-aiosmtpd fetchmail isync" ;;
+check) pkgs="$pkgs libcmocka-dev libyaml-dev clang libclang-rt-14-dev python3 python3-pytest swaks nsd ldnsutils python3-dkim python3-aiosmtpd fetchmail isync postfix" ;;
 bench) pkgs="$pkgs libcmocka-dev python3 postfix gnuplot-nox" ;;
 esac
 
@@ -32,6 +32,11 @@ else
 	exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Postfix is a test peer run privately (tests/test_postfix_peer.py): no system instance configured
+case " $missing " in
+*" postfix "*) echo "postfix postfix/main_mailer_type select No configuration" |
+	$sudo debconf-set-selections ;;
+esac
 # Refresh the package lists only when an install fails with the cached ones.
 $sudo apt-get install -y -q --no-install-recommends $missing ||
 	{ $sudo apt-get update -q && $sudo apt-get install -y -q --no-install-recommends $missing; }
