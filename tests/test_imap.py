@@ -568,3 +568,36 @@ def test_esearch_and_searchres(server, raw_factory):
     assert lines[-1].startswith("d OK") and not any("ESEARCH" in ln for ln in lines)
     lines = r.cmd("e", "FETCH $ (UID)")
     assert len([ln for ln in lines if ln.startswith("* ") and " FETCH " in ln]) == 2, lines
+
+
+def test_sort_and_thread(server, raw_factory):
+    user = fresh_user(server, "sort1")
+    c = server.smtp()
+    msgs = [
+        ("Re: Banana", "2 Jan 2024 10:00:00 +0000", "<b1@x>", "<a1@x>", "zed@remote.test"),
+        ("apple", "1 Jan 2024 10:00:00 +0000", "<a1@x>", None, "amy@remote.test"),
+        ("Cherry", "3 Jan 2024 10:00:00 +0000", "<c1@x>", None, "bob@remote.test"),
+        ("Re: apple", "4 Jan 2024 10:00:00 +0000", "<a2@x>", "<a1@x>", "cat@remote.test"),
+    ]
+    for subj, date, mid, irt, frm in msgs:
+        body = "From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: %s\r\n%s\r\nx\r\n" % (
+            frm, user, subj, date, mid, ("In-Reply-To: %s\r\n" % irt) if irt else "")
+        assert send(c, frm, [user], body.encode())[0] == 250
+    c.quit()
+    wait_inbox(server, 4, user)
+    r = login_raw(server, user, raw_factory)
+    r.cmd("a", "SELECT INBOX")
+    lines = r.cmd("b", "SORT (DATE) UTF-8 ALL")
+    assert "* SORT 2 1 3 4" in lines, lines
+    lines = r.cmd("c", "SORT (SUBJECT REVERSE DATE) UTF-8 ALL")
+    assert "* SORT 4 2 1 3" in lines, lines
+    lines = r.cmd("d", "SORT (FROM) UTF-8 NOT SUBJECT cherry")
+    assert "* SORT 2 4 1" in lines, lines
+    lines = r.cmd("e", "THREAD REFERENCES UTF-8 ALL")
+    thread = [ln for ln in lines if ln.startswith("* THREAD ")]
+    assert thread and "(2 (1)(4))" in thread[0].replace(" (1)(4)", " (1)(4)") or \
+        thread and "2 (1)(4)" in thread[0], lines
+    lines = r.cmd("f", "THREAD ORDEREDSUBJECT UTF-8 ALL")
+    assert any(ln.startswith("* THREAD (") for ln in lines), lines
+    lines = r.cmd("g", "SORT (DATE) ISO-8859-99 ALL")
+    assert "BADCHARSET" in lines[-1]

@@ -9,6 +9,7 @@
 
 #include "imap/imap_search.h"
 #include "imap/imap_seqset.h"
+#include "imap/imap_sort.h"
 #include "lib/xalloc.h"
 
 #include <errno.h>
@@ -200,7 +201,81 @@ static void cmd_search(struct imap_job *j)
 	imap_reply(j->out, "%s OK %sSEARCH completed", j->tag, j->uid ? "UID " : "");
 }
 
+/* SORT (criteria) charset keys / THREAD algorithm charset keys (RFC 5256) */
+static void cmd_sort_thread(struct imap_job *j, bool thread)
+{
+	struct imap_session *s = j->s;
+	struct imap_sort_program prog;
+	enum imap_thread_alg alg = IMAP_THREAD_REFERENCES;
+	const char *err = NULL;
+	if (j->nargs < 3) {
+		imap_reply(j->out, "%s BAD Syntax: %s", j->tag,
+			   thread ? "THREAD algorithm charset keys" : "SORT (criteria) charset keys");
+		return;
+	}
+	if (thread) {
+		if (j->args[0].type != IMAP_ARG_ATOM ||
+		    imap_thread_alg_parse(j->args[0].str, &alg) < 0) {
+			imap_reply(j->out, "%s BAD Unknown threading algorithm", j->tag);
+			return;
+		}
+	} else if (imap_sort_parse(&j->args[0], &prog, &err) < 0) {
+		imap_reply(j->out, "%s BAD %s", j->tag, err != NULL ? err : "Invalid sort criteria");
+		return;
+	}
+	const char *charset = imap_arg_astring(&j->args[1]);
+	if (charset == NULL || !imap_search_charset_ok(charset)) {
+		imap_reply(j->out, "%s NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset", j->tag);
+		return;
+	}
+	struct imap_search *search = NULL;
+	if (imap_search_parse_keys(j->args + 2, j->nargs - 2, &search, &err) < 0) {
+		imap_reply(j->out, "%s BAD %s", j->tag, err != NULL ? err : "Invalid search keys");
+		return;
+	}
+	size_t *hits;
+	uint64_t maxmod;
+	size_t n = run_search(s, search, &hits, &maxmod);
+	imap_search_free(&search);
+	struct imap_view *v = &s->view;
+	struct mbox_cache *caches = xcalloc(n + 1, sizeof(*caches));
+	struct imap_sort_msg *msgs = xcalloc(n + 1, sizeof(*msgs));
+	for (size_t i = 0; i < n; i++) {
+		const struct mbox_msg *m = &v->msgs[hits[i]];
+		char *cerr = NULL;
+		if (mbox_msg_cache(v->box, m->uid, &caches[i], &cerr) < 0) {
+			/* expunged meanwhile: sorts as a message without headers */
+			free(cerr);
+			memset(&caches[i], 0, sizeof(caches[i]));
+		}
+		imap_sort_msg_fill(&msgs[i], (uint32_t)(hits[i] + 1), m, &caches[i]);
+	}
+	if (thread) {
+		char *t = imap_thread(alg, msgs, n, j->uid);
+		evbuffer_add_printf(j->out, "* THREAD %s\r\n", t);
+		free(t);
+	} else {
+		imap_sort(&prog, msgs, n);
+		evbuffer_add_printf(j->out, "* SORT");
+		for (size_t i = 0; i < n; i++)
+			evbuffer_add_printf(j->out, " %u", j->uid ? msgs[i].uid : msgs[i].msn);
+		evbuffer_add(j->out, "\r\n", 2);
+	}
+	for (size_t i = 0; i < n; i++)
+		mbox_cache_clear(&caches[i]);
+	free(caches);
+	free(msgs);
+	free(hits);
+	imap_view_sync(s, j->out, j->expunge_ok);
+	imap_reply(j->out, "%s OK %s%s completed", j->tag, j->uid ? "UID " : "", j->name);
+}
+
 void imap_cmd_search(struct imap_job *j)
 {
-	cmd_search(j);
+	if (strcmp(j->name, "SORT") == 0)
+		cmd_sort_thread(j, false);
+	else if (strcmp(j->name, "THREAD") == 0)
+		cmd_sort_thread(j, true);
+	else
+		cmd_search(j);
 }

@@ -77,7 +77,8 @@ void imap_capability_string(struct imap_session *s, struct evbuffer *out)
 	}
 	evbuffer_add_printf(out, " NAMESPACE UNSELECT UIDPLUS MOVE CHILDREN SPECIAL-USE"
 				 " CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH SEARCHRES"
-				 " STATUS=SIZE QUOTA QUOTA=RES-STORAGE CONDSTORE QRESYNC UTF8=ACCEPT MULTIAPPEND");
+				 " STATUS=SIZE QUOTA QUOTA=RES-STORAGE SORT SORT=DISPLAY"
+				 " THREAD=ORDEREDSUBJECT THREAD=REFERENCES CONDSTORE QRESYNC UTF8=ACCEPT MULTIAPPEND");
 }
 
 /* ------------------------------------------------------------------ */
@@ -772,6 +773,8 @@ static const struct command commands[] = {
 	{"UNSELECT", ST_SELECTED, NULL, imap_cmd_close, 0},
 	{"EXPUNGE", ST_SELECTED, NULL, imap_cmd_expunge, J_EXPUNGE_OK | J_UID},
 	{"SEARCH", ST_SELECTED, NULL, imap_cmd_search, J_UID},
+	{"SORT", ST_SELECTED, NULL, imap_cmd_search, J_UID},
+	{"THREAD", ST_SELECTED, NULL, imap_cmd_search, J_UID},
 	{"FETCH", ST_SELECTED, NULL, imap_cmd_fetch, J_UID},
 	{"STORE", ST_SELECTED, NULL, imap_cmd_store, J_UID},
 	{"COPY", ST_SELECTED, NULL, imap_cmd_copy, J_UID},
