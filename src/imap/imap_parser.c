@@ -386,28 +386,30 @@ static bool parse_atom(struct parse *p, struct imap_arg *a)
 		if (c == ' ' || c == ')')
 			break;
 		if (c == '[') {
-			/* fetch-att section: up to the matching ']', spaces and lists included */
+			/*
+			 * fetch-att section: up to the matching ']', spaces and lists
+			 * included. '[' is also a plain ATOM-CHAR (a password "ab[c"):
+			 * without a matching ']' on the line it is taken as one.
+			 */
+			size_t q = p->pos;
 			unsigned depth = 0;
-			for (;;) {
-				if (p->pos >= p->len) {
-					p->error = "Missing ']'";
-					return false;
-				}
-				c = (unsigned char)p->s[p->pos];
-				if (is_ctl(c) || c >= 0x80) {
-					p->error = "Invalid character in section";
-					return false;
-				}
-				p->pos++;
+			bool closed = false;
+			while (q < p->len) {
+				c = (unsigned char)p->s[q];
+				if (is_ctl(c) || c >= 0x80)
+					break;
+				q++;
 				if (c == '[') {
 					if (++depth > IMAP_MAX_DEPTH) {
 						p->error = "Too deep";
 						return false;
 					}
 				} else if (c == ']' && --depth == 0) {
+					closed = true;
 					break;
 				}
 			}
+			p->pos = closed ? q : p->pos + 1;
 			continue;
 		}
 		if (!is_atom_char(c)) {

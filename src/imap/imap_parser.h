@@ -16,6 +16,7 @@
  * the "fetch-att" friendly way: an atom containing '[' extends to the
  * matching ']' (spaces and parentheses inside included), then any <...>
  * partial range, so BODY[HEADER.FIELDS (From To)]<0.100> is one atom.
+ * A '[' without a matching ']' on the line is an ordinary ATOM-CHAR.
  * Parenthesised lists nest up to IMAP_MAX_DEPTH.
  */
 #ifndef POSTERN_IMAP_PARSER_H

@@ -301,6 +301,20 @@ static void test_parse_basic(void **state)
 	assert_string_equal(cmd.args[0].str, "Ent\xc3\xa4rt");
 	imap_command_clear(&cmd);
 
+	/* '[' without a matching ']' is a plain atom character */
+	cmd = parse_ok("l LOGIN pa[ss wo[rd ");
+	assert_int_equal(cmd.nargs, 2);
+	assert_string_equal(cmd.args[0].str, "pa[ss");
+	assert_string_equal(cmd.args[1].str, "wo[rd");
+	imap_command_clear(&cmd);
+	cmd = parse_ok("s SELECT INBOX.[Gmail].x [a[b]c]d");
+	assert_string_equal(cmd.args[0].str, "INBOX.[Gmail].x");
+	assert_string_equal(cmd.args[1].str, "[a[b]c]d");
+	imap_command_clear(&cmd);
+	cmd = parse_ok("f FETCH 1 BODY[HEADER");
+	assert_string_equal(cmd.args[1].str, "BODY[HEADER");
+	imap_command_clear(&cmd);
+
 	/* ']' is an ASTRING-CHAR; a tag may hold it */
 	cmd = parse_ok("t] SELECT a]b");
 	assert_string_equal(cmd.tag, "t]");
@@ -367,8 +381,8 @@ static void test_parse_errors(void **state)
 	assert_string_equal(ERR("t X \xc3\xa4"), "8-bit octet in atom");
 	assert_string_equal(ERR("t X a{b"), "Invalid character in atom");
 	assert_string_equal(ERR("t X a\"b"), "Invalid character in atom");
-	assert_string_equal(ERR("t X BODY[HEADER"), "Missing ']'");
-	assert_string_equal(ERR("t X BODY[a\nb]"), "Invalid character in section");
+	assert_string_equal(ERR("t X BODY[HEADER.FIELDS (A"), "Missing ')'");
+	assert_string_equal(ERR("t X BODY[a\nb]"), "Invalid character in atom");
 	assert_string_equal(ERR("t N\xc3\xa4"), "Invalid command name");
 	assert_string_equal(tag, "t");
 #undef ERR
