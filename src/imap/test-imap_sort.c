@@ -289,6 +289,16 @@ static void test_references(void **state)
 	/* 3: p -> q -> r; 4's refs "p r" keep q under p and r under q (existing links stay) */
 	THREAD_IS(IMAP_THREAD_REFERENCES, f2, "(1 2 3 4)");
 
+	/* a reply stored before its original; a grandchild known only by In-Reply-To */
+	static const struct tmsg g[] = {
+		{1, 20, "Re: plan", "<r1@x>", "<orig@x>", NULL},
+		{2, 10, "plan", "<orig@x>", NULL, NULL},
+		{3, 30, "Re: plan", "<r2@x>", "<r1@x> (comment)", NULL},
+		{4, 25, "Re: plan", "<r3@x>", NULL, "<orig@x>"},
+	};
+	THREAD_IS(IMAP_THREAD_REFERENCES, g, "(2 (1 3)(4))");
+	THREAD_IS(IMAP_THREAD_ORDEREDSUBJECT, g, "(2 (1)(4)(3))");
+
 	/* by UID */
 	struct imap_sort_msg m[2] = {{.msn = 1, .uid = 7, .message_id = "<a@b>"},
 				     {.msn = 2, .uid = 9, .references = "<a@b>"}};
