@@ -30,8 +30,10 @@ def index_rows(p, address):
     db = sqlite3.connect(os.path.join(p.data_dir, "index.db"))
     try:
         return db.execute(
-            "SELECT f.name, f.uidvalidity, m.uid, m.basename, m.flags, m.subject FROM messages m "
-            "JOIN folders f ON f.id = m.folder_id ORDER BY f.name, m.uid").fetchall()
+            "SELECT f.name, f.uidvalidity, m.uid, m.basename, m.flags, c.subject FROM messages m "
+            "JOIN folders f ON f.id = m.folder_id "
+            "JOIN msgcache c ON c.folder_id = m.folder_id AND c.uid = m.uid "
+            "ORDER BY f.name, m.uid").fetchall()
     finally:
         db.close()
 

@@ -137,6 +137,13 @@ static void conn_key_init(void)
 		fatal("pthread_key_create failed");
 }
 
+/*
+ * Message rows are kept narrow (SELECT and STATUS scan them); the cache
+ * columns live in msgcache, deleted with their message by a trigger.
+ * The index is a cache: a database of another schema version is dropped
+ * and rebuilt from the files.
+ */
+#define SCHEMA_VERSION 2
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS folders ("
 	"  id INTEGER PRIMARY KEY,"
@@ -163,18 +170,54 @@ static const char schema[] =
 	"  phys_size INTEGER NOT NULL,"
 	"  internaldate INTEGER NOT NULL,"
 	"  savedate INTEGER NOT NULL,"
+	"  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder_id, modseq);"
+	"CREATE TABLE IF NOT EXISTS msgcache ("
+	"  folder_id INTEGER NOT NULL,"
+	"  uid INTEGER NOT NULL,"
 	"  envelope TEXT, bodystructure TEXT, body TEXT,"
 	"  subject TEXT, hfrom TEXT, hto TEXT, hcc TEXT, hbcc TEXT,"
 	"  message_id TEXT, in_reply_to TEXT, refs TEXT,"
 	"  sort_from TEXT, sort_to TEXT, sort_cc TEXT, display_from TEXT, display_to TEXT,"
 	"  date INTEGER, date_tz INTEGER,"
 	"  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder_id, modseq);"
+	"CREATE TRIGGER IF NOT EXISTS messages_delete AFTER DELETE ON messages BEGIN"
+	"  DELETE FROM msgcache WHERE folder_id = old.folder_id AND uid = old.uid; END;"
 	"CREATE TABLE IF NOT EXISTS expunged ("
 	"  folder_id INTEGER NOT NULL,"
 	"  uid INTEGER NOT NULL,"
 	"  modseq INTEGER NOT NULL,"
 	"  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;";
+
+static const char drop_all[] = "DROP TABLE IF EXISTS folders; DROP TABLE IF EXISTS messages;"
+			       "DROP TABLE IF EXISTS msgcache; DROP TABLE IF EXISTS expunged;";
+
+static int schema_setup(sqlite3 *db)
+{
+	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		return -1;
+	sqlite3_stmt *s = NULL;
+	int version = -1;
+	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		version = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", SCHEMA_VERSION);
+	if (version < 0 ||
+	    (version != SCHEMA_VERSION &&
+	     (sqlite3_exec(db, drop_all, NULL, NULL, NULL) != SQLITE_OK ||
+	      sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)) ||
+	    sqlite3_exec(db, schema, NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return -1;
+	}
+	if (version != SCHEMA_VERSION && version > 0)
+		log_info("event=mailbox_index_rebuilt reason=schema_version old=%d new=%d", version,
+			 SCHEMA_VERSION);
+	return 0;
+}
 
 #define CACHE_COLS                                                                                 \
 	"envelope, bodystructure, body, subject, hfrom, hto, hcc, hbcc, message_id, in_reply_to, " \
@@ -197,7 +240,7 @@ static sqlite3 *index_open(const char *data_dir, char **error_r)
 	sqlite3_busy_timeout(db, 10000);
 	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
 			 NULL) != SQLITE_OK ||
-	    sqlite3_exec(db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+	    schema_setup(db) < 0) {
 		fail_db(error_r, db, "schema");
 		sqlite3_close_v2(db);
 		return NULL;
@@ -332,8 +375,8 @@ static char *name_canon(const char *name)
 	    strstr(name, "//") != NULL)
 		return NULL;
 	for (const unsigned char *p = (const unsigned char *)name; *p != '\0'; p++)
-		if (*p < 0x20 || *p == 0x7f || *p == '.' || *p == '\\' || *p == '~' ||
-		    (*p == '%' && false))
+		/* "." is the Maildir++ hierarchy separator on disk */
+		if (*p < 0x20 || *p == 0x7f || *p == '.')
 			return NULL;
 	char *enc = mutf7_encode(name); /* validates UTF-8 */
 	if (enc == NULL)
@@ -1237,7 +1280,9 @@ static int ient_cmp(const void *a, const void *b)
 static int dent_ptr_cmp(const void *a, const void *b)
 {
 	const struct dent *x = *(const struct dent *const *)a, *y = *(const struct dent *const *)b;
-	return strverscmp(x->base, y->base);
+	/* plain byte order: names start with fixed-width seconds and our queue ids
+	   are fixed-width and sortable; strverscmp would read "80" > "9" inside them */
+	return strcmp(x->base, y->base);
 }
 
 static int read_dir(const char *dir, bool in_new, struct dent **v, size_t *n, size_t *cap)
@@ -1366,9 +1411,12 @@ static void bind_cache(sqlite3_stmt *s, int first, const struct mbox_cache *c)
 
 #define INSERT_MSG                                                                                 \
 	"INSERT OR REPLACE INTO messages (folder_id, uid, basename, filename, in_new, flags, "     \
-	"keywords, modseq, size, phys_size, internaldate, savedate, " CACHE_COLS ") VALUES "       \
+	"keywords, modseq, size, phys_size, internaldate, savedate) VALUES "                       \
+	"(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+#define INSERT_CACHE                                                                               \
+	"INSERT OR REPLACE INTO msgcache (folder_id, uid, " CACHE_COLS ") VALUES "                 \
 	"(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "  \
-	"?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
+	"?20)"
 
 static int64_t mtime_to_store(int64_t mtime_ns)
 {
@@ -1420,8 +1468,8 @@ static int update_folder_row(sqlite3 *db, const struct frow *r, char **error_r)
  * Bring the index of folder `name` (directory `path`) up to date with its
  * files. *row_r gets the folder row after it.
  */
-static int folder_sync(struct mbox_account *a, const char *name, const char *path, bool readonly,
-		       struct frow *row_r, char **error_r)
+static int folder_sync_ex(struct mbox_account *a, const char *name, const char *path,
+			  bool readonly, bool reindex, struct frow *row_r, char **error_r)
 {
 	sqlite3 *db = conn_db(a->st, error_r);
 	if (db == NULL)
@@ -1450,7 +1498,7 @@ static int folder_sync(struct mbox_account *a, const char *name, const char *pat
 	int f = frow_get(db, a->id, name, row_r, error_r);
 	if (f < 0)
 		goto out;
-	if (f == 1 && row_r->new_mtime == ts_ns(&sn.st_mtim) &&
+	if (f == 1 && !reindex && row_r->new_mtime == ts_ns(&sn.st_mtim) &&
 	    row_r->cur_mtime == ts_ns(&sc.st_mtim)) {
 		ret = 0; /* nothing changed: two stat() calls */
 		goto out;
@@ -1463,6 +1511,52 @@ static int folder_sync(struct mbox_account *a, const char *name, const char *pat
 	bool rebuild = f == 0;
 	if (rebuild && frow_create(db, a->id, name, path, row_r, error_r) < 0)
 		goto out;
+	if (!rebuild && reindex) {
+		/*
+		 * postern reindex: the rows go and come back from the files and the
+		 * uidlist in this one transaction (same folder id, UIDs, UIDVALIDITY;
+		 * MODSEQs go on rising, so CONDSTORE clients see every message as changed)
+		 */
+		char sql[128];
+		snprintf(sql, sizeof(sql), "DELETE FROM messages WHERE folder_id = %lld",
+			 (long long)row_r->id);
+		if (exec(db, sql, error_r) < 0)
+			goto out;
+		row_r->uidlist_off = 0;
+		rebuild = true;
+		/* a uidlist restored from elsewhere brings its own UIDVALIDITY and UIDs */
+		char *ulp = xasprintf("%s/" UIDLIST_NAME, path);
+		uint32_t v = 0, next = 1;
+		struct uident *e;
+		size_t ne;
+		int64_t sz;
+		if (uidlist_read(ulp, 0, &v, &next, &e, &ne, &sz) == 0 && v != 0 &&
+		    v != row_r->uidvalidity) {
+			snprintf(sql, sizeof(sql), "DELETE FROM expunged WHERE folder_id = %lld",
+				 (long long)row_r->id);
+			row_r->uidvalidity = v;
+			row_r->uidnext = next;
+			row_r->first_recent = next;
+			sqlite3_stmt *u = prep(db, "UPDATE folders SET uidvalidity = ?2 WHERE id = ?1",
+					       error_r);
+			int rc = SQLITE_ERROR;
+			if (u != NULL) {
+				sqlite3_bind_int64(u, 1, row_r->id);
+				sqlite3_bind_int64(u, 2, v);
+				rc = sqlite3_step(u);
+				sqlite3_finalize(u);
+			}
+			if (rc != SQLITE_DONE || exec(db, sql, error_r) < 0) {
+				uidents_free(e, ne);
+				free(ulp);
+				if (rc != SQLITE_DONE)
+					fail_db(error_r, db, "reindex");
+				goto out;
+			}
+		}
+		uidents_free(e, ne);
+		free(ulp);
+	}
 	struct frow r = *row_r;
 
 	/* the directories, each stat'd before it is read */
@@ -1613,7 +1707,8 @@ static int folder_sync(struct mbox_account *a, const char *name, const char *pat
 		free(ulpath);
 		r.uidlist_off = ulsize;
 		s = prep(db, INSERT_MSG, error_r);
-		if (s == NULL) {
+		sqlite3_stmt *sc2 = s != NULL ? prep(db, INSERT_CACHE, error_r) : NULL;
+		if (sc2 == NULL) {
 			free(uids);
 			goto out;
 		}
@@ -1640,8 +1735,11 @@ static int folder_sync(struct mbox_account *a, const char *name, const char *pat
 			sqlite3_bind_int64(s, 10, (int64_t)phys);
 			sqlite3_bind_int64(s, 11, mtime);
 			sqlite3_bind_int64(s, 12, ctime);
-			bind_cache(s, 13, &c);
-			if (sqlite3_step(s) != SQLITE_DONE)
+			sqlite3_reset(sc2);
+			sqlite3_bind_int64(sc2, 1, r.id);
+			sqlite3_bind_int64(sc2, 2, uids[k]);
+			bind_cache(sc2, 3, &c);
+			if (sqlite3_step(s) != SQLITE_DONE || sqlite3_step(sc2) != SQLITE_DONE)
 				dberr = true;
 			mbox_cache_clear(&c);
 			/* delivery counted what it put into new/; a rebuild counts nothing */
@@ -1649,6 +1747,7 @@ static int folder_sync(struct mbox_account *a, const char *name, const char *pat
 				usage_delta += (int64_t)phys;
 		}
 		free(uids);
+		sqlite3_finalize(sc2);
 		sqlite3_finalize(s);
 		s = NULL;
 		if (dberr) {
@@ -1682,6 +1781,12 @@ out:
 			mbox_notify(a->maildir, name);
 	}
 	return ret;
+}
+
+static int folder_sync(struct mbox_account *a, const char *name, const char *path, bool readonly,
+		       struct frow *row_r, char **error_r)
+{
+	return folder_sync_ex(a, name, path, readonly, false, row_r, error_r);
 }
 
 /* ---- folders ---- */
@@ -1781,9 +1886,9 @@ int mbox_folders(struct mbox_account *acct, struct mbox_folder **list_r, size_t 
 	for (size_t i = 0; i < n; i++) {
 		size_t l = strlen(list[i].name);
 		for (size_t k = 0; k < n && !list[i].has_children; k++)
-			if (strncmp(list[k].name, list[i].name, l) == 0 && list[k].name[l] == '/' &&
-			    !(list[k].nonexistent && list[k].subscribed && !list[k].has_children &&
-			      false))
+			/* RFC 3348: an existing folder below (a subscription alone is not a child) */
+			if (!list[k].nonexistent && strncmp(list[k].name, list[i].name, l) == 0 &&
+			    list[k].name[l] == '/')
 				list[i].has_children = true;
 	}
 	qsort(list, n, sizeof(*list), cmp_folder);
@@ -2623,7 +2728,7 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 		return -1;
 	int ret = -1;
 	char *buf = NULL;
-	sqlite3_stmt *s = NULL;
+	sqlite3_stmt *s = NULL, *sc = NULL;
 	if (frow_get(db, a->id, canon, &r, error_r) <= 0) {
 		fail(error_r, ENOENT, "folder %s vanished", canon);
 		goto out;
@@ -2663,16 +2768,22 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 		goto out;
 	r.hms++;
 	time_t now = time(NULL);
-	if (src_folder > 0)
+	if (src_folder > 0) {
 		s = prep(db,
 			 "INSERT OR REPLACE INTO messages (folder_id, uid, basename, filename, in_new, "
-			 "flags, keywords, modseq, size, phys_size, internaldate, savedate, " CACHE_COLS
-			 ") SELECT ?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, size, phys_size, internaldate, ?8, "
-			 CACHE_COLS " FROM messages WHERE folder_id = ?9 AND uid = ?10",
+			 "flags, keywords, modseq, size, phys_size, internaldate, savedate) "
+			 "SELECT ?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, size, phys_size, internaldate, ?8 "
+			 "FROM messages WHERE folder_id = ?9 AND uid = ?10",
 			 error_r);
-	else
+		sc = prep(db,
+			  "INSERT OR REPLACE INTO msgcache (folder_id, uid, " CACHE_COLS ") "
+			  "SELECT ?1, ?2, " CACHE_COLS " FROM msgcache WHERE folder_id = ?3 AND uid = ?4",
+			  error_r);
+	} else {
 		s = prep(db, INSERT_MSG, error_r);
-	if (s == NULL)
+		sc = prep(db, INSERT_CACHE, error_r);
+	}
+	if (s == NULL || sc == NULL)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
 		sqlite3_reset(s);
@@ -2696,9 +2807,18 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 			sqlite3_bind_int64(s, 10, (int64_t)m[i].phys);
 			sqlite3_bind_int64(s, 11, m[i].internaldate);
 			sqlite3_bind_int64(s, 12, now);
-			bind_cache(s, 13, &m[i].cache);
 		}
-		if (sqlite3_step(s) != SQLITE_DONE || sqlite3_changes(db) != 1) {
+		sqlite3_reset(sc);
+		sqlite3_bind_int64(sc, 1, r.id);
+		sqlite3_bind_int64(sc, 2, uids_r[i]);
+		if (src_folder > 0) {
+			sqlite3_bind_int64(sc, 3, src_folder);
+			sqlite3_bind_int64(sc, 4, m[i].src_uid);
+		} else {
+			bind_cache(sc, 3, &m[i].cache);
+		}
+		if (sqlite3_step(s) != SQLITE_DONE || sqlite3_changes(db) != 1 ||
+		    sqlite3_step(sc) != SQLITE_DONE) {
 			fail_db(error_r, db, "message insert");
 			goto out;
 		}
@@ -2709,6 +2829,7 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 	ret = 0;
 out:
 	sqlite3_finalize(s);
+	sqlite3_finalize(sc);
 	free(buf);
 	if (ret < 0)
 		rollback(db);
@@ -3130,17 +3251,14 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 	sqlite3 *db = conn_db(box->acct->st, error_r);
 	if (db == NULL)
 		return -1;
-	sqlite3_stmt *s = prep(db, "SELECT " CACHE_COLS " FROM messages WHERE folder_id = ?1 AND "
+	sqlite3_stmt *s = prep(db, "SELECT " CACHE_COLS " FROM msgcache WHERE folder_id = ?1 AND "
 				   "uid = ?2", error_r);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, box->folder_id);
 	sqlite3_bind_int64(s, 2, uid);
-	if (sqlite3_step(s) != SQLITE_ROW) {
-		sqlite3_finalize(s);
-		return fail(error_r, ENOENT, "message %u has been expunged", uid);
-	}
-	if (sqlite3_column_type(s, 0) != SQLITE_NULL) {
+	/* no cache row: computed from the file below (ENOENT there if the message is gone) */
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
 		char **v[] = {&c->envelope,	&c->bodystructure, &c->body,	     &c->subject,
 			      &c->from,		&c->to,		   &c->cc,	     &c->bcc,
 			      &c->message_id,	&c->in_reply_to,   &c->references,   &c->sort_from,
@@ -3203,18 +3321,48 @@ int mbox_reindex(struct mbox_store *st, int64_t account_id, const char *address,
 		 const char *maildir, char **error_r)
 {
 	sqlite3 *db = conn_db(st, error_r);
-	if (db == NULL || forget_account(db, account_id, error_r) < 0)
+	if (db == NULL)
 		return -1;
 	struct mbox_account a = {.st = st, .id = account_id, .address = (char *)address,
 				 .maildir = (char *)maildir};
 	size_t nn;
 	char **names = folder_names(&a, &nn);
 	int ret = 0;
+	/* rows of folders that no longer exist */
+	sqlite3_stmt *s = prep(db, "SELECT name FROM folders WHERE account_id = ?1", error_r);
+	if (s == NULL)
+		ret = -1;
+	char **gone = NULL;
+	size_t ngone = 0, cap = 0;
+	if (s != NULL) {
+		sqlite3_bind_int64(s, 1, account_id);
+		while (sqlite3_step(s) == SQLITE_ROW) {
+			const char *nm = (const char *)sqlite3_column_text(s, 0);
+			bool found = false;
+			for (size_t i = 0; i < nn && !found; i++)
+				found = strcmp(names[i], nm) == 0;
+			if (!found) {
+				gone = xgrow(gone, &cap, ngone + 1, sizeof(*gone));
+				gone[ngone++] = xstrdup(nm);
+			}
+		}
+		sqlite3_finalize(s);
+	}
+	for (size_t i = 0; i < ngone && ret == 0; i++) {
+		int64_t phys;
+		if (exec(db, "BEGIN IMMEDIATE", error_r) < 0 ||
+		    forget_folder(db, account_id, gone[i], &phys, error_r) < 0 ||
+		    exec(db, "COMMIT", error_r) < 0) {
+			rollback(db);
+			ret = -1;
+		}
+	}
+	strv_free_n(gone, ngone);
 	for (size_t i = 0; i < nn && ret == 0; i++) {
 		char *p = folder_path(&a, names[i]);
 		struct frow r;
 		/* read-only: a rebuild moves no file (new/ stays new/ for the next session) */
-		ret = folder_sync(&a, names[i], p, true, &r, error_r);
+		ret = folder_sync_ex(&a, names[i], p, true, true, &r, error_r);
 		free(p);
 	}
 	strv_free_n(names, nn);
