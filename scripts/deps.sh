@@ -7,7 +7,7 @@ set -eu
 what=${1:-run}
 
 pkgs="build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-dev
-      libcrypt-dev libargon2-dev libjansson-dev libunbound-dev dns-root-data openssl
+      libcrypt-dev libargon2-dev libjansson-dev libunbound-dev dns-root-data openssl zlib1g-dev
       libpsl-dev publicsuffix libidn2-dev"
 case "$what" in
 check) pkgs="$pkgs libcmocka-dev libyaml-dev clang libclang-rt-14-dev python3 python3-pytest swaks nsd ldnsutils python3-dkim python3-aiosmtpd fetchmail isync postfix" ;;

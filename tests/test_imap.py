@@ -601,3 +601,56 @@ def test_sort_and_thread(server, raw_factory):
     assert any(ln.startswith("* THREAD (") for ln in lines), lines
     lines = r.cmd("g", "SORT (DATE) ISO-8859-99 ALL")
     assert "BADCHARSET" in lines[-1]
+
+
+def test_compress_deflate(server):
+    import zlib
+    user = fresh_user(server, "z1")
+    deliver(server, 2, to=user, body=("compressible " * 20 + "\r\n") * 10)
+    wait_inbox(server, 2, user)
+    r = Raw(server.imaps_port, tls=True)
+    try:
+        r.line()
+        assert r.cmd("l", 'LOGIN "%s" "%s"' % (user, PASSWORD))[-1].startswith("l OK")
+        caps = " ".join(r.cmd("c", "CAPABILITY"))
+        assert "COMPRESS=DEFLATE" in caps
+        # the client compresses right after its command's CRLF: pipeline a compressed NOOP
+        comp = zlib.compressobj(wbits=-15)
+        first = comp.compress(b"n NOOP\r\n") + comp.flush(zlib.Z_SYNC_FLUSH)
+        r.send(b"z COMPRESS DEFLATE\r\n" + first)
+        assert r.line() == "z OK DEFLATE active"
+        dec = zlib.decompressobj(wbits=-15)
+        plain = dec.decompress(r.buf)
+        r.buf = b""
+
+        def zline(plain):
+            deadline = time.time() + 10
+            while b"\r\n" not in plain:
+                r.s.settimeout(max(0.05, deadline - time.time()))
+                d = r.s.recv(65536)
+                assert d, "closed"
+                plain += dec.decompress(d)
+            ln, rest = plain.split(b"\r\n", 1)
+            return ln.decode(), rest
+
+        ln, plain = zline(plain)
+        assert ln.startswith("n OK"), ln
+
+        def zcmd(tag, text, plain):
+            r.send(comp.compress(("%s %s\r\n" % (tag, text)).encode()) +
+                   comp.flush(zlib.Z_SYNC_FLUSH))
+            lines = []
+            while True:
+                ln, plain = zline(plain)
+                lines.append(ln)
+                if ln.startswith(tag + " "):
+                    return lines, plain
+
+        lines, plain = zcmd("s", "SELECT INBOX", plain)
+        assert "* 2 EXISTS" in lines
+        lines, plain = zcmd("f", "FETCH 1 BODY.PEEK[TEXT]", plain)
+        assert lines[-1].startswith("f OK")
+        lines, plain = zcmd("c2", "COMPRESS DEFLATE", plain)
+        assert "COMPRESSIONACTIVE" in lines[-1]
+    finally:
+        r.close()

@@ -67,6 +67,7 @@ struct imap_session {
 	enum imap_state state;
 	char ip[64];
 	bool tls, implicit_tls;
+	bool compressed; /* COMPRESS=DEFLATE active */
 	bool suspended;  /* a job or TLS handshake in flight: input waits */
 	bool dead;       /* connection gone; freed when pending == 0 */
 	unsigned pending;

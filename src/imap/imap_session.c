@@ -16,6 +16,7 @@
  */
 #include "imap/imap-private.h"
 
+#include "imap/imap_compress.h"
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/netaddr.h"
@@ -79,6 +80,8 @@ void imap_capability_string(struct imap_session *s, struct evbuffer *out)
 				 " CREATE-SPECIAL-USE LIST-EXTENDED LIST-STATUS ESEARCH SEARCHRES"
 				 " STATUS=SIZE QUOTA QUOTA=RES-STORAGE SORT SORT=DISPLAY"
 				 " THREAD=ORDEREDSUBJECT THREAD=REFERENCES CONDSTORE QRESYNC UTF8=ACCEPT MULTIAPPEND");
+	if (!s->compressed)
+		evbuffer_add_printf(out, " COMPRESS=DEFLATE");
 }
 
 /* ------------------------------------------------------------------ */
@@ -516,6 +519,39 @@ static void cmd_starttls(struct imap_session *s, struct imap_command *c)
 	s->suspended = true; /* until the handshake completes */
 }
 
+/* RFC 4978: the OK goes out plain, everything after it compressed. */
+static void cmd_compress(struct imap_session *s, struct imap_command *c)
+{
+	struct evbuffer *out = output(s);
+	if (c->nargs != 1 || !imap_arg_atom_eq(&c->args[0], "DEFLATE")) {
+		imap_reply(out, "%s BAD Syntax: COMPRESS DEFLATE", c->tag);
+		count_error(s);
+		return;
+	}
+	if (s->compressed) {
+		imap_reply(out, "%s NO [COMPRESSIONACTIVE] Compression is already active", c->tag);
+		return;
+	}
+	imap_reply(out, "%s OK DEFLATE active", c->tag);
+	struct bufferevent *under = s->bev;
+	struct bufferevent *z = imap_compress_start(under);
+	if (z == NULL) {
+		session_destroy(s);
+		return;
+	}
+	s->bev = z;
+	s->compressed = true;
+	bufferevent_setcb(z, on_read, on_write, on_event, s);
+	bufferevent_setwatermark(z, EV_READ, 0, INPUT_HIGH_WATER);
+	bufferevent_setwatermark(z, EV_WRITE, 64 * 1024, 0);
+	set_timeout(s);
+	bufferevent_enable(z, EV_READ | EV_WRITE);
+	/* the client compresses right after its command: what it sent already is deflated */
+	if (evbuffer_get_length(bufferevent_get_input(under)) > 0)
+		bufferevent_trigger(under, EV_READ, BEV_TRIG_IGNORE_WATERMARKS);
+	log_debug("event=imap_compress client=%s", s->ip);
+}
+
 static void cmd_login(struct imap_session *s, struct imap_command *c)
 {
 	struct evbuffer *out = output(s);
@@ -754,6 +790,7 @@ static const struct command commands[] = {
 	{"AUTHENTICATE", ST_NOTAUTH, cmd_authenticate, NULL, 0},
 	{"ENABLE", ST_LOGGED, cmd_enable, NULL, 0},
 	{"IDLE", ST_LOGGED, cmd_idle, NULL, 0},
+	{"COMPRESS", ST_LOGGED, cmd_compress, NULL, 0},
 	{"SELECT", ST_LOGGED, NULL, imap_cmd_select, 0},
 	{"EXAMINE", ST_LOGGED, NULL, imap_cmd_select, 0},
 	{"CREATE", ST_LOGGED, NULL, imap_cmd_create, J_EXPUNGE_OK},
