@@ -76,8 +76,17 @@ def env(tmp_path_factory):
             ("_dmarc", "TXT", "v=DMARC1; p=reject; rua=mailto:dmarc@auth.test"),
             ("quar", "TXT", "v=spf1 -all"),
             ("_dmarc.quar", "TXT", "v=DMARC1; p=quarantine"),
+            ("client", "A", "127.0.0.1"),
+            ("forged", "A", "127.0.0.9"),
             ("lax", "TXT", "v=spf1 -all"),
             ("_dmarc.lax", "TXT", "v=DMARC1; p=none"),
+        ]),
+        # FCrDNS: .1 confirmed, .3 a PTR name that does not point back, .4 no PTR,
+        # .5 a PTR lookup that fails (CNAME into a zone nobody serves: REFUSED)
+        "127.in-addr.arpa": zone("127.in-addr.arpa", [
+            ("1.0.0", "PTR", "client.auth.test."),
+            ("3.0.0", "PTR", "forged.auth.test."),
+            ("5.0.0", "CNAME", "x.elsewhere.example."),
         ]),
         DOMAIN: zone(DOMAIN, [
             ("@", "TXT", "v=spf1 ip4:127.0.0.1 -all"),
@@ -319,3 +328,75 @@ def test_large_message_spilled_to_disk_gets_its_results_on_top(env):
     assert "dkim=pass" in ar and "dmarc=pass" in ar, ar
     assert got.endswith(body.encode()[-200:])
     assert got.index(b"Authentication-Results:") < got.index(b"Received:")
+
+
+def rcpt_reply(p, source, helo):
+    c = p.raw(source=source)
+    r = c.cmd("EHLO " + helo)
+    assert r.code == 250, r
+    assert c.cmd("MAIL FROM:<alice@auth.test>").code == 250
+    r = c.cmd("RCPT TO:<a@example.test>")
+    c.cmd("QUIT")
+    c.close()
+    return r
+
+
+@pytest.fixture(scope="module")
+def strict(env, tmp_path_factory):
+    p = _make(tmp_path_factory, "policy", limits={"messages_per_ip_per_minute": "100000"},
+              extra={"dns": {"resolver": env.dns.resolver}, "smtp": {"pregreet_wait_ms": "0"},
+                     "policy": {"require_fcrdns": "reject", "helo_checks": "reject"}})
+    p.start()
+    yield p
+    finish(p)
+
+
+@pytest.mark.parametrize("source,code,enhanced", [
+    ("127.0.0.1", 250, "2.1.5"),   # PTR client.auth.test -> 127.0.0.1
+    ("127.0.0.3", 550, "5.7.25"),  # PTR name does not resolve back
+    ("127.0.0.4", 550, "5.7.25"),  # no PTR at all
+    ("127.0.0.5", 450, "4.7.25"),  # PTR lookup fails: temporary
+])
+def test_require_fcrdns(strict, source, code, enhanced):
+    r = rcpt_reply(strict, source, "client.auth.test")
+    assert r.code == code and r.text.startswith(enhanced), r
+    if code != 250:
+        assert "cannot find your hostname, [%s]" % source in r.text
+
+
+@pytest.mark.parametrize("helo,code,text", [
+    ("client.auth.test", 250, "2.1.5"),
+    ("[127.0.0.9]", 250, "2.1.5"),                   # a literal that is not ours is valid
+    ("nodots", 504, "need fully-qualified hostname"),
+    ("127.0.0.1", 504, "need fully-qualified hostname"),
+    ("mx.example.test", 550, "that is my name"),
+    ("[127.0.0.1]", 550, "that is my address"),
+    ("nothere.auth.test", 550, "Host not found"),
+    ("x.elsewhere.example", 450, "Host not found"),
+])
+def test_helo_checks(strict, helo, code, text):
+    r = rcpt_reply(strict, "127.0.0.1", helo)
+    assert r.code == code and text in r.text, r
+
+
+def test_policy_log_only(env, tmp_path_factory):
+    p = _make(tmp_path_factory, "policylog", limits={"messages_per_ip_per_minute": "100000"},
+              extra={"dns": {"resolver": env.dns.resolver},
+                     "policy": {"require_fcrdns": "log", "helo_checks": "log"}})
+    p.start()
+    try:
+        r = rcpt_reply(p, "127.0.0.3", "nodots")
+        assert r.code == 250, r
+        log = p.log()
+        assert re.search(r"event=policy check=fcrdns client=127\.0\.0\.3 result=\S+ action=log",
+                         log), log[-3000:]
+        assert "event=policy check=helo client=127.0.0.3 helo=nodots result=not_fqdn action=log" \
+            in log
+    finally:
+        finish(p)
+
+
+def test_policy_not_applied_to_trusted_or_submission(strict):
+    # 127.0.0.2 is trusted: no PTR there, any HELO
+    r = rcpt_reply(strict, "127.0.0.2", "nodots")
+    assert r.code == 250, r

@@ -118,6 +118,12 @@ static const struct knob knobs[] = {
 	{"policy", "dmarc_reject", K_ENUM, F(dmarc_reject), "reject", 0, 0, "reject|quarantine|mark",
 	 "Mail failing DMARC whose domain asks for p=reject: refuse it (550 5.7.1), deliver it to "
 	 "Junk, or only mark it in Authentication-Results"},
+	{"policy", "require_fcrdns", K_ENUM, F(require_fcrdns), "no", 0, 0, "no|log|reject",
+	 "SMTP clients without forward-confirmed reverse DNS: accept, log, or refuse at RCPT "
+	 "(450 4.7.25 when DNS failed temporarily, 550 5.7.25 when definitive)"},
+	{"policy", "helo_checks", K_ENUM, F(helo_checks), "no", 0, 0, "no|log|reject",
+	 "HELO/EHLO names that are not a FQDN, do not resolve, or claim our own name or "
+	 "address: accept, log, or refuse at RCPT"},
 
 	{"auth", "default_domain", K_STRING, F(default_domain), "", 0, 0, NULL,
 	 "Domain appended to logins given without @domain; empty = require full address"},

@@ -66,6 +66,8 @@ struct config {
 
 	/* [policy]: checks of mail from the smtp listener (untrusted clients) */
 	char *dmarc_reject;   /* reject | quarantine | mark: what p=reject gets */
+	char *require_fcrdns; /* no | log | reject */
+	char *helo_checks;    /* no | log | reject */
 
 	/* [auth] */
 	char *default_domain;

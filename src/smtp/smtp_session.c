@@ -37,7 +37,9 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <strings.h>
 #include <openssl/err.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -81,6 +83,11 @@ struct smtp_session {
 	struct bufferevent *bev;
 	struct event *pregreet_timer;
 	struct dns_query *ptr_query; /* FCrDNS of the client, in flight */
+	int fcrdns;                  /* enum dns_fcrdns_status; -1 while ptr_query runs */
+	struct dns_query *helo_query; /* A/AAAA of the HELO name ([policy] helo_checks) */
+	int helo_dns;                /* enum dns_status of helo_query; -1 while it runs or unasked */
+	bool policy_wait;            /* RCPT in s->line waits for those lookups */
+	size_t policy_len;
 	struct event *line_timer; /* a command line must be complete within idle_timeout */
 	enum smtp_listener kind;
 	enum smtp_state state;
@@ -245,6 +252,7 @@ static void session_destroy(struct smtp_session *s)
 		event_free(s->line_timer);
 	s->line_timer = NULL;
 	dns_cancel(&s->ptr_query); /* its callback never runs after this */
+	dns_cancel(&s->helo_query);
 	if (s->close_timer != NULL)
 		event_free(s->close_timer);
 	s->close_timer = NULL;
@@ -580,15 +588,29 @@ out:
 
 /* FCrDNS of the client (RFC 8601's iprev): the name shown in Received is
    "unknown" unless the PTR name resolves back to the client's address. */
+static void policy_lookup_done(struct smtp_session *s);
+
 static void on_fcrdns(struct dns_fcrdns_result *fr, void *arg)
 {
 	struct smtp_session *s = arg;
 	s->ptr_query = NULL;
+	s->fcrdns = (int)fr->status;
 	if (fr->status == DNS_FCRDNS_PASS && fr->name != NULL)
 		snprintf(s->ptr, sizeof(s->ptr), "%s", fr->name);
 	log_debug("event=fcrdns client=%s result=%s name=%s", s->ip,
 		  dns_fcrdns_status_name(fr->status), s->ptr);
 	dns_fcrdns_result_free(&fr);
+	policy_lookup_done(s);
+}
+
+static void on_helo_addr(struct dns_result *res, void *arg)
+{
+	struct smtp_session *s = arg;
+	s->helo_query = NULL;
+	s->helo_dns = res->status == DNS_NOERROR && res->count == 0 ? DNS_NXDOMAIN
+								    : (int)res->status;
+	dns_result_free(&res);
+	policy_lookup_done(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -890,6 +912,137 @@ static bool starttls_offered(const struct smtp_session *s)
 	return !s->tls && s->conf->tls != NULL && s->kind != SMTP_LISTENER_SUBMISSIONS;
 }
 
+/* [policy] applies to mail from the internet: smtp listener, untrusted, not authenticated. */
+static bool policy_applies(const struct smtp_session *s)
+{
+	return s->kind == SMTP_LISTENER_SMTP && !s->trusted && s->auth_user == NULL;
+}
+
+/* A domain name with a dot inside, not an address (RFC 5321 4.1.1.1 wants a FQDN). */
+static bool helo_is_fqdn(const char *h)
+{
+	unsigned char tmp[16];
+	size_t n = strlen(h);
+	if (n == 0 || h[0] == '[' || h[0] == '.' || strchr(h, '.') == NULL ||
+	    strstr(h, "..") != NULL)
+		return false;
+	if (h[n - 1] == '.')
+		n--;
+	char *copy = xstrndup(h, n);
+	bool ip = inet_pton(AF_INET, copy, tmp) == 1 || inet_pton(AF_INET6, copy, tmp) == 1;
+	free(copy);
+	return !ip && strchr(h, '.') < h + n;
+}
+
+/* An address literal naming the address the client connected to. */
+static bool helo_is_our_address(const struct smtp_session *s)
+{
+	const char *h = s->helo;
+	size_t n = strlen(h);
+	if (n < 3 || h[0] != '[' || h[n - 1] != ']')
+		return false;
+	char lit[64];
+	const char *in = h + 1;
+	size_t len = n - 2;
+	if (len > 5 && strncasecmp(in, "IPv6:", 5) == 0) {
+		in += 5;
+		len -= 5;
+	}
+	if (len >= sizeof(lit))
+		return false;
+	memcpy(lit, in, len);
+	lit[len] = '\0';
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (s->bev == NULL || getsockname(bufferevent_getfd(s->bev), (struct sockaddr *)&ss, &sl) < 0)
+		return false;
+	unsigned char a[16];
+	if (ss.ss_family == AF_INET)
+		return inet_pton(AF_INET, lit, a) == 1 &&
+		       memcmp(a, &((struct sockaddr_in *)&ss)->sin_addr, 4) == 0;
+	if (ss.ss_family == AF_INET6) {
+		const unsigned char *me = (const unsigned char *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+		if (inet_pton(AF_INET6, lit, a) == 1)
+			return memcmp(a, me, 16) == 0;
+		/* a v4-mapped listener address and an IPv4 literal */
+		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		return inet_pton(AF_INET, lit, a) == 1 && memcmp(me, mapped, 12) == 0 &&
+		       memcmp(me + 12, a, 4) == 0;
+	}
+	return false;
+}
+
+/*
+ * [policy] require_fcrdns and helo_checks, at RCPT. Returns the refusal, or
+ * NULL to go on (with `log`, what would have been refused is only logged).
+ * As Postfix's reject_unknown_client_hostname / reject_unknown_helo_hostname:
+ * 4xx while DNS fails temporarily, 5xx when the answer is definitive.
+ */
+static const char *client_policy(struct smtp_session *s, char *buf, size_t size)
+{
+	const char *fc = s->cfg->require_fcrdns, *hc = s->cfg->helo_checks;
+	const char *refusal = NULL;
+	char q[300];
+	if (strcmp(fc, "no") != 0 && s->fcrdns != DNS_FCRDNS_PASS) {
+		bool temp = s->fcrdns == DNS_FCRDNS_TEMPERROR || s->fcrdns < 0;
+		snprintf(buf, size, "%s Client host rejected: cannot find your hostname, [%s]",
+			 temp ? "450 4.7.25" : "550 5.7.25", s->ip);
+		log_info("event=policy check=fcrdns client=%s result=%s action=%s", s->ip,
+			 s->fcrdns < 0 ? "none"
+				       : dns_fcrdns_status_name((enum dns_fcrdns_status)s->fcrdns),
+			 fc);
+		if (strcmp(fc, "reject") == 0)
+			return buf;
+	}
+	if (strcmp(hc, "no") == 0)
+		return NULL;
+	const char *h = s->helo != NULL ? s->helo : "";
+	const char *why = NULL;
+	if (helo_is_our_address(s)) {
+		snprintf(buf, size, "550 5.7.1 <%s>: Helo command rejected: that is my address", h);
+		why = "our_address";
+	} else if (h[0] == '[') {
+		/* another address literal is a valid HELO (RFC 5321 4.1.3) */
+	} else if (!helo_is_fqdn(h)) {
+		snprintf(buf, size, "504 5.5.2 <%s>: Helo command rejected: need fully-qualified "
+				    "hostname", h);
+		why = "not_fqdn";
+	} else if (strcasecmp(h, s->cfg->hostname) == 0) {
+		snprintf(buf, size, "550 5.7.1 <%s>: Helo command rejected: that is my name", h);
+		why = "our_name";
+	} else if (s->helo_dns != DNS_NOERROR) {
+		bool temp = s->helo_dns != DNS_NXDOMAIN;
+		snprintf(buf, size, "%s <%s>: Helo command rejected: Host not found",
+			 temp ? "450 4.7.1" : "550 5.7.1", h);
+		why = temp ? "lookup_failed" : "not_found";
+	}
+	if (why != NULL) {
+		log_info("event=policy check=helo client=%s helo=%s result=%s action=%s", s->ip,
+			 log_quote(q, sizeof(q), h, 100), why, hc);
+		if (strcmp(hc, "reject") == 0)
+			refusal = buf;
+	}
+	return refusal;
+}
+
+static void handle_line(struct smtp_session *s, const char *line, size_t len);
+
+/* A lookup the policy waits for has answered: take the held RCPT up again. */
+static void policy_lookup_done(struct smtp_session *s)
+{
+	if (!s->policy_wait || s->ptr_query != NULL || s->helo_query != NULL || s->dead)
+		return;
+	s->policy_wait = false;
+	s->suspended = false;
+	handle_line(s, s->line, s->policy_len);
+	if (s->dead)
+		return;
+	if (!s->suspended)
+		process_input(s);
+	else
+		flush(s);
+}
+
 static void helo_act(struct smtp_session *s, const struct smtp_command *c)
 {
 	transaction_reset(s);
@@ -902,6 +1055,11 @@ static void helo_act(struct smtp_session *s, const struct smtp_command *c)
 		n = 255;
 	s->helo = xstrndup(c->arg, n);
 	s->esmtp = c->verb == SMTP_EHLO;
+	dns_cancel(&s->helo_query);
+	s->helo_dns = -1;
+	if (policy_applies(s) && strcmp(s->cfg->helo_checks, "no") != 0 && helo_is_fqdn(s->helo) &&
+	    s->srv->dns != NULL)
+		s->helo_query = dns_lookup_addr(s->srv->dns, s->helo, on_helo_addr, s);
 	enter_state(s, STATE_READY);
 	char q[300];
 	log_info("event=helo client=%s helo=%s esmtp=%s tls=%s", s->ip,
@@ -1015,6 +1173,22 @@ static bool rcpt_check(struct smtp_session *s, const struct smtp_command *c)
 	if (!s->esmtp && (a.notify != 0 || a.orcpt[0] != '\0')) {
 		reply(s, "555 5.5.4 Unsupported parameter: send EHLO first");
 		return false;
+	}
+	if (policy_applies(s) &&
+	    (strcmp(s->cfg->require_fcrdns, "no") != 0 || strcmp(s->cfg->helo_checks, "no") != 0)) {
+		if (s->ptr_query != NULL || s->helo_query != NULL) {
+			/* wait for the client's DNS (bounded by the lookups' deadline), then again */
+			s->policy_wait = true;
+			s->suspended = true;
+			return false;
+		}
+		char buf[600];
+		const char *refusal = client_policy(s, buf, sizeof(buf));
+		if (refusal != NULL) {
+			reply(s, "%s", refusal);
+			s->rejected_rcpts++;
+			return false;
+		}
 	}
 	/* address tricks (percent hack, bang path, source route, quoted '@', literal) */
 	if ((a.addr.flags & ADDRESS_TRICKS) && !rcpt_may_relay(s)) {
@@ -1445,6 +1619,7 @@ static void handle_line(struct smtp_session *s, const char *line, size_t len)
 		return;
 	}
 	struct smtp_command c;
+	s->policy_len = len; /* a RCPT held for [policy] lookups is handled again from s->line */
 	if (smtp_command_parse(line, len, &c) < 0) {
 		reply(s, "500 5.5.2 Error: bad syntax");
 		count_error(s);
@@ -1770,6 +1945,8 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 	s->state = STATE_PREGREET;
 	snprintf(s->ip, sizeof(s->ip), "%s", ip);
 	snprintf(s->ptr, sizeof(s->ptr), "unknown");
+	s->fcrdns = DNS_FCRDNS_TEMPERROR; /* no resolver: as a failed lookup */
+	s->helo_dns = -1;
 	memcpy(&s->sa, sa, salen < sizeof(s->sa) ? salen : sizeof(s->sa));
 	s->trusted = netlist_match(&s->cfg->trusted, sa);
 	s->replies = evbuffer_new();
@@ -1788,8 +1965,10 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 	bufferevent_set_timeouts(bev, &(struct timeval){(time_t)s->cfg->idle_timeout, 0}, NULL);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 
-	if (srv->dns != NULL)
+	if (srv->dns != NULL) {
+		s->fcrdns = -1;
 		s->ptr_query = dns_fcrdns(srv->dns, (const struct sockaddr *)&s->sa, on_fcrdns, s);
+	}
 
 	/*
 	 * Pregreet test (as Postfix's postscreen): an MTA waits for the 220, many
