@@ -461,6 +461,68 @@ static void test_eval_body(void **state)
 	assert_string_equal(run("NOT BODY e"), "");
 }
 
+/* ---- the public MIME corpus ---- */
+
+static char *corpus_msg;
+static size_t corpus_len;
+
+static int corpus_content(void *arg, const struct mbox_msg *m, const void **data_r, size_t *len_r)
+{
+	*data_r = corpus_msg;
+	*len_r = corpus_len;
+	return 0;
+}
+
+static bool corpus_match(const char *file, const char *keys)
+{
+	const char *src = getenv("POSTERN_SOURCE_DIR");
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/../shared/vectors/mime-cpython-email/data/%s",
+		 src != NULL ? src : ".", file);
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		fail_msg("%s: cannot open (POSTERN_SOURCE_DIR set?)", path);
+	corpus_msg = malloc(1 << 20);
+	corpus_len = fread(corpus_msg, 1, 1 << 20, f);
+	fclose(f);
+	struct parsed p;
+	const char *error;
+	enum imap_search_error code;
+	if (parse(keys, &p, &error, &code) < 0)
+		fail_msg("'%s': %s", keys, error);
+	struct imap_search_ctx ctx = {.max_msn = 1, .max_uid = 1, .content = corpus_content};
+	struct mbox_msg m = {.uid = 1, .size = corpus_len};
+	imap_search_prepare(p.s, &ctx);
+	bool r = imap_search_match(p.s, &ctx, 1, &m);
+	done(&p);
+	free(corpus_msg);
+	return r;
+}
+
+static void test_corpus(void **state)
+{
+	/* every message: TEXT "" matches, content keys never crash */
+	for (int i = 1; i <= 47; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "msg_%02d.txt", i);
+		assert_true(corpus_match(name, "TEXT \"\""));
+		corpus_match(name, "OR BODY zzz OR TEXT \"\xc3\xa4\" HEADER X-Nothing \"\"");
+	}
+	assert_true(corpus_match("msg_12a.txt", "TEXT \"\""));
+	/* text parts are searched, a base64 image is not */
+	assert_true(corpus_match("msg_07.txt", "BODY \"DINGUS FISH\""));
+	assert_false(corpus_match("msg_07.txt", "BODY R0lGODdhAAEAAfAAAP"));
+	assert_true(corpus_match("msg_07.txt", "TEXT \"your dingus\""));
+	assert_true(corpus_match("msg_16.txt", "HEADER X-Mailman-Version 2.1A3"));
+	assert_true(corpus_match("msg_16.txt", "HEADER list-id \"scr.socal\""));
+	assert_true(corpus_match("msg_16.txt", "BODY \"relates to a message\""));
+	/* only in the top-level header (From:); X-BeenThere is in the enclosed message too */
+	assert_false(corpus_match("msg_16.txt", "BODY \"Internet Mail Delivery\""));
+	assert_true(corpus_match("msg_16.txt", "TEXT \"internet mail delivery\""));
+	assert_true(corpus_match("msg_16.txt", "BODY X-BeenThere"));
+	assert_true(corpus_match("msg_23.txt", "BODY \"a message part\""));
+}
+
 static void test_responses(void **state)
 {
 	uint32_t nums[] = {2, 3, 4, 9, 11};
@@ -517,7 +579,7 @@ int main(void)
 		cmocka_unit_test(test_casemap),     cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_limits),      cmocka_unit_test(test_eval_record),
 		cmocka_unit_test(test_eval_headers), cmocka_unit_test(test_eval_body),
-		cmocka_unit_test(test_responses),
+		cmocka_unit_test(test_responses),   cmocka_unit_test(test_corpus),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
