@@ -104,6 +104,11 @@ void imap_reader_reset(struct imap_reader *r)
 	r->len = 0;
 	r->line_begin = 0;
 	r->have_command = false;
+	/* a big APPEND must not pin its buffer for the life of an idle session */
+	if (r->size > 65536 && !r->skipping) {
+		xfree(&r->buf);
+		r->size = 0;
+	}
 	if (!r->skipping) {
 		r->literal_left = 0;
 		r->line_start = true;

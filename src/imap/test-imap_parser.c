@@ -169,6 +169,26 @@ static void test_reader_limits(void **state)
 	assert_int_equal(t->len, strlen("C[]C[b NOOP]") + n + 4097);
 	free(t);
 	free(big);
+
+	/* after a big command the buffer is released */
+	struct evbuffer *in = evbuffer_new();
+	struct imap_reader r;
+	imap_reader_init(&r, 100, 200000, 300000);
+	char *lit = malloc(100000);
+	memset(lit, 'y', 100000);
+	evbuffer_add_printf(in, "a APPEND x {100000+}\r\n");
+	evbuffer_add(in, lit, 100000);
+	evbuffer_add_printf(in, "\r\n");
+	assert_int_equal(imap_reader_feed(&r, in), IMAP_READ_COMMAND);
+	assert_true(r.size > 100000);
+	imap_reader_reset(&r);
+	assert_true(r.size == 0 && r.buf == NULL);
+	evbuffer_add_printf(in, "b NOOP\r\n");
+	assert_int_equal(imap_reader_feed(&r, in), IMAP_READ_COMMAND);
+	assert_string_equal(r.buf, "b NOOP");
+	imap_reader_free(&r);
+	evbuffer_free(in);
+	free(lit);
 }
 
 /* The tag reported with a refused command. */
