@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -761,6 +762,86 @@ static void test_watch_two_sessions(void **state)
 	user_free(&u);
 }
 
+struct worker_arg {
+	struct user *u;
+	int which;
+	int fails;
+};
+
+static void *worker(void *p)
+{
+	struct worker_arg *w = p;
+	char *error = NULL;
+	struct mbox_account *acct =
+		mbox_account_open(st, w->u->id, w->u->address, w->u->maildir, 0, &error);
+	if (acct == NULL) {
+		w->fails++;
+		free(error);
+		return NULL;
+	}
+	for (int i = 0; i < 25; i++) {
+		if (w->which == 2) {
+			/* a delivery into new/, then a session's sync */
+			deliver(w->u, 1, 1000 + i);
+			struct mbox *box;
+			if (mbox_open(acct, "INBOX", false, &box, &error) < 0) {
+				w->fails++;
+				xfree(&error);
+				continue;
+			}
+			mbox_close(&box);
+		} else {
+			struct mbox_append ap = {.data = "Subject: t\r\n\r\nx\r\n", .len = 18};
+			uint32_t uv, uid;
+			if (mbox_append(acct, "INBOX", &ap, 1, &uv, &uid, &error) < 0) {
+				w->fails++;
+				xfree(&error);
+			}
+		}
+	}
+	mbox_account_close(&acct);
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	struct user u;
+	user_make(&u, "threads@example.test", 0);
+	pthread_t t[3];
+	struct worker_arg args[3];
+	for (int i = 0; i < 3; i++) {
+		args[i] = (struct worker_arg){.u = &u, .which = i};
+		assert_int_equal(pthread_create(&t[i], NULL, worker, &args[i]), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(args[i].fails, 0);
+	}
+	struct mbox *box;
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	struct mbox_msg *m;
+	size_t n;
+	OK(mbox_messages(box, &m, &n, &error_));
+	assert_int_equal(n, 75);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(m[i].uid, i + 1); /* each UID given once, none skipped */
+	free(m);
+	mbox_close(&box);
+	/* and the uidlist agrees after the index is lost */
+	reopen_store_without_index();
+	mbox_account_close(&u.acct);
+	char *error = NULL;
+	u.acct = mbox_account_open(st, u.id, u.address, u.maildir, 0, &error);
+	assert_non_null(u.acct);
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	OK(mbox_messages(box, &m, &n, &error_));
+	assert_int_equal(n, 75);
+	assert_int_equal(m[74].uid, 75);
+	free(m);
+	mbox_close(&box);
+	user_free(&u);
+}
+
 static double ms_since(const struct timespec *t0)
 {
 	struct timespec t1;
@@ -906,7 +987,7 @@ int main(void)
 		cmocka_unit_test(test_flags_rebuild), cmocka_unit_test(test_append_copy),
 		cmocka_unit_test(test_folders),	     cmocka_unit_test(test_quota),
 		cmocka_unit_test(test_retention),    cmocka_unit_test(test_watch_two_sessions),
-		cmocka_unit_test(test_large_folder),
+		cmocka_unit_test(test_threads),	     cmocka_unit_test(test_large_folder),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
