@@ -654,3 +654,35 @@ def test_compress_deflate(server):
         assert "COMPRESSIONACTIVE" in lines[-1]
     finally:
         r.close()
+
+
+def test_binary_fetch(server, raw_factory):
+    import base64
+    user = fresh_user(server, "bin1")
+    payload = bytes(range(256)) * 4
+    b64 = base64.encodebytes(payload).decode().replace("\n", "\r\n")
+    msg = (
+        "From: <s@remote.test>\r\nTo: <%s>\r\nSubject: bin\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"B\"\r\n\r\n--B\r\n"
+        "Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        "caf=C3=A9 soft=\r\nbreak\r\n--B\r\nContent-Type: application/octet-stream\r\n"
+        "Content-Transfer-Encoding: base64\r\n\r\n%s--B\r\n"
+        "Content-Type: text/plain\r\nContent-Transfer-Encoding: x-unknown\r\n\r\nzzz\r\n--B--\r\n"
+        % (user, b64)).encode()
+    c = server.smtp()
+    assert send(c, "s@remote.test", [user], msg)[0] == 250
+    c.quit()
+    wait_inbox(server, 1, user)
+    im = imap(server, user=user)
+    im.select("INBOX")
+    typ, data = im.fetch("1", "(BINARY.PEEK[1] BINARY.SIZE[2])")
+    assert typ == "OK"
+    assert data[0][1] == "café softbreak".encode()
+    assert b"BINARY.SIZE[2] 1024" in data[-1] or b"BINARY.SIZE[2] 1024" in data[0][0]
+    typ, data = im.fetch("1", "(BINARY.PEEK[2])")
+    assert data[0][1] == payload and b"~{1024}" in data[0][0]
+    typ, data = im.fetch("1", "(BINARY.PEEK[2]<10.5>)")
+    assert data[0][1] == payload[10:15]
+    typ, data = im.fetch("1", "(BINARY.PEEK[3])")
+    assert typ == "NO" and b"UNKNOWN-CTE" in data[-1]
+    im.logout()

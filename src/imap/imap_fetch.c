@@ -94,6 +94,8 @@ enum item_kind {
 	IT_BODYSTRUCTURE,
 	IT_MODSEQ,
 	IT_SECTION,       /* BODY[...] / BODY.PEEK[...] / RFC822* */
+	IT_BINARY,        /* BINARY[part] / BINARY.PEEK[part] (RFC 3516) */
+	IT_BINARY_SIZE,   /* BINARY.SIZE[part] */
 };
 
 struct item {
@@ -112,6 +114,7 @@ struct fetch {
 	struct item items[MAX_FETCH_ITEMS];
 	size_t n;
 	bool need_cache, need_body, set_seen;
+	bool unknown_cte; /* a BINARY section had an encoding we cannot decode */
 	uint64_t changedsince;
 	bool has_changedsince, vanished;
 };
@@ -269,6 +272,29 @@ static int parse_item(struct fetch *f, const struct imap_arg *a, const char **er
 				f->set_seen = true;
 			return 0;
 		}
+	}
+	bool bsize = strncasecmp(w, "BINARY.SIZE[", 12) == 0;
+	bool bpeek = strncasecmp(w, "BINARY.PEEK[", 12) == 0;
+	if (bsize || bpeek || strncasecmp(w, "BINARY[", 7) == 0) {
+		if ((it = add_item(f, bsize ? IT_BINARY_SIZE : IT_BINARY)) == NULL)
+			goto toomany;
+		it->peek = bpeek || bsize;
+		if (parse_section(it, w + (bsize || bpeek ? 11 : 6), error_r) < 0)
+			return -1;
+		for (const char *c = it->spec; *c != '\0'; c++) {
+			if (!(*c >= '0' && *c <= '9') && *c != '.') {
+				*error_r = "BINARY takes part numbers only";
+				return -1;
+			}
+		}
+		if (bsize && it->partial) {
+			*error_r = "BINARY.SIZE takes no partial";
+			return -1;
+		}
+		f->need_body = true;
+		if (!it->peek)
+			f->set_seen = true;
+		return 0;
 	}
 	bool peek = strncasecmp(w, "BODY.PEEK[", 10) == 0;
 	if (peek || strncasecmp(w, "BODY[", 5) == 0) {
@@ -451,8 +477,163 @@ static void write_section(struct imap_session *s, struct evbuffer *out, const st
 	evbuffer_free(content);
 }
 
+/* ---- BINARY (RFC 3516): content-transfer-decoding of a part ---- */
+
+static int b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/* Lenient base64: line breaks and stray octets skipped, stops at '='. */
+static size_t decode_base64(const unsigned char *in, size_t n, unsigned char *out)
+{
+	size_t w = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (in[i] == '=')
+			break;
+		int v = b64_value(in[i]);
+		if (v < 0)
+			continue;
+		acc = (acc << 6) | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[w++] = (unsigned char)(acc >> bits);
+		}
+	}
+	return w;
+}
+
+static int hexval(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Quoted-printable (RFC 2045 6.7): =XX, soft line breaks; a bad '=' is kept. */
+static size_t decode_qp(const unsigned char *in, size_t n, unsigned char *out)
+{
+	size_t w = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (in[i] != '=') {
+			out[w++] = in[i];
+			continue;
+		}
+		size_t k = i + 1;
+		while (k < n && (in[k] == ' ' || in[k] == '\t'))
+			k++;
+		if (k < n && (in[k] == '\r' || in[k] == '\n')) {
+			/* soft line break */
+			if (in[k] == '\r' && k + 1 < n && in[k + 1] == '\n')
+				k++;
+			i = k;
+			continue;
+		}
+		if (i + 2 < n && hexval(in[i + 1]) >= 0 && hexval(in[i + 2]) >= 0) {
+			out[w++] = (unsigned char)(hexval(in[i + 1]) << 4 | hexval(in[i + 2]));
+			i += 2;
+			continue;
+		}
+		out[w++] = '=';
+	}
+	return w;
+}
+
+/* The decoded content of a BINARY section into `content`; -1 for an unknown encoding. */
+static int binary_content(const struct item *it, struct loaded *l, struct evbuffer *content)
+{
+	if (it->spec[0] == '\0') {
+		evbuffer_add(content, l->data, l->len);
+		return 0;
+	}
+	if (l->root == NULL)
+		l->root = mime_message_parse(l->data, l->len, NULL);
+	struct mime_section sec;
+	const char *err;
+	if (mime_section_find(l->root, it->spec, &sec, &err) < 0)
+		return 0; /* no such part: empty */
+	const char *enc = sec.part != NULL ? sec.part->encoding : NULL;
+	const unsigned char *p = l->data + sec.offset;
+	size_t n = (size_t)sec.size;
+	bool leaf = sec.part != NULL && !(sec.part->flags & (MIME_PART_MULTIPART | MIME_PART_MESSAGE));
+	if (!leaf || enc == NULL || strcasecmp(enc, "7bit") == 0 || strcasecmp(enc, "8bit") == 0 ||
+	    strcasecmp(enc, "binary") == 0) {
+		evbuffer_add(content, p, n);
+		return 0;
+	}
+	unsigned char *buf = xmalloc(n + 1);
+	size_t w;
+	if (strcasecmp(enc, "base64") == 0)
+		w = decode_base64(p, n, buf);
+	else if (strcasecmp(enc, "quoted-printable") == 0)
+		w = decode_qp(p, n, buf);
+	else {
+		free(buf);
+		return -1;
+	}
+	evbuffer_add(content, buf, w);
+	free(buf);
+	return 0;
+}
+
+static void write_binary(struct imap_session *s, struct evbuffer *out, const struct item *it,
+			 struct loaded *l, bool *unknown_cte)
+{
+	struct evbuffer *content = evbuffer_new();
+	if (binary_content(it, l, content) < 0) {
+		*unknown_cte = true;
+		evbuffer_free(content);
+		if (it->kind == IT_BINARY_SIZE)
+			evbuffer_add_printf(out, "BINARY.SIZE[%s] 0", it->spec);
+		else
+			evbuffer_add_printf(out, "BINARY[%s] NIL", it->spec);
+		return;
+	}
+	size_t len = evbuffer_get_length(content);
+	if (it->kind == IT_BINARY_SIZE) {
+		evbuffer_add_printf(out, "BINARY.SIZE[%s] %zu", it->spec, len);
+		evbuffer_free(content);
+		return;
+	}
+	size_t from = 0, n = len;
+	if (it->partial) {
+		from = it->origin < len ? (size_t)it->origin : len;
+		n = len - from;
+		if (n > it->count)
+			n = (size_t)it->count;
+	}
+	if (from > 0)
+		evbuffer_drain(content, from);
+	/* literal8 when the data holds a NUL (RFC 3516 4.3) */
+	bool nul = evbuffer_search(content, "\0", 1, NULL).pos >= 0 &&
+		   (size_t)evbuffer_search(content, "\0", 1, NULL).pos < n;
+	evbuffer_add_printf(out, "BINARY[%s]", it->spec);
+	if (it->partial)
+		evbuffer_add_printf(out, "<%llu>", (unsigned long long)it->origin);
+	evbuffer_add_printf(out, " %s{%zu}\r\n", nul ? "~" : "", n);
+	evbuffer_remove_buffer(content, out, n);
+	evbuffer_free(content);
+}
+
 /* One message's FETCH response. 0, or -1 if the message vanished meanwhile. */
-static int fetch_one(struct imap_job *j, const struct fetch *f, size_t idx, bool add_flags)
+static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, bool add_flags)
 {
 	struct imap_session *s = j->s;
 	const struct mbox_msg *m = &s->view.msgs[idx];
@@ -531,6 +712,12 @@ static int fetch_one(struct imap_job *j, const struct fetch *f, size_t idx, bool
 			evbuffer_add_printf(out, "%s", SEP());
 			if (have_body)
 				write_section(s, out, it, &l);
+			break;
+		case IT_BINARY:
+		case IT_BINARY_SIZE:
+			evbuffer_add_printf(out, "%s", SEP());
+			if (have_body)
+				write_binary(s, out, it, &l, &f->unknown_cte);
 			break;
 		}
 	}
@@ -664,7 +851,10 @@ void imap_cmd_fetch(struct imap_job *j)
 	free(idx);
 	fetch_free(&f);
 	imap_view_sync(s, j->out, j->expunge_ok);
-	if (vanished)
+	if (f.unknown_cte)
+		imap_reply(j->out, "%s NO [UNKNOWN-CTE] A part has an unknown content transfer encoding",
+			   j->tag);
+	else if (vanished)
 		imap_reply(j->out, "%s NO [EXPUNGEISSUED] Some messages were expunged meanwhile",
 			   j->tag);
 	else
