@@ -362,6 +362,9 @@ class ScriptPeer:
                 content += f.read(n)
                 chunks.append(n)
                 if len(parts) > 2 and parts[2].upper() == "LAST":
+                    if any("<refuse" in r for r in rcpts):
+                        conn.sendall(b"554 5.6.0 content refused\r\n")
+                        continue
                     self.messages.append({"mail": mail, "rcpts": rcpts, "content": content,
                                           "via": "BDAT", "chunks": chunks})
                     conn.sendall(b"250 2.0.0 queued in chunks\r\n")
@@ -460,6 +463,17 @@ def test_chunking(postern_factory, idn_dns, peer_port):
         assert m["content"].endswith(body.split(b"\r\n\r\n", 1)[1])
         assert not [x for x in peer.sessions[0]["commands"] if x.upper() == "DATA"]
         wait_gone(p, queue_id_of(text))
+        # the last chunk refused: the message bounces with that reply, and RSET follows
+        qid = submit_to(p, ["refuse@chunk.test"], "refused chunk")
+        b = wait_bounces(p, "Undelivered Mail")[0]
+        _, _, rcpts, _ = dsn_parts(b)
+        assert [r["status"] for r in rcpts] == ["5.6.0"]
+        assert "554 5.6.0 content refused" in rcpts[0]["diagnostic-code"]
+        cmds = peer.sessions[-1]["commands"]
+        last = max(i for i, x in enumerate(cmds) if x.startswith("BDAT"))
+        assert cmds[last + 1] == "RSET", cmds
+        wait_gone(p, qid)
+        assert len(peer.messages) == 1
     finally:
         finish(p)
         peer.stop()

@@ -3,10 +3,13 @@
  * server. The input is what the peer sends (greeting, EHLO reply, further
  * replies), fed through a socketpair whose sending side is then shut
  * down, so every read ends at once; the client reads replies until one
- * fails.
+ * fails. The same bytes are also read as a message header (the Received:
+ * for-clause the IDNA downgrade rewrites) and as a domain for IDNA.
  */
+#include "queue/outbound.h"
 #include "queue/smtp_client.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +24,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size > FUZZ_INPUT_MAX)
 		return 0;
+	size_t a = 0, b = 0;
+	if (smtpc_trace_for((const char *)data, size, &a, &b) && !(a <= b && b < size))
+		abort();
+	if (size < 256) {
+		char dom[256];
+		memcpy(dom, data, size);
+		dom[size] = '\0';
+		const char *err = NULL;
+		char *ascii = outbound_domain_ascii(dom, &err);
+		if (ascii == NULL && err == NULL)
+			abort();
+		free(ascii);
+	}
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
 		abort();

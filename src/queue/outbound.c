@@ -868,6 +868,12 @@ static bool transaction(struct ob_worker *w, struct smtpc *c, struct ob_msg *msg
 					.bdat = bdat};
 	if (!smtpc_send_content(c, fd, &content, &r) || (!bdat && !smtpc_read_reply(c, &r)))
 		goto broken_free;
+	if (bdat && r.code / 100 != 2) {
+		/* a refused chunk ends the transaction (RFC 3030 4.2); RSET makes sure of it */
+		struct smtpc_reply rr = {0};
+		smtpc_printf(c, "RSET\r\n");
+		ok = smtpc_read_reply(c, &rr);
+	}
 	for (size_t k = 0; k < nsent; k++) {
 		if (!accepted[k])
 			continue;
