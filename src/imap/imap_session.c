@@ -881,8 +881,20 @@ static void dispatch(struct imap_session *s, struct imap_command *c)
 	job_submit(j);
 }
 
+static void process_commands(struct imap_session *s);
+
 /* Take commands from the input until one needs to wait. */
 static void process_input(struct imap_session *s)
+{
+	/* hold the session: a command may destroy the connection, and the
+	   struct must outlive this loop (freed here when that happened) */
+	s->pending++;
+	process_commands(s);
+	if (--s->pending == 0 && s->dead)
+		session_free(s);
+}
+
+static void process_commands(struct imap_session *s)
 {
 	while (!s->dead && !s->suspended && s->state != IMAP_LOGOUT) {
 		if (output_pending(s->bev) > OUTPUT_HIGH_WATER)
