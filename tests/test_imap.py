@@ -686,3 +686,65 @@ def test_binary_fetch(server, raw_factory):
     typ, data = im.fetch("1", "(BINARY.PEEK[3])")
     assert typ == "NO" and b"UNKNOWN-CTE" in data[-1]
     im.logout()
+
+
+def test_malformed_messages_are_served(server):
+    """Broken MIME, NULs, 8-bit headers, absurd nesting and 100k parts: served, never a crash."""
+    user = fresh_user(server, "bad1")
+    deep = b"Content-Type: multipart/mixed; boundary=b0\r\n\r\n"
+    for i in range(1, 300):
+        deep += b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i - 1, i)
+    deep += b"x\r\n"
+    many = b"Content-Type: multipart/mixed; boundary=p\r\n\r\n" + b"--p\r\n\r\nx\r\n" * 100000 + b"--p--\r\n"
+    msgs = [
+        b"Subject: nul\x00inside\r\nFrom: a\x00b@x\r\n\r\nbody\x00with nul\r\n",
+        b"Subject: \xff\xfe 8-bit \xe9t\xe9\r\nFrom: \xc3(\r\n\r\n\xff\xff\r\n",
+        b"Content-Type: multipart/alternative\r\n\r\nno boundary at all\r\n",
+        b"Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"Content-Type: multipart/mixed; boundary=\"x\"\r\n\r\n--x--\r\n",
+        b"no header at all, just text\r\n",
+        b"Subject: =?utf-8?B?broken?= =?x-unknown?Q?=ZZ?=\r\n\r\nx\r\n",
+        deep,
+        many,
+    ]
+    c = imap(server, user=user)
+    for m in msgs:
+        typ, data = c.append("INBOX", None, None, m)
+        assert typ == "OK", data
+    c.select("INBOX")
+    typ, data = c.fetch("1:*", "(ENVELOPE BODYSTRUCTURE RFC822.SIZE)")
+    assert typ == "OK"
+    assert len([d for d in data if d]) >= len(msgs)
+    for i in range(1, len(msgs) + 1):
+        typ, data = c.fetch(str(i), "(BODY.PEEK[] BODY.PEEK[1] BODY.PEEK[HEADER])")
+        assert typ == "OK", (i, data)
+    typ, data = c.fetch("1", "(BODY.PEEK[])")
+    assert data[0][1] == msgs[0]
+    typ, data = c.search(None, "TEXT", "nul")
+    assert typ == "OK"
+    typ, data = c.search(None, "BODY", "zzz-not-there")
+    assert typ == "OK" and data == [b""]
+    typ, data = c.sort("(SUBJECT)", "UTF-8", "ALL")
+    assert typ == "OK"
+    typ, data = c.thread("REFERENCES", "UTF-8", "ALL")
+    assert typ == "OK"
+    c.logout()
+
+
+def test_retention_empties_old_trash(postern_factory):
+    p = postern_factory(extra={"retention": {"trash": "1s", "junk": "0"}}, start=False)
+    p.start()
+    deliver(p, 2)
+    wait_inbox(p, 2)
+    c = imaps(p)
+    c.select("INBOX")
+    c._simple_command("MOVE", "1", "Trash")
+    c._simple_command("MOVE", "1", "Junk")
+    c.logout()
+    assert len(p.maildir(USER, "Trash")) == 1
+    # the first retention run is 5 s after start
+    deadline = time.time() + 20
+    while time.time() < deadline and p.maildir(USER, "Trash"):
+        time.sleep(0.5)
+    assert p.maildir(USER, "Trash") == []
+    assert len(p.maildir(USER, "Junk")) == 1  # junk = 0: kept
