@@ -81,3 +81,23 @@ def test_reindex_keeps_uids(postern_factory):
     # deleting the account forgets its rows
     ok(p.cli("user", "del", addr))
     assert index_rows(p, addr) == []
+
+
+def test_user_add_creates_configured_folders(postern_factory):
+    p = postern_factory(start=False, users=(),
+                        extra={"mailbox": {"folders": "Entwürfe=drafts, Papierkorb=trash, Archiv/2024"}})
+    addr = "k@" + DOMAIN
+    p.add_user(addr)
+    root = p.maildir_path(addr)
+    for d in (".Entw&APw-rfe", ".Papierkorb", ".Archiv.2024"):
+        assert os.path.isdir(os.path.join(root, d, "cur")), d
+    assert not os.path.exists(os.path.join(root, ".Trash"))
+    with open(os.path.join(root, "subscriptions"), encoding="utf-8") as f:
+        assert f.read().split("\n")[:3] == ["Entwürfe", "Papierkorb", "Archiv/2024"]
+
+    # a malformed knob is refused before anything is created
+    p.write_config(extra={"mailbox": {"folders": "Junk=rubbish"}})
+    r = p.cli("user", "add", "z@" + DOMAIN, "--password-stdin", input="pw-long-enough-1\n")
+    assert r.returncode == 1
+    assert "special use" in r.stderr.decode()
+    assert not os.path.exists(p.maildir_path("z@" + DOMAIN))

@@ -108,6 +108,14 @@ static int run_add(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 		return CLI_EXIT_FAIL;
 	}
 	char *error = NULL;
+	/* the Maildir gets the folders of the [mailbox] folders knob */
+	if (mbox_folders_configure(cli->cfg->mailbox_folders, &error) < 0) {
+		cli_error("%s", error);
+		free(error);
+		free(hash);
+		cli_directory_close(cli, &dir);
+		return CLI_EXIT_FAIL;
+	}
 	ret = directory_user_add(dir, pos[0], hash, name ? name : "", quota, &error);
 	free(hash);
 	if (ret == 0)

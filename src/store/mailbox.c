@@ -30,6 +30,7 @@
 #include "mail/mutf7.h"
 #include "store/directory.h"
 #include "store/mailbox-private.h"
+#include "store/maildir.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -558,12 +559,15 @@ static int special_parse(const char *s, unsigned *bits_r)
 	return -1;
 }
 
-struct mbox_store *mbox_store_new(const char *data_dir, const char *folders, char **error_r)
+/* The [mailbox] folders knob: "Name=special, ..." (special: drafts|sent|junk|trash|archive|none). */
+static int folders_parse(const char *folders, struct std_folder **std_r, size_t *n_r,
+			 char **error_r)
 {
-	struct mbox_store *st = xcalloc(1, sizeof(*st));
-	st->data_dir = xstrdup(data_dir);
+	struct std_folder *std = NULL;
+	size_t nstd = 0;
 	char *list = xstrdup(folders != NULL ? folders : "");
 	char *save = NULL;
+	int ret = 0;
 	for (char *tok = strtok_r(list, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
 		while (isspace((unsigned char)*tok))
 			tok++;
@@ -583,32 +587,71 @@ struct mbox_store *mbox_store_new(const char *data_dir, const char *folders, cha
 			while (ne > tok && isspace((unsigned char)ne[-1]))
 				*--ne = '\0';
 			if (special_parse(use, &special) < 0) {
-				fail(error_r, EINVAL, "[mailbox] folders: unknown special use \"%s\"",
-				     use);
-				goto bad;
+				ret = fail(error_r, EINVAL,
+					   "[mailbox] folders: unknown special use \"%s\"", use);
+				break;
 			}
 		}
 		char *canon = name_canon(tok);
 		if (canon == NULL || strcmp(canon, "INBOX") == 0) {
 			free(canon);
-			fail(error_r, EINVAL, "[mailbox] folders: bad folder name \"%s\"", tok);
-			goto bad;
+			ret = fail(error_r, EINVAL, "[mailbox] folders: bad folder name \"%s\"", tok);
+			break;
 		}
-		st->std = xrealloc(st->std, (st->nstd + 1) * sizeof(*st->std));
-		st->std[st->nstd].name = canon;
-		st->std[st->nstd].special = special;
-		st->nstd++;
+		std = xrealloc(std, (nstd + 1) * sizeof(*std));
+		std[nstd].name = canon;
+		std[nstd].special = special;
+		nstd++;
 	}
 	free(list);
+	if (ret < 0) {
+		for (size_t i = 0; i < nstd; i++)
+			free(std[i].name);
+		free(std);
+		return -1;
+	}
+	*std_r = std;
+	*n_r = nstd;
+	return 0;
+}
+
+static void folders_to_maildir(const struct std_folder *std, size_t n)
+{
+	const char **names = xcalloc(n + 1, sizeof(*names));
+	for (size_t i = 0; i < n; i++)
+		names[i] = std[i].name;
+	maildir_set_folders(names, n);
+	free(names);
+}
+
+int mbox_folders_configure(const char *folders, char **error_r)
+{
+	struct std_folder *std;
+	size_t n;
+	if (folders_parse(folders, &std, &n, error_r) < 0)
+		return -1;
+	folders_to_maildir(std, n);
+	for (size_t i = 0; i < n; i++)
+		free(std[i].name);
+	free(std);
+	return 0;
+}
+
+struct mbox_store *mbox_store_new(const char *data_dir, const char *folders, char **error_r)
+{
+	struct mbox_store *st = xcalloc(1, sizeof(*st));
+	st->data_dir = xstrdup(data_dir);
+	if (folders_parse(folders, &st->std, &st->nstd, error_r) < 0) {
+		mbox_store_free(&st);
+		return NULL;
+	}
 	if (conn_db(st, error_r) == NULL) {
 		mbox_store_free(&st);
 		return NULL;
 	}
+	/* accounts created from now on (and Maildirs recreated by delivery) get these folders */
+	folders_to_maildir(st->std, st->nstd);
 	return st;
-bad:
-	free(list);
-	mbox_store_free(&st);
-	return NULL;
 }
 
 void mbox_store_free(struct mbox_store **stp)

@@ -69,7 +69,15 @@ struct mbox;
  * *error_r if the index cannot be opened or `folders` is malformed.
  */
 struct mbox_store *mbox_store_new(const char *data_dir, const char *folders, char **error_r);
+
 void mbox_store_free(struct mbox_store **st);
+
+/*
+ * Check the [mailbox] folders knob and make maildir_create() (account
+ * creation, `postern user add`) create those folders; mbox_store_new()
+ * does the same. 0, or -1 with *error_r (EINVAL) if it is malformed.
+ */
+int mbox_folders_configure(const char *folders, char **error_r);
 
 /* ---- accounts ---- */
 

@@ -25,6 +25,7 @@
 #include "lib/fsync_pool.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
+#include "mail/mutf7.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -39,6 +40,53 @@
 #include <unistd.h>
 
 static const char *const std_folders[] = {"Drafts", "Sent", "Junk", "Trash", "Archive"};
+
+/* maildir_set_folders(): the configured list, replacing std_folders when set */
+static pthread_mutex_t folders_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **cfg_folders;
+static size_t ncfg_folders;
+static bool cfg_set;
+
+void maildir_set_folders(const char *const *names, size_t n)
+{
+	pthread_mutex_lock(&folders_lock);
+	for (size_t i = 0; i < ncfg_folders; i++)
+		free(cfg_folders[i]);
+	free(cfg_folders);
+	cfg_folders = xcalloc(n + 1, sizeof(*cfg_folders));
+	for (size_t i = 0; i < n; i++)
+		cfg_folders[i] = xstrdup(names[i]);
+	ncfg_folders = n;
+	cfg_set = true;
+	pthread_mutex_unlock(&folders_lock);
+}
+
+/* The standard folder names (UTF-8), allocated. */
+static char **folders_get(size_t *n_r)
+{
+	pthread_mutex_lock(&folders_lock);
+	size_t n = cfg_set ? ncfg_folders : ARRAY_SIZE(std_folders);
+	char **v = xcalloc(n + 1, sizeof(*v));
+	for (size_t i = 0; i < n; i++)
+		v[i] = xstrdup(cfg_set ? cfg_folders[i] : std_folders[i]);
+	pthread_mutex_unlock(&folders_lock);
+	*n_r = n;
+	return v;
+}
+
+/* ".A.B" in modified UTF-7 for folder "A/B" (as Dovecot stores names); NULL if not UTF-8. */
+static char *folder_dir_name(const char *name)
+{
+	char *enc = mutf7_encode(name);
+	if (enc == NULL)
+		return NULL;
+	for (char *p = enc; *p != '\0'; p++)
+		if (*p == '/')
+			*p = '.';
+	char *d = xasprintf(".%s", enc);
+	free(enc);
+	return d;
+}
 
 char *maildir_path(const char *data_dir, const char *address)
 {
@@ -118,9 +166,19 @@ int maildir_create(const char *path)
 {
 	if (mkdir_parents(path, 0700) < 0 || make_maildir_dirs(path) < 0)
 		return -1;
-	char subs[256] = "";
-	for (size_t i = 0; i < ARRAY_SIZE(std_folders); i++) {
-		char *f = xasprintf("%s/.%s", path, std_folders[i]);
+	size_t n;
+	char **names = folders_get(&n);
+	size_t subs_len = 1;
+	for (size_t i = 0; i < n; i++)
+		subs_len += strlen(names[i]) + 1;
+	char *subs = xcalloc(subs_len, 1);
+	int ret = 0;
+	for (size_t i = 0; i < n && ret == 0; i++) {
+		char *dn = folder_dir_name(names[i]);
+		if (dn == NULL)
+			continue; /* refused when the knob was read */
+		char *f = xasprintf("%s/%s", path, dn);
+		free(dn);
 		int r = make_maildir_dirs(f);
 		if (r == 0) {
 			/* Maildir++: marks a folder (Dovecot, Courier) */
@@ -132,18 +190,27 @@ int maildir_create(const char *path)
 		free(f);
 		if (r < 0) {
 			errno = saved;
-			return -1;
+			ret = -1;
+			break;
 		}
-		strcat(subs, std_folders[i]);
+		strcat(subs, names[i]);
 		strcat(subs, "\n");
 	}
-	/* one folder name per line, the format Dovecot and Courier read */
-	char *sp = xasprintf("%s/subscriptions", path);
-	int r = write_file_if_missing(sp, subs);
+	if (ret == 0) {
+		/* one folder name per line, the format Dovecot and Courier read */
+		char *sp = xasprintf("%s/subscriptions", path);
+		ret = write_file_if_missing(sp, subs);
+		int saved = errno;
+		free(sp);
+		errno = saved;
+	}
 	int saved = errno;
-	free(sp);
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	free(subs);
 	errno = saved;
-	return r;
+	return ret;
 }
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)

@@ -16,6 +16,14 @@ char *maildir_path(const char *data_dir, const char *address);
 
 /* Create the Maildir root and the standard folders (mode 0700). 0 / -1 errno. */
 int maildir_create(const char *path);
+
+/*
+ * The standard folders maildir_create() makes from now on (UTF-8 names,
+ * "/" as hierarchy separator; stored as .A.B in modified UTF-7), in place
+ * of the built-in Drafts, Sent, Junk, Trash, Archive. Set from the
+ * [mailbox] folders knob (mbox_folders_configure()). Any thread.
+ */
+void maildir_set_folders(const char *const *names, size_t n);
 /* Remove the whole Maildir tree. 0 / -1 errno. */
 int maildir_remove(const char *path);
 

@@ -621,6 +621,25 @@ static void test_folders(void **state)
 	assert_non_null(strstr(buf, "Things\n"));
 	assert_null(strstr(buf, "Trash\n"));
 	user_free(&u);
+
+	/* the [mailbox] folders knob decides what maildir_create() makes */
+	FAILS(mbox_folders_configure("Junk=rubbish", &error_), EINVAL);
+	FAILS(mbox_folders_configure("A.B=junk", &error_), EINVAL);
+	FAILS(mbox_folders_configure("INBOX", &error_), EINVAL);
+	OK(mbox_folders_configure("Brouillons=drafts, Projets/\xc3\x89t\xc3\xa9", &error_));
+	char *md = xasprintf("%s/mail/other/knob", tmpdir);
+	assert_int_equal(maildir_create(md), 0);
+	static const char *const want[] = {"/.Brouillons/cur", "/.Projets.&AMk-t&AOk-/new"};
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++) {
+		char *wp = xasprintf("%s%s", md, want[i]);
+		assert_int_equal(stat(wp, &sb), 0);
+		free(wp);
+	}
+	char *trash = xasprintf("%s/.Trash", md);
+	assert_int_equal(stat(trash, &sb), -1);
+	free(trash);
+	free(md);
+	OK(mbox_folders_configure(folders, &error_));
 }
 
 static void test_quota(void **state)
