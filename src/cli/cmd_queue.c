@@ -5,6 +5,7 @@
  */
 #include "cli/cli_common.h"
 #include "lib/config.h"
+#include "lib/log.h"
 #include "lib/xalloc.h"
 #include "queue/queue.h"
 
@@ -319,6 +320,8 @@ static int change(struct cli *cli, enum queue_admin_action action, const char *i
 	struct config *cfg = load(cli);
 	if (cfg == NULL)
 		return CLI_EXIT_FAIL;
+	/* the outcome is printed below; the queue's event lines are for the server's log */
+	log_set_level(LOG_WARN);
 	char *result = NULL;
 	int rc = queue_admin_request(cfg->data_dir, cfg->hostname, action, id, QUEUE_CLI_WAIT_MS,
 				     &result);

@@ -132,28 +132,51 @@ static const char *const sql_remove[] = {
 	"DELETE FROM messages WHERE id = ?1",
 };
 
-/* Delete message `id` now (it is not busy). 1 deleted, 0 not there, -1 error. */
-static int delete_now(struct admin_ctx *ctx, const char *id)
+/* Messages deleted per transaction by delete_now(). */
+#define ADMIN_DELETE_BATCH 500
+
+/*
+ * Delete the messages ids[0..n) now (none is busy), up to
+ * ADMIN_DELETE_BATCH per transaction. The number deleted (ids not there
+ * any more are skipped), or -1 on a database error.
+ */
+static int64_t delete_now(struct admin_ctx *ctx, char (*ids)[QUEUE_ID_MAX], size_t n)
 {
-	wlock(ctx);
-	int ret = -1;
-	if (queue_db_exec(ctx->db, "BEGIN IMMEDIATE") < 0)
-		goto out;
-	int64_t n = exec_id(ctx->db, sql_remove[0], id);
-	int64_t m = n < 0 ? -1 : exec_id(ctx->db, sql_remove[1], id);
-	if (m < 0 || queue_db_exec(ctx->db, "COMMIT") < 0) {
-		queue_db_exec(ctx->db, "ROLLBACK");
-		goto out;
+	int64_t total = 0;
+	bool *gone = xcalloc(ADMIN_DELETE_BATCH, sizeof(*gone));
+	for (size_t base = 0; base < n; base += ADMIN_DELETE_BATCH) {
+		size_t k = n - base < ADMIN_DELETE_BATCH ? n - base : ADMIN_DELETE_BATCH;
+		bool ok = false;
+		wlock(ctx);
+		if (queue_db_exec(ctx->db, "BEGIN IMMEDIATE") == 0) {
+			ok = true;
+			for (size_t i = 0; i < k && ok; i++) {
+				int64_t r = exec_id(ctx->db, sql_remove[0], ids[base + i]);
+				int64_t m = r < 0 ? -1 : exec_id(ctx->db, sql_remove[1], ids[base + i]);
+				ok = m >= 0;
+				gone[i] = m > 0;
+			}
+			if (!ok || queue_db_exec(ctx->db, "COMMIT") < 0) {
+				queue_db_exec(ctx->db, "ROLLBACK");
+				ok = false;
+			}
+		}
+		wunlock(ctx);
+		if (!ok) {
+			free(gone);
+			return -1;
+		}
+		/* after the COMMIT: a crash before an unlink leaves an orphan spool file, removed at start */
+		for (size_t i = 0; i < k; i++) {
+			if (!gone[i])
+				continue;
+			unlink_spool(ctx, ids[base + i]);
+			log_info("event=queue_admin_deleted queue_id=%s", ids[base + i]);
+			total++;
+		}
 	}
-	ret = m > 0 ? 1 : 0;
-out:
-	wunlock(ctx);
-	/* after the COMMIT: a crash before the unlink leaves an orphan spool file, removed at start */
-	if (ret == 1) {
-		unlink_spool(ctx, id);
-		log_info("event=queue_admin_deleted queue_id=%s", id);
-	}
-	return ret;
+	free(gone);
+	return total;
 }
 
 /* A message with a delivery in progress: hold it so no new attempt starts. */
@@ -405,22 +428,19 @@ int queue_admin_apply(struct admin_ctx *ctx, int action, const char *id, int64_t
 			free(ids);
 			break;
 		}
-		size_t busy = 0;
-		int failed = 0;
+		/* the busy ones are held and left for a later pass; the rest go now */
+		size_t busy = 0, nfree = 0;
 		for (size_t i = 0; i < n; i++) {
-			if (busy_hold(ctx, ids[i])) {
+			if (busy_hold(ctx, ids[i]))
 				busy++;
-				continue;
-			}
-			int r = delete_now(ctx, ids[i]);
-			if (r < 0)
-				failed++;
 			else
-				*count_r += r;
+				memmove(ids[nfree++], ids[i], QUEUE_ID_MAX);
 		}
+		int64_t deleted = delete_now(ctx, ids, nfree);
 		free(ids);
-		if (failed > 0)
+		if (deleted < 0)
 			break;
+		*count_r += deleted;
 		if (busy > 0)
 			return 0;
 		*result_r = xasprintf("deleted %lld message(s)", (long long)*count_r);
