@@ -88,6 +88,10 @@ def env(tmp_path_factory):
             ("3.0.0", "PTR", "forged.auth.test."),
             ("5.0.0", "CNAME", "x.elsewhere.example."),
         ]),
+        # the key of the ValiMail ARC suite's sealer
+        "example.org": zone("example.org", [
+            (name.replace(".example.org", ""), "TXT", value)
+            for name, value in arc_vectors()[1].items()]),
         DOMAIN: zone(DOMAIN, [
             ("@", "TXT", "v=spf1 ip4:127.0.0.1 -all"),
             ("_dmarc", "TXT", "v=DMARC1; p=reject"),
@@ -115,7 +119,7 @@ def signed(msg, pem, domain=SENDER_DOMAIN, selector=SELECTOR):
     return sig + msg
 
 
-def deliver(p, msg, mail_from, to="a@" + DOMAIN, folder=""):
+def deliver(p, msg, mail_from, to="a@" + DOMAIN, folder="", marker=None):
     """Send on the smtp listener from 127.0.0.1; return the delivered copy (bytes)."""
     before = len(p.maildir(to, folder))
     c = p.smtp()
@@ -127,7 +131,7 @@ def deliver(p, msg, mail_from, to="a@" + DOMAIN, folder=""):
     while time.monotonic() < deadline:
         msgs = p.maildir(to, folder)
         if len(msgs) > before:
-            subj = re.search(rb"Subject: ([^\r\n]*)", msg).group(1)
+            subj = marker or re.search(rb"Subject: ([^\r\n]*)", msg).group(1)
             mine = [m for m in msgs if subj in m]
             if mine:
                 return mine[-1]
@@ -400,3 +404,42 @@ def test_policy_not_applied_to_trusted_or_submission(strict):
     # 127.0.0.2 is trusted: no PTR there, any HELO
     r = rcpt_reply(strict, "127.0.0.2", "nodots")
     assert r.code == 250, r
+
+
+
+ARC_SUITE = os.path.join(ROOT, "..", "shared", "vectors", "arc-valimail",
+                         "arc-draft-validation-tests.yml")
+
+
+def arc_vectors():
+    """{test name: message} and the TXT records of the ValiMail ARC suite's first document."""
+    import yaml
+    with open(ARC_SUITE) as f:
+        doc = next(yaml.safe_load_all(f))
+    return doc["tests"], doc["txt-records"]
+
+
+def arc_message(name):
+    tests, _ = arc_vectors()
+    return tests[name]["message"].replace("\n", "\r\n").encode()
+
+
+def test_arc_chain_verified(env):
+    # a two-hop chain sealed by example.org (ValiMail suite, cv_pass_i2_1)
+    got = deliver(env.p, arc_message("cv_pass_i2_1"), "jqd@d1.example.org",
+                  marker=b"This is a test message")
+    ar = ar_of(got)[0]
+    assert "arc=pass (i=2 d=example.org)" in ar, ar
+    assert "event=auth_results" in env.p.log() and "arc=pass" in env.p.log()
+
+
+def test_arc_chain_broken(env):
+    msg = arc_message("cv_pass_i2_1").replace(b"This is a test", b"This is a tost")
+    got = deliver(env.p, msg, "jqd@d1.example.org", marker=b"This is a tost")
+    ar = ar_of(got)[0]
+    assert re.search(r"arc=fail \(i=2 d=example\.org, AMS body hash does not match\)", ar), ar
+
+
+def test_no_arc(env):
+    got = deliver(env.p, message("no arc", "alice@auth.test"), "alice@auth.test")
+    assert "arc=none" in ar_of(got)[0]

@@ -12,6 +12,7 @@
 #include "lib/strutil.h"
 #include "lib/xalloc.h"
 #include "dns/dns.h"
+#include "mail/arc.h"
 #include "mail/dkim.h"
 #include "mail/dmarc.h"
 #include "mail/mime.h"
@@ -47,6 +48,7 @@ struct auth_msg {
 	/* verification */
 	struct dkim_key_resolver keyres;
 	struct dkim_verifier *verifier;
+	struct arc_verifier *arc;
 
 	/* signing */
 	struct dkim_signer *signers[MAX_SIGNERS];
@@ -179,8 +181,10 @@ struct auth_msg *auth_msg_new(enum auth_mode mode, const struct auth_params *p,
 	m->ctx = ctx;
 	m->in_header = true;
 	m->keyres.txt = txt_lookup;
-	if (mode == AUTH_MODE_VERIFY)
+	if (mode == AUTH_MODE_VERIFY) {
 		m->verifier = dkim_verifier_new(&m->keyres, time(NULL));
+		m->arc = arc_verifier_new(&m->keyres, time(NULL));
+	}
 	return m;
 }
 
@@ -201,6 +205,7 @@ void auth_msg_free(struct auth_msg **mp)
 		free(m->from[i]);
 	if (m->verifier != NULL)
 		dkim_verifier_free(&m->verifier);
+	arc_verifier_free(&m->arc);
 	for (size_t i = 0; i < m->nsigners; i++) {
 		dkim_signer_free(&m->signers[i]);
 		free(m->sign_names[i]);
@@ -356,6 +361,8 @@ static void header_done(struct auth_msg *m)
 		start_signers(m);
 	if (m->verifier != NULL)
 		dkim_verifier_push(m->verifier, m->hdr, m->hdr_len);
+	if (m->arc != NULL)
+		arc_verifier_push(m->arc, m->hdr, m->hdr_len);
 	/* pass 2: out, without Authentication-Results fields that claim to be ours */
 	i = 0;
 	size_t run = 0; /* start of fields not yet written */
@@ -405,6 +412,8 @@ void auth_msg_push(struct auth_msg *m, const char *data, size_t len)
 		return;
 	if (m->verifier != NULL)
 		dkim_verifier_push(m->verifier, data + i, len - i);
+	if (m->arc != NULL)
+		arc_verifier_push(m->arc, data + i, len - i);
 	emit(m, data + i, len - i);
 }
 
@@ -520,6 +529,10 @@ static void verify_work(struct auth_msg *m)
 	const struct dkim_sig_result *sigs = NULL;
 	size_t nsigs = dkim_verifier_finish(m->verifier, &sigs);
 
+	/* ARC (RFC 8617): reported; it does not override DMARC here */
+	struct arc_outcome arc;
+	arc_verifier_finish(m->arc, &arc);
+
 	/* DMARC, for each From domain; the strictest outcome decides */
 	struct dmarc_dkim dk[DKIM_MAX_SIGNATURES];
 	size_t ndk = 0;
@@ -587,6 +600,12 @@ static void verify_work(struct auth_msg *m)
 			sb_add(&ar, " header.b=%s", tok);
 		}
 	}
+	sb_add(&ar, ";\r\n\tarc=%s", arc_result_name(arc.result));
+	if (arc.result != ARC_NONE) {
+		safe_comment(com, sizeof(com), arc.result == ARC_PASS ? "" : arc.reason);
+		safe_token(tok, sizeof(tok), arc.domain != NULL ? arc.domain : "unknown");
+		sb_add(&ar, " (i=%u d=%s%s%s)", arc.instances, tok, com[0] != '\0' ? ", " : "", com);
+	}
 	if (m->nfrom == 0)
 		sb_add(&ar, "%s", ";\r\n\tdmarc=none (no From domain)");
 	for (size_t f = 0; f < m->nfrom; f++) {
@@ -637,7 +656,7 @@ static void verify_work(struct auth_msg *m)
 		sb_add(&sum, "%s", "none");
 	for (size_t i = 0; i < nsigs; i++)
 		sb_add(&sum, "%s%s", i > 0 ? "," : "", dkim_result_name(sigs[i].result));
-	sb_add(&sum, " dmarc=");
+	sb_add(&sum, " arc=%s dmarc=", arc_result_name(arc.result));
 	if (m->nfrom == 0)
 		sb_add(&sum, "%s", "none");
 	for (size_t f = 0; f < m->nfrom; f++)
@@ -648,6 +667,7 @@ static void verify_work(struct auth_msg *m)
 					       : "accept");
 	m->summary = sum.s;
 	spf_outcome_free(&spf);
+	arc_outcome_clear(&arc);
 }
 
 void auth_msg_work(struct auth_msg *m)
