@@ -126,7 +126,7 @@ static void session_destroy(struct imap_session *s)
 		bufferevent_free(s->bev);
 	s->bev = NULL;
 	char key[400];
-	snprintf(key, sizeof(key), "c:%s", s->ip);
+	snprintf(key, sizeof(key), "ic:%s", s->ip);
 	ratelimit_active(srv->limits, key, -1);
 	if (s->user != NULL) {
 		snprintf(key, sizeof(key), "i:%s:%s", s->user, s->ip);
@@ -1030,7 +1030,7 @@ void imap_session_start(struct imap_server *srv, evutil_socket_t fd, const struc
 		return;
 	}
 	char key[80];
-	snprintf(key, sizeof(key), "c:%s", ip);
+	snprintf(key, sizeof(key), "ic:%s", ip);
 	if (ratelimit_active(srv->limits, key, 0) >= cfg->max_connections_per_ip) {
 		refuse(fd, "* BYE Too many connections from your address\r\n", ip,
 		       "max_connections_per_ip");
