@@ -1239,6 +1239,90 @@ static int frow_get(sqlite3 *db, int64_t account_id, const char *name, struct fr
 	return ret;
 }
 
+/*
+ * A Maildir copied from Dovecot: take its UIDs and keywords (dovecot-uidlist
+ * versions 1 and 3, dovecot-keywords) so clients see the same UIDVALIDITY
+ * and UIDs. 0 if imported, -1 if there is nothing (usable) to import.
+ */
+static int dovecot_import(const char *path)
+{
+	char *dp = xasprintf("%s/dovecot-uidlist", path);
+	char *s = read_file(dp, NULL);
+	free(dp);
+	if (s == NULL)
+		return -1;
+	uint32_t v = 0, next = 1;
+	char *save = NULL;
+	char *line = strtok_r(s, "\n", &save);
+	if (line != NULL && strncmp(line, "3 ", 2) == 0) {
+		for (char *t = line + 2; *t != '\0';) {
+			while (*t == ' ')
+				t++;
+			if (*t == 'V')
+				v = (uint32_t)strtoul(t + 1, NULL, 10);
+			else if (*t == 'N')
+				next = (uint32_t)strtoul(t + 1, NULL, 10);
+			while (*t != '\0' && *t != ' ')
+				t++;
+		}
+	} else if (line != NULL && strncmp(line, "1 ", 2) == 0) {
+		unsigned long vv = 0, nn = 1;
+		if (sscanf(line + 2, "%lu %lu", &vv, &nn) == 2) {
+			v = (uint32_t)vv;
+			next = (uint32_t)nn;
+		}
+	}
+	if (v == 0) {
+		free(s);
+		return -1;
+	}
+	size_t cap = 64, len = 0;
+	char *out = xmalloc(cap);
+	while ((line = strtok_r(NULL, "\n", &save)) != NULL) {
+		unsigned long uid = strtoul(line, NULL, 10);
+		const char *name = strstr(line, " :");
+		if (name != NULL) {
+			name += 2;
+		} else {
+			name = strchr(line, ' ');
+			name = name != NULL ? name + 1 : NULL;
+		}
+		if (uid == 0 || uid > UINT32_MAX || name == NULL || *name == '\0' ||
+		    strchr(name, '/') != NULL)
+			continue;
+		char *base = base_of(name);
+		out = xgrow(out, &cap, len + strlen(base) + 16, 1);
+		len += (size_t)sprintf(out + len, "%lu %s\n", uid, base);
+		free(base);
+		if (uid >= next)
+			next = (uint32_t)uid + 1;
+	}
+	free(s);
+	char *head = xasprintf("V1 %u %u\n", v, next);
+	char *all = xmalloc(strlen(head) + len + 1);
+	memcpy(all, head, strlen(head));
+	memcpy(all + strlen(head), out, len);
+	size_t total = strlen(head) + len;
+	int r = write_atomic(path, UIDLIST_NAME, all, total);
+	free(head);
+	free(all);
+	free(out);
+	if (r < 0)
+		return -1;
+	/* dovecot-keywords has our format ("INDEX NAME" lines) */
+	char *kp = xasprintf("%s/" KEYWORDS_NAME, path), *dk = xasprintf("%s/dovecot-keywords", path);
+	size_t klen;
+	char *kw = access(kp, F_OK) != 0 ? read_file(dk, &klen) : NULL;
+	if (kw != NULL && write_atomic(path, KEYWORDS_NAME, kw, klen) < 0)
+		log_error("event=dovecot_keywords_import_failed folder=%s error=\"%s\"", path,
+			  strerror(errno));
+	free(kw);
+	free(kp);
+	free(dk);
+	log_info("event=dovecot_uidlist_imported folder=%s uidvalidity=%u uidnext=%u", path, v, next);
+	return 0;
+}
+
 /* In a write transaction: the folder's row from its uidlist (created if missing). */
 static int frow_create(sqlite3 *db, int64_t account_id, const char *name, const char *path,
 		       struct frow *r, char **error_r)
@@ -1254,6 +1338,9 @@ static int frow_create(sqlite3 *db, int64_t account_id, const char *name, const 
 		return -1;
 	}
 	uidents_free(ents, n);
+	if (v == 0 && dovecot_import(path) == 0 &&
+	    uidlist_read(ul, 0, &v, &next, &ents, &n, &size) == 0)
+		uidents_free(ents, n);
 	if (v == 0) {
 		/* a new folder (or a lost uidlist: UIDs start over under a new UIDVALIDITY) */
 		v = new_uidvalidity();

@@ -499,6 +499,70 @@ static void test_append_copy(void **state)
 	user_free(&u);
 }
 
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* A folder copied from a Dovecot server keeps its UIDVALIDITY, UIDs and keywords. */
+static void test_dovecot_copy(void **state)
+{
+	struct user u;
+	user_make(&u, "dovecot@example.test", 0);
+	char *f = xasprintf("%s/.Imported", u.maildir);
+	char *sub[] = {"cur", "new", "tmp"};
+	assert_int_equal(mkdir(f, 0700), 0);
+	for (size_t i = 0; i < 3; i++) {
+		char *p = xasprintf("%s/%s", f, sub[i]);
+		assert_int_equal(mkdir(p, 0700), 0);
+		free(p);
+	}
+	char *p = xasprintf("%s/dovecot-uidlist", f);
+	write_text(p, "3 V1234567 N43 Gabcdef\n"
+		      "7 W30 :1600000000.M1P1.old,S=28,W=30\n"
+		      "41 :1600000001.M2P1.old,S=20\n");
+	free(p);
+	p = xasprintf("%s/dovecot-keywords", f);
+	write_text(p, "0 $Junk\n1 NonJunk\n");
+	free(p);
+	p = xasprintf("%s/cur/1600000000.M1P1.old,S=28,W=30:2,Sb", f);
+	write_text(p, "Subject: one\n\nfirst body\n");
+	free(p);
+	p = xasprintf("%s/cur/1600000001.M2P1.old,S=20:2,", f);
+	write_text(p, "Subject: two\n\nsecond\n");
+	free(p);
+	p = xasprintf("%s/new/1600000002.M3P1.old,S=20", f);
+	write_text(p, "Subject: new\n\nthird\n");
+	free(p);
+	struct mbox *box;
+	OK(mbox_open(u.acct, "Imported", false, &box, &error_));
+	struct mbox_status s;
+	mbox_get_status(box, &s);
+	assert_int_equal(s.uidvalidity, 1234567);
+	assert_int_equal(s.uidnext, 44);
+	struct mbox_msg *m;
+	size_t n;
+	OK(mbox_messages(box, &m, &n, &error_));
+	assert_int_equal(n, 3);
+	assert_int_equal(m[0].uid, 7);
+	assert_int_equal(m[0].flags & ~MBOX_F_RECENT, MBOX_F_SEEN);
+	assert_int_equal(m[0].keywords, 2);
+	assert_int_equal(m[0].size, 25 + 3); /* LF files: RFC822.SIZE with CRLF */
+	assert_int_equal(m[1].uid, 41);
+	assert_int_equal(m[2].uid, 43);
+	free(m);
+	size_t nkw;
+	const char *const *kw = mbox_keywords(box, &nkw);
+	assert_int_equal(nkw, 2);
+	assert_string_equal(kw[1], "NonJunk");
+	mbox_close(&box);
+	free(f);
+	user_free(&u);
+}
+
 static bool folder_listed(struct mbox_folder *l, size_t n, const char *name, bool *nonexistent_r,
 			  bool *children_r, bool *subscribed_r, unsigned *special_r)
 {
@@ -1006,7 +1070,7 @@ int main(void)
 		cmocka_unit_test(test_flags_rebuild), cmocka_unit_test(test_append_copy),
 		cmocka_unit_test(test_folders),	     cmocka_unit_test(test_quota),
 		cmocka_unit_test(test_retention),    cmocka_unit_test(test_watch_two_sessions),
-		cmocka_unit_test(test_threads),	     cmocka_unit_test(test_large_folder),
+		cmocka_unit_test(test_dovecot_copy), cmocka_unit_test(test_threads),	     cmocka_unit_test(test_large_folder),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
