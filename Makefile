@@ -59,6 +59,8 @@ bench:
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPOSTERN_TESTS=OFF >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS) --target postern
 	$(PYTHON) bench/smtp-ingest --postern $(CURDIR)/$(POSTERN)
+	@cmake --build $(BUILD) -j $(JOBS) --target bench-imap-load
+	$(PYTHON) bench/imap-bench --postern $(CURDIR)/$(POSTERN)
 
 clean:
 	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD)

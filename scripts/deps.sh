@@ -11,7 +11,7 @@ pkgs="build-essential cmake pkg-config libevent-dev libssl-dev libsqlite3-dev
       libpsl-dev publicsuffix libidn2-dev"
 case "$what" in
 check) pkgs="$pkgs libcmocka-dev libyaml-dev clang libclang-rt-14-dev python3 python3-pytest swaks nsd ldnsutils python3-dkim python3-aiosmtpd fetchmail isync postfix" ;;
-bench) pkgs="$pkgs libcmocka-dev python3 postfix gnuplot-nox" ;;
+bench) pkgs="$pkgs libcmocka-dev python3 postfix gnuplot-nox dovecot-imapd dovecot-pop3d" ;;
 esac
 
 missing=""
