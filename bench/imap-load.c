@@ -85,18 +85,18 @@ static struct {
 };
 
 /* The words the runner puts into Subject lines (bench/imap-bench WORDS). */
-static const char *const words[] = {"alpha", "bravo", "charlie", "delta", "echo", "foxtrot",
-				    "golf",  "hotel", "india",   "juliet", "kilo", "lima",
-				    "mike",  "november", "oscar", "papa"};
+static const char *const words[] = {"alpha", "bravo",    "charlie", "delta",  "echo", "foxtrot",
+                                    "golf",  "hotel",    "india",   "juliet", "kilo", "lima",
+                                    "mike",  "november", "oscar",   "papa"};
 #define NWORDS (sizeof(words) / sizeof(words[0]))
 
 static SSL_CTX *ctx;
 static double deadline;
-static atomic_long next_unit;   /* rounds / logins handed out */
-static atomic_long commands;    /* tagged commands completed OK */
-static atomic_long units_done;  /* rounds / logins completed */
+static atomic_long next_unit;  /* rounds / logins handed out */
+static atomic_long commands;   /* tagged commands completed OK */
+static atomic_long units_done; /* rounds / logins completed */
 static atomic_long failures;
-static atomic_long reported;    /* failure messages printed */
+static atomic_long reported; /* failure messages printed */
 
 static double now(void)
 {
@@ -105,7 +105,7 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void fail(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void fail(const char *fmt, ...)
 {
 	atomic_fetch_add(&failures, 1);
 	if (atomic_fetch_add(&reported, 1) >= 10)
@@ -140,8 +140,8 @@ struct conn {
 	char tag[16];
 	char last[512]; /* last tagged reply */
 	long exists;
-	long fetches;   /* "* N FETCH" lines of the last command */
-	long searched;  /* numbers in the last SEARCH/SORT reply */
+	long fetches;  /* "* N FETCH" lines of the last command */
+	long searched; /* numbers in the last SEARCH/SORT reply */
 };
 
 static int conn_write(struct conn *c, const char *p, size_t n)
@@ -166,7 +166,7 @@ static int conn_write(struct conn *c, const char *p, size_t n)
 	return 0;
 }
 
-static int conn_printf(struct conn *c, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static int conn_printf(struct conn *c, const char *fmt, ...)
 {
 	char line[2048];
 	va_list ap;
@@ -294,7 +294,8 @@ static int imap_wait(struct conn *c)
 					c->exists = num;
 				else if (strncmp(end, " FETCH", 6) == 0)
 					c->fetches++;
-			} else if (strncmp(l + 2, "SEARCH", 6) == 0 || strncmp(l + 2, "SORT", 4) == 0) {
+			} else if (strncmp(l + 2, "SEARCH", 6) == 0 ||
+			           strncmp(l + 2, "SORT", 4) == 0) {
 				count_numbers(c, l + 6);
 			}
 		}
@@ -314,7 +315,7 @@ static int imap_wait(struct conn *c)
 }
 
 /* Send one tagged command (fmt without tag and CRLF) and wait for its reply. */
-static int imap_cmd(struct conn *c, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static int imap_cmd(struct conn *c, const char *fmt, ...)
 {
 	char cmd[1536];
 	va_list ap;
@@ -393,7 +394,7 @@ static void user_name(char *out, size_t size, long k)
 		snprintf(out, size, "%s", o.user_fmt);
 	else
 		snprintf(out, size, "%.*s%ld%s", (int)(pct - o.user_fmt), o.user_fmt, k % o.nusers,
-			 pct + 2);
+		         pct + 2);
 }
 
 /* Connect, STARTTLS, LOGIN. */
@@ -442,9 +443,10 @@ static int mix_round(struct conn *c, uint64_t *rs, long round)
 	for (int i = 0; i < 3; i++)
 		if (imap_cmd(c, "FETCH %ld BODY.PEEK[]", (long)(rnd(rs) % (uint64_t)ex) + 1) != 0)
 			return -1;
-	static const char *const stores[] = {"+FLAGS (\\Seen)", "-FLAGS (\\Seen)", "+FLAGS (\\Flagged)",
-					     "-FLAGS (\\Flagged)"};
-	if (imap_cmd(c, "STORE %ld %s", (long)(rnd(rs) % (uint64_t)ex) + 1, stores[rnd(rs) % 4]) != 0)
+	static const char *const stores[] = {"+FLAGS (\\Seen)", "-FLAGS (\\Seen)",
+	                                     "+FLAGS (\\Flagged)", "-FLAGS (\\Flagged)"};
+	if (imap_cmd(c, "STORE %ld %s", (long)(rnd(rs) % (uint64_t)ex) + 1, stores[rnd(rs) % 4]) !=
+	    0)
 		return -1;
 	if (imap_cmd(c, "SEARCH SUBJECT %s", words[rnd(rs) % NWORDS]) != 0)
 		return -1;
@@ -452,13 +454,15 @@ static int mix_round(struct conn *c, uint64_t *rs, long round)
 		return -1;
 	/* APPEND with a non-synchronizing literal (LITERAL+, offered by both servers) */
 	char hdr[512];
-	int hl = snprintf(hdr, sizeof(hdr),
-			  "Date: Mon, 23 Nov 2026 01:00:00 +0000\r\nFrom: Load <load@bench.test>\r\n"
-			  "To: <user@example.test>\r\nSubject: appended %s %ld\r\n"
-			  "Message-ID: <append-%ld-%llu@bench.test>\r\n\r\n",
-			  words[rnd(rs) % NWORDS], round, round, (unsigned long long)(rnd(rs) >> 20));
+	int hl =
+	    snprintf(hdr, sizeof(hdr),
+	             "Date: Mon, 23 Nov 2026 01:00:00 +0000\r\nFrom: Load <load@bench.test>\r\n"
+	             "To: <user@example.test>\r\nSubject: appended %s %ld\r\n"
+	             "Message-ID: <append-%ld-%llu@bench.test>\r\n\r\n",
+	             words[rnd(rs) % NWORDS], round, round, (unsigned long long)(rnd(rs) >> 20));
 	snprintf(c->tag, sizeof(c->tag), "a%d", ++c->tagn);
-	if (conn_printf(c, "%s APPEND INBOX (\\Seen) {%zu+}\r\n", c->tag, (size_t)hl + append_len) < 0 ||
+	if (conn_printf(c, "%s APPEND INBOX (\\Seen) {%zu+}\r\n", c->tag, (size_t)hl + append_len) <
+	        0 ||
 	    conn_write(c, hdr, (size_t)hl) < 0 || conn_write(c, append_msg, append_len) < 0 ||
 	    conn_write(c, "\r\n", 2) < 0)
 		return -1;
@@ -555,7 +559,8 @@ static void *idle_worker(void *arg)
 			continue;
 		}
 		snprintf(c->tag, sizeof(c->tag), "a%d", ++c->tagn);
-		if (conn_printf(c, "%s IDLE\r\n", c->tag) < 0 || read_line(c) < 0 || c->line[0] != '+') {
+		if (conn_printf(c, "%s IDLE\r\n", c->tag) < 0 || read_line(c) < 0 ||
+		    c->line[0] != '+') {
 			fail("IDLE not accepted: %s", c->line ? c->line : "");
 			conn_close(c);
 			free(c->line);
@@ -669,7 +674,7 @@ static int run_large(void)
 	long ex = c->exists;
 	enum { SEL, FETCH, SEARCH, SORT, NCMD };
 	static const char *const names[NCMD] = {"select", "fetch_flags", "uid_search_subject",
-						"sort_date"};
+	                                        "sort_date"};
 	double *t[NCMD];
 	for (int i = 0; i < NCMD; i++)
 		t[i] = calloc((size_t)o.count, sizeof(double));
@@ -682,7 +687,8 @@ static int run_large(void)
 		if (imap_cmd(c, "FETCH 1:* (FLAGS)") != 0)
 			goto out;
 		if (c->fetches != ex) {
-			fail("FETCH 1:* (FLAGS): %ld FETCH responses for %ld messages", c->fetches, ex);
+			fail("FETCH 1:* (FLAGS): %ld FETCH responses for %ld messages", c->fetches,
+			     ex);
 			goto out;
 		}
 		double d = now();
@@ -706,7 +712,8 @@ static int run_large(void)
 		goto out;
 	}
 	imap_logout(c);
-	printf("messages=%ld iterations=%ld select_first=%.4f found=%ld", ex, o.count, first, found);
+	printf("messages=%ld iterations=%ld select_first=%.4f found=%ld", ex, o.count, first,
+	       found);
 	for (int i = 0; i < NCMD; i++) {
 		qsort(t[i], (size_t)o.count, sizeof(double), cmp_double);
 		printf(" %s=%.4f %s_min=%.4f", names[i], t[i][o.count / 2], names[i], t[i][0]);
@@ -727,9 +734,10 @@ out:
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: bench-imap-load -p PORT -w mix|login|large|idle|pop3 [-H HOST] [-c CONNECTIONS]\n"
-		"                       [-n COUNT] [-m PER_SESSION] [-u USER_FORMAT] [-U USERS]\n"
-		"                       [-P PASSWORD] [-s SEED] [-d SECONDS] [-S WORD] [-i]\n");
+	        "usage: bench-imap-load -p PORT -w mix|login|large|idle|pop3 [-H HOST] [-c "
+	        "CONNECTIONS]\n"
+	        "                       [-n COUNT] [-m PER_SESSION] [-u USER_FORMAT] [-U USERS]\n"
+	        "                       [-P PASSWORD] [-s SEED] [-d SECONDS] [-S WORD] [-i]\n");
 	exit(2);
 }
 
@@ -839,10 +847,11 @@ int main(int argc, char **argv)
 
 	/* body of the appended message: 2 KiB of 72-octet lines */
 	for (int i = 0; append_len + 80 < 2048; i++)
-		append_len += (size_t)snprintf(append_msg + append_len, sizeof(append_msg) - append_len,
-					       "%04d appended line of the load generator, nothing to see "
-					       "here.\r\n",
-					       i);
+		append_len +=
+		    (size_t)snprintf(append_msg + append_len, sizeof(append_msg) - append_len,
+		                     "%04d appended line of the load generator, nothing to see "
+		                     "here.\r\n",
+		                     i);
 
 	double t0 = now();
 	deadline = t0 + (double)o.seconds;
@@ -852,7 +861,8 @@ int main(int argc, char **argv)
 		run_threads(mix_worker, o.conns);
 		double s = now() - t0;
 		long cmds = atomic_load(&commands), done = atomic_load(&units_done);
-		printf("workload=mix connections=%ld rounds=%ld rounds_done=%ld commands=%ld failures=%ld "
+		printf("workload=mix connections=%ld rounds=%ld rounds_done=%ld commands=%ld "
+		       "failures=%ld "
 		       "seconds=%.3f commands_per_sec=%.1f\n",
 		       o.conns, o.count, done, cmds, atomic_load(&failures), s, cmds / s);
 		rc = done == o.count && atomic_load(&failures) == 0 ? 0 : 1;
@@ -862,9 +872,10 @@ int main(int argc, char **argv)
 		run_threads(login_worker, o.conns);
 		double s = now() - t0;
 		long done = atomic_load(&units_done);
-		printf("workload=login connections=%ld logins=%ld done=%ld failures=%ld seconds=%.3f "
-		       "logins_per_sec=%.1f\n",
-		       o.conns, o.count, done, atomic_load(&failures), s, done / s);
+		printf(
+		    "workload=login connections=%ld logins=%ld done=%ld failures=%ld seconds=%.3f "
+		    "logins_per_sec=%.1f\n",
+		    o.conns, o.count, done, atomic_load(&failures), s, done / s);
 		rc = done == o.count && atomic_load(&failures) == 0 ? 0 : 1;
 		break;
 	}
@@ -875,8 +886,8 @@ int main(int argc, char **argv)
 		idlers = calloc((size_t)o.conns, sizeof(*idlers));
 		run_threads(idle_worker, o.conns < 8 ? o.conns : 8);
 		long done = atomic_load(&units_done);
-		printf("ready sessions=%ld idling=%ld failures=%ld setup_seconds=%.3f\n", o.conns, done,
-		       atomic_load(&failures), now() - t0);
+		printf("ready sessions=%ld idling=%ld failures=%ld setup_seconds=%.3f\n", o.conns,
+		       done, atomic_load(&failures), now() - t0);
 		fflush(stdout);
 		/* hold until stdin closes or the time is up */
 		for (;;) {
