@@ -662,6 +662,11 @@ static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, bool add_f
 	bool first = true;
 	bool uid_done = false, flags_done = false, modseq_done = false;
 #define SEP() (first ? (first = false, "") : " ")
+	if (j->uid) {
+		/* UID first, as Dovecot does: clients find it before any literal */
+		evbuffer_add_printf(out, "%sUID %u", SEP(), m->uid);
+		uid_done = true;
+	}
 	for (size_t i = 0; i < f->n; i++) {
 		const struct item *it = &f->items[i];
 		switch (it->kind) {
@@ -721,8 +726,6 @@ static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, bool add_f
 			break;
 		}
 	}
-	if (j->uid && !uid_done)
-		evbuffer_add_printf(out, "%sUID %u", SEP(), m->uid);
 	if (add_flags && !flags_done) {
 		evbuffer_add_printf(out, "%sFLAGS ", SEP());
 		imap_write_msg_flags(s, out, m);
