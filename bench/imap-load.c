@@ -96,6 +96,51 @@ static atomic_long next_unit;  /* rounds / logins handed out */
 static atomic_long commands;   /* tagged commands completed OK */
 static atomic_long units_done; /* rounds / logins completed */
 static atomic_long failures;
+
+/* Time spent per kind of command in the mix (average latency per kind). */
+static const struct {
+	const char *prefix;
+	const char *name;
+} kinds[] = {
+    {"STARTTLS", "starttls"},
+    {"LOGIN", "login"},
+    {"SELECT", "select"},
+    {"FETCH 1:* (ENVELOPE)", "fetch_envelope"},
+    {"FETCH ", "fetch_body"},
+    {"STORE", "store"},
+    {"SEARCH SUBJECT", "search_subject"},
+    {"SEARCH UNSEEN", "search_unseen"},
+    {"APPEND", "append"},
+    {"UID STORE", "uid_store"},
+    {"UID EXPUNGE", "uid_expunge"},
+    {"LOGOUT", "logout"},
+};
+#define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
+static _Thread_local double kind_secs[NKINDS];
+static _Thread_local long kind_n[NKINDS];
+static double total_secs[NKINDS];
+static long total_n[NKINDS];
+static pthread_mutex_t totals_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void record(const char *cmd, double secs)
+{
+	for (size_t i = 0; i < NKINDS; i++)
+		if (strncmp(cmd, kinds[i].prefix, strlen(kinds[i].prefix)) == 0) {
+			kind_secs[i] += secs;
+			kind_n[i]++;
+			return;
+		}
+}
+
+static void merge_totals(void)
+{
+	pthread_mutex_lock(&totals_lock);
+	for (size_t i = 0; i < NKINDS; i++) {
+		total_secs[i] += kind_secs[i];
+		total_n[i] += kind_n[i];
+	}
+	pthread_mutex_unlock(&totals_lock);
+}
 static atomic_long reported; /* failure messages printed */
 
 static double now(void)
@@ -327,7 +372,9 @@ __attribute__((format(printf, 2, 3))) static int imap_cmd(struct conn *c, const 
 	snprintf(c->tag, sizeof(c->tag), "a%d", ++c->tagn);
 	if (conn_printf(c, "%s %s\r\n", c->tag, cmd) < 0)
 		return -1;
+	double t0 = now();
 	int r = imap_wait(c);
+	record(cmd, now() - t0);
 	if (r == 0)
 		atomic_fetch_add(&commands, 1);
 	else if (r > 0)
@@ -461,12 +508,14 @@ static int mix_round(struct conn *c, uint64_t *rs, long round)
 	             "Message-ID: <append-%ld-%llu@bench.test>\r\n\r\n",
 	             words[rnd(rs) % NWORDS], round, round, (unsigned long long)(rnd(rs) >> 20));
 	snprintf(c->tag, sizeof(c->tag), "a%d", ++c->tagn);
+	double t0 = now();
 	if (conn_printf(c, "%s APPEND INBOX (\\Seen) {%zu+}\r\n", c->tag, (size_t)hl + append_len) <
 	        0 ||
 	    conn_write(c, hdr, (size_t)hl) < 0 || conn_write(c, append_msg, append_len) < 0 ||
 	    conn_write(c, "\r\n", 2) < 0)
 		return -1;
 	int r = imap_wait(c);
+	record("APPEND", now() - t0);
 	if (r != 0) {
 		if (r > 0)
 			fail("APPEND -> %s", c->last);
@@ -513,6 +562,7 @@ static void *mix_worker(void *arg)
 	}
 	if (c->fd >= 0)
 		imap_logout(c);
+	merge_totals();
 	free(c->line);
 	free(c);
 	return NULL;
@@ -534,6 +584,7 @@ static void *login_worker(void *arg)
 		imap_logout(c);
 		atomic_fetch_add(&units_done, 1);
 	}
+	merge_totals();
 	free(c->line);
 	free(c);
 	return NULL;
@@ -731,6 +782,15 @@ out:
 
 /* ---- main ---- */
 
+/* " ms_KIND=average" for every kind of command seen, then the end of the line. */
+static void print_latencies(void)
+{
+	for (size_t i = 0; i < NKINDS; i++)
+		if (total_n[i] > 0)
+			printf(" ms_%s=%.3f", kinds[i].name, total_secs[i] * 1000 / total_n[i]);
+	printf("\n");
+}
+
 static void usage(void)
 {
 	fprintf(stderr,
@@ -863,8 +923,9 @@ int main(int argc, char **argv)
 		long cmds = atomic_load(&commands), done = atomic_load(&units_done);
 		printf("workload=mix connections=%ld rounds=%ld rounds_done=%ld commands=%ld "
 		       "failures=%ld "
-		       "seconds=%.3f commands_per_sec=%.1f\n",
+		       "seconds=%.3f commands_per_sec=%.1f",
 		       o.conns, o.count, done, cmds, atomic_load(&failures), s, cmds / s);
+		print_latencies();
 		rc = done == o.count && atomic_load(&failures) == 0 ? 0 : 1;
 		break;
 	}
@@ -874,8 +935,9 @@ int main(int argc, char **argv)
 		long done = atomic_load(&units_done);
 		printf(
 		    "workload=login connections=%ld logins=%ld done=%ld failures=%ld seconds=%.3f "
-		    "logins_per_sec=%.1f\n",
+		    "logins_per_sec=%.1f",
 		    o.conns, o.count, done, atomic_load(&failures), s, done / s);
+		print_latencies();
 		rc = done == o.count && atomic_load(&failures) == 0 ? 0 : 1;
 		break;
 	}
