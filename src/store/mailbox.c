@@ -117,6 +117,8 @@ static int fail_db(char **error_r, sqlite3 *db, const char *what)
 struct conn {
 	char *data_dir;
 	sqlite3 *db;
+	/* statements run once per message by FETCH, SEARCH and SORT: prepared once */
+	sqlite3_stmt *cache_sel;
 };
 
 static pthread_key_t conn_key;
@@ -127,6 +129,7 @@ static void conn_free(void *p)
 	struct conn *c = p;
 	if (c == NULL)
 		return;
+	sqlite3_finalize(c->cache_sel);
 	sqlite3_close_v2(c->db);
 	free(c->data_dir);
 	free(c);
@@ -144,7 +147,7 @@ static void conn_key_init(void)
  * The index is a cache: a database of another schema version is dropped
  * and rebuilt from the files.
  */
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS folders ("
 	"  id INTEGER PRIMARY KEY,"
@@ -173,15 +176,16 @@ static const char schema[] =
 	"  savedate INTEGER NOT NULL,"
 	"  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
 	"CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder_id, modseq);"
+	/* the big columns last: a scan of the header values stops before them */
 	"CREATE TABLE IF NOT EXISTS msgcache ("
 	"  folder_id INTEGER NOT NULL,"
 	"  uid INTEGER NOT NULL,"
-	"  envelope TEXT, bodystructure TEXT, body TEXT,"
+	"  date INTEGER, date_tz INTEGER,"
 	"  subject TEXT, hfrom TEXT, hto TEXT, hcc TEXT, hbcc TEXT,"
 	"  message_id TEXT, in_reply_to TEXT, refs TEXT,"
 	"  sort_from TEXT, sort_to TEXT, sort_cc TEXT, display_from TEXT, display_to TEXT,"
-	"  date INTEGER, date_tz INTEGER,"
-	"  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
+	"  envelope TEXT, bodystructure TEXT, body TEXT,"
+	"  PRIMARY KEY (folder_id, uid));"
 	"CREATE TRIGGER IF NOT EXISTS messages_delete AFTER DELETE ON messages BEGIN"
 	"  DELETE FROM msgcache WHERE folder_id = old.folder_id AND uid = old.uid; END;"
 	"CREATE TABLE IF NOT EXISTS expunged ("
@@ -3381,10 +3385,14 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 	sqlite3 *db = conn_db(box->acct->st, error_r);
 	if (db == NULL)
 		return -1;
-	sqlite3_stmt *s = prep(db, "SELECT " CACHE_COLS " FROM msgcache WHERE folder_id = ?1 AND "
-				   "uid = ?2", error_r);
-	if (s == NULL)
-		return -1;
+	struct conn *cn = pthread_getspecific(conn_key);
+	if (cn->cache_sel == NULL &&
+	    sqlite3_prepare_v3(db, "SELECT " CACHE_COLS " FROM msgcache WHERE folder_id = ?1 AND "
+				   "uid = ?2", -1, SQLITE_PREPARE_PERSISTENT, &cn->cache_sel,
+			       NULL) != SQLITE_OK)
+		return fail_db(error_r, db, "prepare");
+	sqlite3_stmt *s = cn->cache_sel;
+	sqlite3_reset(s);
 	sqlite3_bind_int64(s, 1, box->folder_id);
 	sqlite3_bind_int64(s, 2, uid);
 	/* no cache row: computed from the file below (ENOENT there if the message is gone) */
@@ -3397,10 +3405,10 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 			*v[i] = col_dup(s, (int)i);
 		c->date = sqlite3_column_int64(s, (int)ARRAY_SIZE(v));
 		c->date_tz = sqlite3_column_int(s, (int)ARRAY_SIZE(v) + 1);
-		sqlite3_finalize(s);
+		sqlite3_reset(s); /* ends the read transaction */
 		return 0;
 	}
-	sqlite3_finalize(s);
+	sqlite3_reset(s);
 	/* not cached (an index written without it): parse the file now */
 	int fd;
 	if (mbox_msg_open(box, uid, &fd, error_r) < 0)
@@ -3417,6 +3425,56 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 		mbox_cache_compute(map, (size_t)sb.st_size, c, &vsize);
 		munmap(map, (size_t)sb.st_size);
 	}
+	return 0;
+}
+
+int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned fields,
+		    struct mbox_cache *caches_r, char **error_r)
+{
+	memset(caches_r, 0, n * sizeof(*caches_r));
+	if (n == 0)
+		return 0;
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	if (db == NULL)
+		return -1;
+	bool env = fields & MBOX_CACHE_ENVELOPE, bs = fields & MBOX_CACHE_BODYSTRUCTURE,
+	     hd = fields & MBOX_CACHE_HEADERS;
+	char *sql = xasprintf(
+		"SELECT uid, %s, %s, %s, %s FROM msgcache WHERE folder_id = ?1 AND uid >= ?2 AND "
+		"uid <= ?3 ORDER BY uid",
+		env ? "envelope" : "NULL", bs ? "bodystructure, body" : "NULL, NULL",
+		hd ? "subject, hfrom, hto, hcc, hbcc, message_id, in_reply_to, refs, sort_from, "
+		     "sort_to, sort_cc, display_from, display_to"
+		   : "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+		hd ? "date, date_tz" : "0, 0");
+	sqlite3_stmt *s = prep(db, sql, error_r);
+	free(sql);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, box->folder_id);
+	sqlite3_bind_int64(s, 2, uids[0]);
+	sqlite3_bind_int64(s, 3, uids[n - 1]);
+	size_t i = 0;
+	int rc;
+	while (i < n && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		uint32_t uid = (uint32_t)sqlite3_column_int64(s, 0);
+		while (i < n && uids[i] < uid)
+			i++;
+		if (i == n || uids[i] != uid)
+			continue;
+		struct mbox_cache *c = &caches_r[i];
+		char **v[] = {&c->envelope,	&c->bodystructure, &c->body,	     &c->subject,
+			      &c->from,		&c->to,		   &c->cc,	     &c->bcc,
+			      &c->message_id,	&c->in_reply_to,   &c->references,   &c->sort_from,
+			      &c->sort_to,	&c->sort_cc,	   &c->display_from, &c->display_to};
+		for (size_t k = 0; k < ARRAY_SIZE(v); k++)
+			if (sqlite3_column_type(s, (int)k + 1) != SQLITE_NULL)
+				*v[k] = col_dup(s, (int)k + 1);
+		c->date = sqlite3_column_int64(s, (int)ARRAY_SIZE(v) + 1);
+		c->date_tz = sqlite3_column_int(s, (int)ARRAY_SIZE(v) + 2);
+		i++;
+	}
+	sqlite3_finalize(s);
 	return 0;
 }
 

@@ -266,6 +266,22 @@ void mbox_cache_clear(struct mbox_cache *c);
 /* Get the cache record of a message (parsing the file the first time). */
 int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c_r, char **error_r);
 
+/* mbox_msg_caches() fields */
+#define MBOX_CACHE_ENVELOPE 0x01      /* envelope */
+#define MBOX_CACHE_BODYSTRUCTURE 0x02 /* bodystructure and body */
+#define MBOX_CACHE_HEADERS 0x04       /* the header values, sort keys and date */
+
+/*
+ * The cache records of many messages in one index scan (SEARCH, SORT,
+ * THREAD, FETCH ENVELOPE over a range: ~10x faster than one
+ * mbox_msg_cache() per message). `uids` ascending; caches_r[i] gets the
+ * record of uids[i] with only the `fields` asked for (the other strings
+ * NULL); a message without a cache row (expunged meanwhile) gets all
+ * strings NULL. Free each with mbox_cache_clear().
+ */
+int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned fields,
+		    struct mbox_cache *caches_r, char **error_r);
+
 /* ---- change notification ---- */
 
 /*
