@@ -3505,6 +3505,33 @@ int mbox_forget(struct mbox_store *st, int64_t account_id, char **error_r)
 	return forget_account(db, account_id, error_r);
 }
 
+/*
+ * Set the account's usage counter to the bytes its indexed messages take
+ * (other programs moving files around can make the counter drift).
+ */
+static int usage_recount(struct mbox_account *a, sqlite3 *db, char **error_r)
+{
+	sqlite3_stmt *s = prep(db, "SELECT coalesce(sum(phys_size), 0) FROM messages WHERE "
+				   "folder_id IN (SELECT id FROM folders WHERE account_id = ?1)",
+			       error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, a->id);
+	int64_t real = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+	sqlite3_finalize(s);
+	if (real < 0)
+		return fail_db(error_r, db, "usage");
+	uint64_t used;
+	if (account_used(a, &used, error_r) < 0)
+		return -1;
+	if ((uint64_t)real != used) {
+		log_info("event=usage_recounted account=%s was=%llu now=%lld", a->address,
+			 (unsigned long long)used, (long long)real);
+		usage_add(a, real - (int64_t)used);
+	}
+	return 0;
+}
+
 int mbox_reindex(struct mbox_store *st, int64_t account_id, const char *address,
 		 const char *maildir, char **error_r)
 {
@@ -3554,6 +3581,8 @@ int mbox_reindex(struct mbox_store *st, int64_t account_id, const char *address,
 		free(p);
 	}
 	strv_free_n(names, nn);
+	if (ret == 0)
+		ret = usage_recount(&a, db, error_r);
 	return ret;
 }
 

@@ -737,6 +737,12 @@ static void test_quota(void **state)
 	OK(mbox_folder_delete(u.acct, "Trash", &error_));
 	OK(mbox_quota(u.acct, &used, &limit, &error_));
 	assert_int_equal(used, 0);
+	/* a counter that drifted is set right by a reindex */
+	OK(mbox_append(u.acct, "INBOX", &ap, 1, &uv, &uid, &error_));
+	assert_int_equal(directory_usage_add(dir, u.id, 5000), 0);
+	OK(mbox_reindex(st, u.id, u.address, u.maildir, &error_));
+	OK(mbox_quota(u.acct, &used, &limit, &error_));
+	assert_int_equal(used, 600);
 	user_free(&u);
 }
 
