@@ -1076,12 +1076,37 @@ static uint32_t new_uidvalidity(void)
 	return v;
 }
 
-/* Append lines and fsync. 0 / -1 errno. *size_r: the file size after. */
-static int uidlist_append(const char *path, const char *text, size_t len, int64_t *size_r)
+static int uidlist_write_fd(int fd, const char *text, size_t len, int64_t *size_r);
+
+/*
+ * Append lines and fsync. 0 / -1 errno. *size_r: the file size after. A
+ * missing (or empty) uidlist first gets its header, with the folder's
+ * UIDVALIDITY and a UIDNEXT no smaller than any UID given out before.
+ */
+static int uidlist_append(const char *path, uint32_t uidvalidity, uint32_t uidnext,
+			  const char *lines, size_t nlines, int64_t *size_r)
 {
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -1;
+	struct stat hs;
+	char *text;
+	size_t len;
+	if (fstat(fd, &hs) == 0 && hs.st_size == 0) {
+		text = xasprintf("V1 %u %u\n%.*s", uidvalidity, uidnext, (int)nlines, lines);
+		len = strlen(text);
+	} else {
+		text = xstrndup(lines, nlines);
+		len = nlines;
+	}
+	int ret = uidlist_write_fd(fd, text, len, size_r);
+	free(text);
+	return ret;
+}
+
+/* uidlist_append(): write, fsync and close. */
+static int uidlist_write_fd(int fd, const char *text, size_t len, int64_t *size_r)
+{
 	size_t off = 0;
 	while (off < len) {
 		ssize_t n = write(fd, text + off, len - off);
@@ -1602,6 +1627,32 @@ static int update_folder_row(sqlite3 *db, const struct frow *r, char **error_r)
  * Bring the index of folder `name` (directory `path`) up to date with its
  * files. *row_r gets the folder row after it.
  */
+/* Write a folder's uidlist from its index rows (header + live messages), atomically. */
+static int uidlist_from_index(sqlite3 *db, const char *path, const struct frow *r,
+			      size_t *len_r)
+{
+	sqlite3_stmt *s = prep(db, "SELECT uid, basename FROM messages WHERE folder_id = ?1 "
+				   "ORDER BY uid", NULL);
+	if (s == NULL) {
+		errno = EIO;
+		return -1;
+	}
+	sqlite3_bind_int64(s, 1, r->id);
+	size_t cap = 64, len = 0;
+	char *buf = xmalloc(cap);
+	len += (size_t)sprintf(buf, "V1 %u %u\n", r->uidvalidity, r->uidnext);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		const char *b = (const char *)sqlite3_column_text(s, 1);
+		buf = xgrow(buf, &cap, len + strlen(b) + 16, 1);
+		len += (size_t)sprintf(buf + len, "%u %s\n", (uint32_t)sqlite3_column_int64(s, 0), b);
+	}
+	sqlite3_finalize(s);
+	int ret = write_atomic(path, UIDLIST_NAME, buf, len);
+	free(buf);
+	*len_r = len;
+	return ret;
+}
+
 static int folder_sync_ex(struct mbox_account *a, const char *name, const char *path,
 			  bool readonly, bool reindex, struct frow *row_r, char **error_r)
 {
@@ -1651,6 +1702,15 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		 * uidlist in this one transaction (same folder id, UIDs, UIDVALIDITY;
 		 * MODSEQs go on rising, so CONDSTORE clients see every message as changed)
 		 */
+		char *ulf = xasprintf("%s/" UIDLIST_NAME, path);
+		bool have_ul = access(ulf, F_OK) == 0;
+		free(ulf);
+		size_t ullen;
+		if (!have_ul && uidlist_from_index(db, path, row_r, &ullen) < 0) {
+			/* the uidlist was lost: the index still knows the UIDs */
+			fail(error_r, EIO, "cannot write the uid list: %s", strerror(errno));
+			goto out;
+		}
 		char sql[128];
 		snprintf(sql, sizeof(sql), "DELETE FROM messages WHERE folder_id = %lld",
 			 (long long)row_r->id);
@@ -1808,6 +1868,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		if (next > r.uidnext)
 			r.uidnext = next;
 		qsort(fresh, nfresh, sizeof(*fresh), dent_ptr_cmp);
+		uint32_t hdr_next = r.uidnext;
 		uint32_t *uids = xcalloc(nfresh, sizeof(*uids));
 		size_t ulcap = 0, ullen = 0;
 		for (size_t k = 0; k < nfresh; k++) {
@@ -1831,7 +1892,8 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			ulbuf = xgrow(ulbuf, &ulcap, need, 1);
 			ullen += (size_t)sprintf(ulbuf + ullen, "%u %s\n", uids[k], fresh[k]->base);
 		}
-		if (ullen > 0 && uidlist_append(ulpath, ulbuf, ullen, &ulsize) < 0) {
+		if (ullen > 0 &&
+		    uidlist_append(ulpath, r.uidvalidity, hdr_next, ulbuf, ullen, &ulsize) < 0) {
 			fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot write %s: %s", ulpath,
 			     strerror(errno));
 			free(ulpath);
@@ -2669,7 +2731,6 @@ static void uidlist_compact(struct mbox *box, sqlite3 *db)
 	}
 	free(ul);
 	sqlite3_stmt *s = NULL;
-	char *buf = NULL;
 	if (exec(db, "BEGIN IMMEDIATE", NULL) < 0)
 		return;
 	struct frow r;
@@ -2685,19 +2746,8 @@ static void uidlist_compact(struct mbox *box, sqlite3 *db)
 	s = NULL;
 	if (sb.st_size <= 2 * live + 64 * 1024)
 		goto out;
-	s = prep(db, "SELECT uid, basename FROM messages WHERE folder_id = ?1 ORDER BY uid", NULL);
-	if (s == NULL)
-		goto out;
-	sqlite3_bind_int64(s, 1, r.id);
-	size_t cap = 0, len = 0;
-	buf = xgrow(buf, &cap, 64, 1);
-	len += (size_t)sprintf(buf, "V1 %u %u\n", r.uidvalidity, r.uidnext);
-	while (sqlite3_step(s) == SQLITE_ROW) {
-		const char *b = (const char *)sqlite3_column_text(s, 1);
-		buf = xgrow(buf, &cap, len + strlen(b) + 16, 1);
-		len += (size_t)sprintf(buf + len, "%u %s\n", (uint32_t)sqlite3_column_int64(s, 0), b);
-	}
-	if (write_atomic(box->path, UIDLIST_NAME, buf, len) < 0) {
+	size_t len;
+	if (uidlist_from_index(db, box->path, &r, &len) < 0) {
 		log_error("event=uidlist_compact_failed folder=%s error=\"%s\"", box->path,
 			  strerror(errno));
 		goto out;
@@ -2711,7 +2761,6 @@ static void uidlist_compact(struct mbox *box, sqlite3 *db)
 out:
 	rollback(db);
 	sqlite3_finalize(s);
-	free(buf);
 }
 
 /* Remove messages: those in uids (if not NULL) and, if require_deleted, flagged \Deleted. */
@@ -2868,6 +2917,7 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 		goto out;
 	}
 	size_t cap = 0, len = 0;
+	uint32_t hdr_next = r.uidnext;
 	for (size_t i = 0; i < n; i++) {
 		uids_r[i] = r.uidnext++;
 		buf = xgrow(buf, &cap, len + strlen(m[i].base) + 16, 1);
@@ -2875,7 +2925,7 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 	}
 	char *ul = xasprintf("%s/" UIDLIST_NAME, path);
 	int64_t size;
-	int w = uidlist_append(ul, buf, len, &size);
+	int w = uidlist_append(ul, r.uidvalidity, hdr_next, buf, len, &size);
 	free(ul);
 	if (w < 0) {
 		fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot write the uid list: %s",

@@ -391,6 +391,14 @@ static void test_flags_rebuild(void **state)
 	free(m);
 	free(ex);
 
+	/* a lost uidlist is written again from the index by a reindex */
+	char *ulp = xasprintf("%s/postern-uidlist", u.maildir);
+	assert_int_equal(unlink(ulp), 0);
+	OK(mbox_reindex(st, u.id, u.address, u.maildir, &error_));
+	struct stat usb;
+	assert_int_equal(stat(ulp, &usb), 0);
+	free(ulp);
+
 	/* postern reindex under an open session: same UIDs, the session goes on, MODSEQs rise */
 	mbox_get_status(box, &s0);
 	OK(mbox_reindex(st, u.id, u.address, u.maildir, &error_));
