@@ -1696,6 +1696,21 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 	bool rebuild = f == 0;
 	if (rebuild && frow_create(db, a->id, name, path, row_r, error_r) < 0)
 		goto out;
+	if (!rebuild && !reindex) {
+		/* the uidlist deleted behind our back: the index still knows the UIDs */
+		char *ulf = xasprintf("%s/" UIDLIST_NAME, path);
+		bool have_ul = access(ulf, F_OK) == 0;
+		free(ulf);
+		size_t ullen;
+		if (!have_ul) {
+			if (uidlist_from_index(db, path, row_r, &ullen) < 0) {
+				fail(error_r, EIO, "cannot write the uid list: %s", strerror(errno));
+				goto out;
+			}
+			row_r->uidlist_off = (int64_t)ullen;
+			log_warn("event=uidlist_rewritten folder=%s reason=missing", path);
+		}
+	}
 	if (!rebuild && reindex) {
 		/*
 		 * postern reindex: the rows go and come back from the files and the

@@ -246,6 +246,26 @@ static void test_basics(void **state)
 	assert_int_equal(s.recent, 0);
 	FAILS(mbox_folder_status(u.acct, "Nope", &s, &error_), ENOENT);
 	FAILS(mbox_open(u.acct, "a.b", false, &box, &error_), EINVAL);
+
+	/* the uidlist deleted behind our back is written again from the index */
+	char *ulp = xasprintf("%s/postern-uidlist", u.maildir);
+	assert_int_equal(unlink(ulp), 0);
+	deliver(&u, 1, 5);
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	mbox_close(&box);
+	reopen_store_without_index();
+	mbox_account_close(&u.acct);
+	char *error = NULL;
+	u.acct = mbox_account_open(st, u.id, u.address, u.maildir, 0, &error);
+	assert_non_null(u.acct);
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	OK(mbox_messages(box, &m, &n, &error_));
+	assert_int_equal(n, 5);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(m[i].uid, i + 1);
+	free(m);
+	mbox_close(&box);
+	free(ulp);
 	free(newdir);
 	free(curdir);
 	user_free(&u);
