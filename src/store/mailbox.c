@@ -3651,17 +3651,49 @@ int mbox_reindex(struct mbox_store *st, int64_t account_id, const char *address,
 	return ret;
 }
 
+static void tmp_cleanup(const char *folder)
+{
+	char *tmp = xasprintf("%s/tmp", folder);
+	DIR *d = opendir(tmp);
+	if (d == NULL) {
+		free(tmp);
+		return;
+	}
+	time_t limit = time(NULL) - 36 * 3600;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char *p = xasprintf("%s/%s", tmp, de->d_name);
+		struct stat sb;
+		if (lstat(p, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_mtime < limit &&
+		    sb.st_atime < limit && unlink(p) == 0)
+			log_info("event=maildir_tmp_removed file=%s", p);
+		free(p);
+	}
+	closedir(d);
+	free(tmp);
+}
+
 int mbox_expire(struct mbox_store *st, int64_t account_id, const char *address,
 		const char *maildir, uint64_t trash_age, uint64_t junk_age, size_t *deleted_r,
 		char **error_r)
 {
 	*deleted_r = 0;
-	if (trash_age == 0 && junk_age == 0)
-		return 0;
 	struct mbox_account a = {.st = st, .id = account_id, .address = (char *)address,
 				 .maildir = (char *)maildir};
 	size_t nn;
 	char **names = folder_names(&a, &nn);
+	/* Maildir: what a crash left in tmp/ goes after 36 hours (the hourly job passes here) */
+	for (size_t i = 0; i < nn; i++) {
+		char *fp = folder_path(&a, names[i]);
+		tmp_cleanup(fp);
+		free(fp);
+	}
+	if (trash_age == 0 && junk_age == 0) {
+		strv_free_n(names, nn);
+		return 0;
+	}
 	char *special = special_file_read(&a);
 	int ret = 0;
 	time_t now = time(NULL);

@@ -815,6 +815,19 @@ static void test_retention(void **state)
 	assert_int_equal(s.messages, 2);
 	OK(mbox_expire(st, u.id, u.address, u.maildir, 30 * 86400, 50 * 86400, &deleted, &error_));
 	assert_int_equal(deleted, 0);
+	/* a file a crash left in tmp/ two days ago goes, a fresh one stays */
+	char *old_tmp = xasprintf("%s/.Sent/tmp/crashed", u.maildir);
+	char *new_tmp = xasprintf("%s/.Sent/tmp/writing", u.maildir);
+	write_text(old_tmp, "x");
+	write_text(new_tmp, "y");
+	struct timespec two_days[2] = {{.tv_sec = now - 2 * 86400}, {.tv_sec = now - 2 * 86400}};
+	assert_int_equal(utimensat(AT_FDCWD, old_tmp, two_days, 0), 0);
+	OK(mbox_expire(st, u.id, u.address, u.maildir, 0, 0, &deleted, &error_));
+	assert_int_equal(deleted, 0);
+	assert_int_equal(access(old_tmp, F_OK), -1);
+	assert_int_equal(access(new_tmp, F_OK), 0);
+	free(old_tmp);
+	free(new_tmp);
 	OK(mbox_expire(st, u.id, u.address, u.maildir, 30 * 86400, 10 * 86400, &deleted, &error_));
 	assert_int_equal(deleted, 2);
 	OK(mbox_folder_status(u.acct, "Sent", &s, &error_));
