@@ -431,14 +431,20 @@ def test_idn_domain_downgraded_to_a_peer_without_smtputf8(postern_factory, idn_d
         m = peer.wait(2)[1]
         assert m["rcpts"] == ["RCPT TO:<ann@xn--caf-dma.test>"]
         b = wait_bounces(p, "Undelivered Mail")[0]
-        _, _, rcpts, _ = dsn_parts(b)
-        assert [r["status"] for r in rcpts] == ["5.6.7"]
-        assert "jörg@café.test".encode() in b and b"ann@" not in b.split(b"Final-Recipient")[1]
-        assert "553 5.6.7" in rcpts[0]["diagnostic-code"]
+        # a UTF-8 address: RFC 6533's message/global-delivery-status with a utf-8 address type
+        assert b"Content-Type: message/global-delivery-status\r\n" in b
+        report = b.split(b"Reporting-MTA:")[1]
+        assert report.count(b"Final-Recipient:") == 1
+        assert "Final-Recipient: utf-8; jörg@café.test\r\n".encode() in report
+        assert b"Status: 5.6.7\r\n" in report
+        assert b"Diagnostic-Code: smtp; 553 5.6.7 " in report
         wait_gone(p, qid)
         # a non-ASCII header needs SMTPUTF8: that message bounces whole
         qid = submit_utf8(p, ["joe@café.test"], "grüße", to_header=undisclosed)
-        wait_bounces(p, "Undelivered Mail", n=2)
+        b = [m for m in wait_bounces(p, "Undelivered Mail", n=2) if b"Status: 5.6.7" in m
+             and "grüße".encode() in m and b"ann@" not in m][0]
+        # the returned original has a UTF-8 header: message/global (RFC 6532)
+        assert b"Content-Type: message/global\r\n" in b
         wait_gone(p, qid)
         assert len(peer.messages) == 2
     finally:

@@ -1,5 +1,6 @@
 /*
- * Delivery status notifications (RFC 3464, RFC 3461 RET/ENVID/ORCPT): the
+ * Delivery status notifications (RFC 3464, RFC 3461 RET/ENVID/ORCPT, RFC
+ * 6533 for internationalized addresses and headers): the
  * message a sender gets when a recipient failed (a bounce) or is still
  * deferred after [queue] warn_after (a delay notice).
  *
@@ -44,6 +45,32 @@ static void sb_printf(struct sbuf *b, const char *fmt, ...)
 		abort();
 	sb_add(b, s, (size_t)n);
 	free(s);
+}
+
+static bool has_8bit(const char *s)
+{
+	for (; s != NULL && *s != '\0'; s++)
+		if ((unsigned char)*s >= 0x80)
+			return true;
+	return false;
+}
+
+/* The header of the original (its first 64 KiB) has octets above 127. */
+static bool original_header_8bit(int fd)
+{
+	char buf[65536];
+	ssize_t n = pread(fd, buf, sizeof(buf), 0);
+	int last = '\n', prev = '\r';
+	for (ssize_t i = 0; i < n; i++) {
+		int c = (unsigned char)buf[i];
+		if (c >= 0x80)
+			return true;
+		if (c == '\n' && (last == '\n' || (last == '\r' && prev == '\n')))
+			return false;
+		prev = last;
+		last = c;
+	}
+	return false;
 }
 
 /* A value safe for one header or DSN field line: controls become '?'. */
@@ -149,9 +176,16 @@ char *bounce_build(const struct bounce_input *in, size_t *len_r)
 	}
 	sb_printf(&b, "\r\n");
 
-	/* 2. for programs (RFC 3464 2.2, 2.3) */
-	sb_printf(&b, "--%s\r\nContent-Type: message/delivery-status\r\n"
-		      "Content-Description: Delivery report\r\n\r\n", boundary);
+	/*
+	 * 2. for programs (RFC 3464 2.2, 2.3). A non-ASCII address makes it a
+	 * message/global-delivery-status with "utf-8" addresses (RFC 6533 3, 6).
+	 */
+	bool global = false;
+	for (size_t i = 0; i < in->nrcpts; i++)
+		global = global || has_8bit(in->rcpts[i].address);
+	sb_printf(&b, "--%s\r\nContent-Type: message/%sdelivery-status\r\n"
+		      "Content-Description: Delivery report\r\n\r\n", boundary,
+		  global ? "global-" : "");
 	sb_printf(&b, "Reporting-MTA: dns; %s\r\n", host);
 	sb_printf(&b, "X-Postern-Queue-ID: %s\r\n", in->queue_id);
 	if (in->envid != NULL) {
@@ -169,7 +203,7 @@ char *bounce_build(const struct bounce_input *in, size_t *len_r)
 			sb_printf(&b, "Original-Recipient: %s\r\n", o);
 			free(o);
 		}
-		sb_printf(&b, "Final-Recipient: rfc822; %s\r\n", a);
+		sb_printf(&b, "Final-Recipient: %s; %s\r\n", has_8bit(a) ? "utf-8" : "rfc822", a);
 		sb_printf(&b, "Action: %s\r\n", r->delayed ? "delayed" : "failed");
 		sb_printf(&b, "Status: %s\r\n", r->status);
 		if (r->remote_mta != NULL) {
@@ -189,8 +223,12 @@ char *bounce_build(const struct bounce_input *in, size_t *len_r)
 
 	/* 3. the original: RET=FULL the message, else its header (RFC 3461 4.3) */
 	if (in->fd >= 0) {
+		/* a UTF-8 header goes as message/global(-headers) (RFC 6532 3.7, RFC 6533 6.3) */
+		bool utf8 = original_header_8bit(in->fd);
 		sb_printf(&b, "--%s\r\nContent-Type: %s\r\nContent-Description: %s\r\n\r\n",
-			  boundary, in->full ? "message/rfc822" : "text/rfc822-headers",
+			  boundary,
+			  in->full ? (utf8 ? "message/global" : "message/rfc822")
+				   : (utf8 ? "message/global-headers" : "text/rfc822-headers"),
 			  in->full ? "Undelivered Message" : "Undelivered Message Headers");
 		add_original(&b, in->fd, !in->full, in->max_return);
 	}

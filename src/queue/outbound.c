@@ -1337,13 +1337,19 @@ int outbound_dsn_inject(sqlite3 *db, const struct dsn_source *src, const struct 
 		goto out;
 	}
 	if (sqlite3_prepare_v2(db,
-			       "INSERT INTO messages(id, sender, client_ip, protocol, received, size)"
-			       " VALUES (?1, '', 'local', 'DSN', ?2, ?3)",
+			       "INSERT INTO messages(id, sender, client_ip, protocol, received, size,"
+			       " smtputf8, eightbit) VALUES (?1, '', 'local', 'DSN', ?2, ?3, ?4, ?5)",
 			       -1, &st, NULL) != SQLITE_OK)
 		goto unlink;
 	sqlite3_bind_text(st, 1, id_r, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (int64_t)time(NULL));
 	sqlite3_bind_int64(st, 3, (int64_t)len);
+	/* UTF-8 in the DSN (RFC 6533): SMTPUTF8 for a UTF-8 sender address, 8BITMIME for the rest */
+	bool eightbit = false;
+	for (size_t i = 0; i < len && !eightbit; i++)
+		eightbit = (unsigned char)text[i] >= 0x80;
+	sqlite3_bind_int(st, 4, !is_ascii(src->sender));
+	sqlite3_bind_int(st, 5, eightbit);
 	if (!step_done(st))
 		goto unlink;
 	sqlite3_finalize(st);

@@ -134,12 +134,50 @@ static void test_bounce_no_header_injection(void **state)
 	free(m);
 }
 
+static void test_bounce_utf8(void **state)
+{
+	(void)state;
+	size_t len;
+	/* an ASCII report stays RFC 3464 */
+	char *t = build(false, false, "x@remote.test", -1, &len);
+	assert_non_null(strstr(t, "Content-Type: message/delivery-status\r\n"));
+	assert_non_null(strstr(t, "Final-Recipient: rfc822; x@remote.test\r\n"));
+	free(t);
+	/* a UTF-8 address: message/global-delivery-status, "utf-8" address type (RFC 6533) */
+	t = build(false, false, "j\xc3\xb6rg@b\xc3\xbc" "cher.example", -1, &len);
+	assert_non_null(strstr(t, "Content-Type: message/global-delivery-status\r\n"));
+	assert_non_null(strstr(t, "Final-Recipient: utf-8; j\xc3\xb6rg@b\xc3\xbc" "cher.example\r\n"));
+	assert_non_null(strstr(t, "Final-Recipient: rfc822; second@remote.test\r\n"));
+	free(t);
+	/* a UTF-8 header in the original: message/global-headers, message/global */
+	char path[] = "/tmp/postern-test-bounce-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	const char *orig = "Subject: gr\xc3\xbc\xc3\x9f" "e\r\n\r\nbody\r\n";
+	assert_int_equal(write(fd, orig, strlen(orig)), (ssize_t)strlen(orig));
+	t = build(false, false, "x@remote.test", fd, &len);
+	assert_non_null(strstr(t, "Content-Type: message/global-headers\r\n"));
+	free(t);
+	t = build(true, false, "x@remote.test", fd, &len);
+	assert_non_null(strstr(t, "Content-Type: message/global\r\n"));
+	free(t);
+	close(fd);
+	/* an 8-bit body alone does not make the original global */
+	fd = original_fd();
+	t = build(true, false, "x@remote.test", fd, &len);
+	assert_non_null(strstr(t, "Content-Type: message/rfc822\r\n"));
+	free(t);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_bounce_layout),
 		cmocka_unit_test(test_bounce_full_and_delay),
 		cmocka_unit_test(test_bounce_no_header_injection),
+		cmocka_unit_test(test_bounce_utf8),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
