@@ -443,3 +443,29 @@ def test_arc_chain_broken(env):
 def test_no_arc(env):
     got = deliver(env.p, message("no arc", "alice@auth.test"), "alice@auth.test")
     assert "arc=none" in ar_of(got)[0]
+
+
+def test_dead_dns_is_temperror_within_the_budget(env, tmp_path_factory):
+    import socket
+    import time
+    # a DNS "server" that never answers: every lookup times out
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))
+    p = _make(tmp_path_factory, "deaddns", limits={"messages_per_ip_per_minute": "100000"},
+              extra={"dns": {"resolver": "127.0.0.1:%d" % dead.getsockname()[1]}})
+    p.start()
+    try:
+        t0 = time.monotonic()
+        c = p.smtp(timeout=30)
+        code, text = send(c, "alice@auth.test", ["a@" + DOMAIN],
+                          message("dead dns", "alice@auth.test"))
+        took = time.monotonic() - t0
+        assert code == 250, (code, text)
+        assert took < 12, took
+        c.quit()
+        got = p.wait_for_delivery("a@" + DOMAIN, 1)[0]
+        ar = ar_of(got)[0]
+        assert "spf=temperror" in ar and "dmarc=temperror" in ar, ar
+    finally:
+        finish(p)
+        dead.close()

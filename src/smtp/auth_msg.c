@@ -29,6 +29,27 @@
 #include <time.h>
 
 #define MAX_SIGNERS 4 /* keys of one domain used at once (ed25519 + rsa, and a rotation) */
+/* All DNS of one message must be done within this; later lookups answer "temporary
+   failure" at once, so a slow or hostile DNS holds a worker (and shutdown) this long at most. */
+#define DNS_BUDGET_MS 6000
+#define DNS_TIMEOUT_MS 3000 /* each lookup */
+
+/* A worker's resolver for one message: its dns_sync and the message's deadline. */
+struct budget_dns {
+	struct dns_sync *dns;
+	struct timespec deadline;
+};
+
+/* The resolver to use now, or NULL when the budget is spent (or there is none). */
+static struct dns_sync *budget_ok(const struct budget_dns *b)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (b->dns == NULL || now.tv_sec > b->deadline.tv_sec ||
+	    (now.tv_sec == b->deadline.tv_sec && now.tv_nsec >= b->deadline.tv_nsec))
+		return NULL;
+	return b->dns;
+}
 
 struct auth_msg {
 	enum auth_mode mode;
@@ -97,7 +118,7 @@ static struct dns_sync *thread_dns(const char *resolver)
 		pthread_setspecific(dns_key, NULL);
 		thread_dns_free(t);
 	}
-	struct dns_options o = {.resolver = resolver, .timeout_ms = 5000};
+	struct dns_options o = {.resolver = resolver, .timeout_ms = DNS_TIMEOUT_MS};
 	const char *err = NULL;
 	struct dns_sync *s = dns_sync_new(&o, &err);
 	if (s == NULL) {
@@ -113,7 +134,7 @@ static struct dns_sync *thread_dns(const char *resolver)
 
 static void spf_lookup(void *ctx, enum spf_rrtype type, const char *name, struct spf_answer *a)
 {
-	struct dns_sync *s = ctx;
+	struct dns_sync *s = budget_ok(ctx);
 	if (s == NULL) {
 		a->rcode = SPF_DNS_TEMPFAIL;
 		return;
@@ -150,7 +171,7 @@ static void spf_lookup(void *ctx, enum spf_rrtype type, const char *name, struct
 
 static int txt_lookup(void *ctx, const char *name, struct dkim_txt *out)
 {
-	struct dns_sync *s = ctx;
+	struct dns_sync *s = budget_ok(ctx);
 	if (s == NULL)
 		return DKIM_DNS_TEMPFAIL;
 	struct dns_result *res = dns_sync_lookup(s, name, DNS_T_TXT);
@@ -501,9 +522,16 @@ static int dmarc_rank(enum dmarc_policy p)
 
 static void verify_work(struct auth_msg *m)
 {
-	struct dns_sync *dns = thread_dns(m->p.dns_resolver);
-	struct spf_resolver sres = {spf_lookup, dns};
-	m->keyres.ctx = dns;
+	struct budget_dns bd = {.dns = thread_dns(m->p.dns_resolver)};
+	clock_gettime(CLOCK_MONOTONIC, &bd.deadline);
+	bd.deadline.tv_sec += DNS_BUDGET_MS / 1000;
+	bd.deadline.tv_nsec += (long)(DNS_BUDGET_MS % 1000) * 1000000L;
+	if (bd.deadline.tv_nsec >= 1000000000L) {
+		bd.deadline.tv_sec++;
+		bd.deadline.tv_nsec -= 1000000000L;
+	}
+	struct spf_resolver sres = {spf_lookup, &bd};
+	m->keyres.ctx = &bd;
 
 	/* SPF: MAIL FROM, or the HELO identity for <> (RFC 7208 2.4) */
 	struct spf_request req = {0};
@@ -668,6 +696,7 @@ static void verify_work(struct auth_msg *m)
 	m->summary = sum.s;
 	spf_outcome_free(&spf);
 	arc_outcome_clear(&arc);
+	m->keyres.ctx = NULL; /* &bd dies here */
 }
 
 void auth_msg_work(struct auth_msg *m)

@@ -50,6 +50,7 @@
 
 #define INPUT_HIGH_WATER (256 * 1024) /* stop reading while this much input waits */
 #define DATA_CHUNK 16384              /* octets decoded per step */
+#define AUTH_WORKERS 4                /* threads for SPF/DKIM/DMARC DNS work and signing */
 
 enum smtp_state {
 	STATE_PREGREET, /* connected, greeting not yet sent */
@@ -826,7 +827,9 @@ static void message_end(struct smtp_session *s, bool data_phase)
 	s->pending++;
 	s->suspended = true;
 	flush(s);
-	worker_submit(s->srv->workers, authres_job_work, authres_job_done, j);
+	if (s->srv->auth_workers == NULL)
+		s->srv->auth_workers = worker_pool_new(s->srv->base, AUTH_WORKERS);
+	worker_submit(s->srv->auth_workers, authres_job_work, authres_job_done, j);
 }
 
 /* Hand the message to the queue; the commit callback answers. */
@@ -2004,4 +2007,6 @@ void smtp_sessions_close_all(struct smtp_server *srv)
 		log_info("event=drain_timeout client=%s state=%s", s->ip, state_names[s->state]);
 		session_destroy(s);
 	}
+	/* their done callbacks free the sessions that waited for them */
+	worker_pool_free(&srv->auth_workers);
 }

@@ -38,6 +38,9 @@ struct smtp_server {
 	struct event_base *base;
 	struct smtp_conf *conf;       /* current; sessions hold their own reference */
 	struct worker_pool *workers;  /* directory lookups, password checks */
+	/* SPF/DKIM/DMARC/ARC DNS work and DKIM signing (smtp_session.c makes it on first
+	   use, smtp_sessions_close_all frees it), so slow DNS never holds up logins */
+	struct worker_pool *auth_workers;
 	struct dns_resolver *dns;     /* FCrDNS of clients; NULL if it could not start */
 	struct queue *queue;
 	struct ratelimit *limits;     /* connections, message rate, auth failures */
@@ -60,7 +63,8 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 void smtp_sessions_drain(struct smtp_server *srv);
 /* Call srv->drained if draining and no session or commit is left. */
 void smtp_server_check_drained(struct smtp_server *srv);
-/* Close every remaining session at once (the drain timeout expired). */
+/* Close every remaining session at once (the drain timeout expired, or the end);
+   also finishes the auth_workers jobs. */
 void smtp_sessions_close_all(struct smtp_server *srv);
 
 #endif
