@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 static int reindex_one(struct cli *cli, struct directory *dir, struct mbox_store *st,
-		       const char *address)
+                       const char *address)
 {
 	struct resolved r = {0};
 	enum resolve_result rr = directory_resolve(dir, address, &r);
@@ -56,7 +56,7 @@ static int run_reindex(struct cli *cli, const struct cli_cmd *cmd, int argc, cha
 		return CLI_EXIT_FAIL;
 	char *error = NULL;
 	struct mbox_store *st =
-		mbox_store_new(cli->cfg->data_dir, cli->cfg->mailbox_folders, &error);
+	    mbox_store_new(cli->cfg->data_dir, cli->cfg->mailbox_folders, &error);
 	if (st == NULL) {
 		cli_error("%s", error != NULL ? error : "cannot open the mailbox index");
 		free(error);
@@ -80,8 +80,7 @@ static int run_reindex(struct cli *cli, const struct cli_cmd *cmd, int argc, cha
 }
 
 const struct cli_cmd cmd_reindex_cmds[] = {
-	{"reindex", NULL, "ADDRESS...",
-	 "Rebuild the mailbox index of accounts from their Maildir files (UIDs kept)",
-	 run_reindex},
-	{0},
+    {"reindex", NULL, "ADDRESS...",
+     "Rebuild the mailbox index of accounts from their Maildir files (UIDs kept)", run_reindex},
+    {0},
 };

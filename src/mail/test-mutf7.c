@@ -30,8 +30,10 @@ static void test_roundtrip(void **state)
 	roundtrip("&", "&-");
 	/* RFC 3501 5.1.3 example */
 	roundtrip("~peter/mail/\xe5\x8f\xb0\xe5\x8c\x97/\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e",
-		  "~peter/mail/&U,BTFw-/&ZeVnLIqe-");
-	roundtrip("Entw\xc3\xbc" "rfe", "Entw&APw-rfe");
+	          "~peter/mail/&U,BTFw-/&ZeVnLIqe-");
+	roundtrip("Entw\xc3\xbc"
+	          "rfe",
+	          "Entw&APw-rfe");
 	roundtrip("\xc3\x84rger", "&AMQ-rger");
 	/* outside the BMP: a surrogate pair */
 	roundtrip("mail \xf0\x9f\x93\xa7", "mail &2D3c5w-");
@@ -46,21 +48,21 @@ static void test_invalid(void **state)
 	assert_null(mutf7_encode("\xed\xa0\x80")); /* a surrogate in UTF-8 */
 	assert_null(mutf7_encode("\xc0\x80"));     /* overlong */
 	assert_null(mutf7_decode("&"));
-	assert_null(mutf7_decode("&AMQ"));    /* unterminated */
+	assert_null(mutf7_decode("&AMQ"));     /* unterminated */
 	assert_null(mutf7_decode("&-AMQ-x&")); /* trailing & */
-	assert_null(mutf7_decode("&AGE-"));   /* "a" encoded: not canonical */
-	assert_null(mutf7_decode("&2D0-"));   /* lone high surrogate */
-	assert_null(mutf7_decode("&3OU-"));   /* lone low surrogate */
-	assert_null(mutf7_decode("&AM!-"));   /* bad base64 */
+	assert_null(mutf7_decode("&AGE-"));    /* "a" encoded: not canonical */
+	assert_null(mutf7_decode("&2D0-"));    /* lone high surrogate */
+	assert_null(mutf7_decode("&3OU-"));    /* lone low surrogate */
+	assert_null(mutf7_decode("&AM!-"));    /* bad base64 */
 	assert_null(mutf7_decode("\xc3\xa4")); /* 8-bit */
-	assert_null(mutf7_decode("&AMR-"));   /* non-zero padding bits */
+	assert_null(mutf7_decode("&AMR-"));    /* non-zero padding bits */
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_roundtrip),
-		cmocka_unit_test(test_invalid),
+	    cmocka_unit_test(test_roundtrip),
+	    cmocka_unit_test(test_invalid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

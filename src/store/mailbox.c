@@ -90,7 +90,8 @@ struct mbox {
 
 /* ---- errors ---- */
 
-static int fail(char **error_r, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char **error_r, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int fail(char **error_r, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -149,53 +150,53 @@ static void conn_key_init(void)
  */
 #define SCHEMA_VERSION 3
 static const char schema[] =
-	"CREATE TABLE IF NOT EXISTS folders ("
-	"  id INTEGER PRIMARY KEY,"
-	"  account_id INTEGER NOT NULL,"
-	"  name TEXT NOT NULL,"
-	"  uidvalidity INTEGER NOT NULL,"
-	"  uidnext INTEGER NOT NULL,"
-	"  highestmodseq INTEGER NOT NULL DEFAULT 1,"
-	"  first_recent_uid INTEGER NOT NULL DEFAULT 1,"
-	"  new_mtime INTEGER NOT NULL DEFAULT 0,"
-	"  cur_mtime INTEGER NOT NULL DEFAULT 0,"
-	"  uidlist_off INTEGER NOT NULL DEFAULT 0,"
-	"  UNIQUE (account_id, name));"
-	"CREATE TABLE IF NOT EXISTS messages ("
-	"  folder_id INTEGER NOT NULL,"
-	"  uid INTEGER NOT NULL,"
-	"  basename TEXT NOT NULL,"
-	"  filename TEXT NOT NULL,"
-	"  in_new INTEGER NOT NULL DEFAULT 0,"
-	"  flags INTEGER NOT NULL,"
-	"  keywords INTEGER NOT NULL,"
-	"  modseq INTEGER NOT NULL,"
-	"  size INTEGER NOT NULL,"
-	"  phys_size INTEGER NOT NULL,"
-	"  internaldate INTEGER NOT NULL,"
-	"  savedate INTEGER NOT NULL,"
-	"  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder_id, modseq);"
-	/* the big columns last: a scan of the header values stops before them */
-	"CREATE TABLE IF NOT EXISTS msgcache ("
-	"  folder_id INTEGER NOT NULL,"
-	"  uid INTEGER NOT NULL,"
-	"  date INTEGER, date_tz INTEGER,"
-	"  subject TEXT, hfrom TEXT, hto TEXT, hcc TEXT, hbcc TEXT,"
-	"  message_id TEXT, in_reply_to TEXT, refs TEXT,"
-	"  sort_from TEXT, sort_to TEXT, sort_cc TEXT, display_from TEXT, display_to TEXT,"
-	"  envelope TEXT, bodystructure TEXT, body TEXT,"
-	"  PRIMARY KEY (folder_id, uid));"
-	"CREATE TRIGGER IF NOT EXISTS messages_delete AFTER DELETE ON messages BEGIN"
-	"  DELETE FROM msgcache WHERE folder_id = old.folder_id AND uid = old.uid; END;"
-	"CREATE TABLE IF NOT EXISTS expunged ("
-	"  folder_id INTEGER NOT NULL,"
-	"  uid INTEGER NOT NULL,"
-	"  modseq INTEGER NOT NULL,"
-	"  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;";
+    "CREATE TABLE IF NOT EXISTS folders ("
+    "  id INTEGER PRIMARY KEY,"
+    "  account_id INTEGER NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  uidvalidity INTEGER NOT NULL,"
+    "  uidnext INTEGER NOT NULL,"
+    "  highestmodseq INTEGER NOT NULL DEFAULT 1,"
+    "  first_recent_uid INTEGER NOT NULL DEFAULT 1,"
+    "  new_mtime INTEGER NOT NULL DEFAULT 0,"
+    "  cur_mtime INTEGER NOT NULL DEFAULT 0,"
+    "  uidlist_off INTEGER NOT NULL DEFAULT 0,"
+    "  UNIQUE (account_id, name));"
+    "CREATE TABLE IF NOT EXISTS messages ("
+    "  folder_id INTEGER NOT NULL,"
+    "  uid INTEGER NOT NULL,"
+    "  basename TEXT NOT NULL,"
+    "  filename TEXT NOT NULL,"
+    "  in_new INTEGER NOT NULL DEFAULT 0,"
+    "  flags INTEGER NOT NULL,"
+    "  keywords INTEGER NOT NULL,"
+    "  modseq INTEGER NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  phys_size INTEGER NOT NULL,"
+    "  internaldate INTEGER NOT NULL,"
+    "  savedate INTEGER NOT NULL,"
+    "  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder_id, modseq);"
+    /* the big columns last: a scan of the header values stops before them */
+    "CREATE TABLE IF NOT EXISTS msgcache ("
+    "  folder_id INTEGER NOT NULL,"
+    "  uid INTEGER NOT NULL,"
+    "  date INTEGER, date_tz INTEGER,"
+    "  subject TEXT, hfrom TEXT, hto TEXT, hcc TEXT, hbcc TEXT,"
+    "  message_id TEXT, in_reply_to TEXT, refs TEXT,"
+    "  sort_from TEXT, sort_to TEXT, sort_cc TEXT, display_from TEXT, display_to TEXT,"
+    "  envelope TEXT, bodystructure TEXT, body TEXT,"
+    "  PRIMARY KEY (folder_id, uid));"
+    "CREATE TRIGGER IF NOT EXISTS messages_delete AFTER DELETE ON messages BEGIN"
+    "  DELETE FROM msgcache WHERE folder_id = old.folder_id AND uid = old.uid; END;"
+    "CREATE TABLE IF NOT EXISTS expunged ("
+    "  folder_id INTEGER NOT NULL,"
+    "  uid INTEGER NOT NULL,"
+    "  modseq INTEGER NOT NULL,"
+    "  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;";
 
 static const char drop_all[] = "DROP TABLE IF EXISTS folders; DROP TABLE IF EXISTS messages;"
-			       "DROP TABLE IF EXISTS msgcache; DROP TABLE IF EXISTS expunged;";
+                               "DROP TABLE IF EXISTS msgcache; DROP TABLE IF EXISTS expunged;";
 
 static int schema_setup(sqlite3 *db)
 {
@@ -220,7 +221,7 @@ static int schema_setup(sqlite3 *db)
 	}
 	if (version != SCHEMA_VERSION && version > 0)
 		log_info("event=mailbox_index_rebuilt reason=schema_version old=%d new=%d", version,
-			 SCHEMA_VERSION);
+		         SCHEMA_VERSION);
 	return 0;
 }
 
@@ -232,9 +233,8 @@ static sqlite3 *index_open(const char *data_dir, char **error_r)
 {
 	char *path = xasprintf("%s/index.db", data_dir);
 	sqlite3 *db = NULL;
-	int rc = sqlite3_open_v2(path, &db,
-				 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-				 NULL);
+	int rc = sqlite3_open_v2(
+	    path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	free(path);
 	if (rc != SQLITE_OK) {
 		fail(error_r, EIO, "index: cannot open %s/index.db: %s", data_dir,
@@ -244,7 +244,7 @@ static sqlite3 *index_open(const char *data_dir, char **error_r)
 	}
 	sqlite3_busy_timeout(db, 10000);
 	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-			 NULL) != SQLITE_OK ||
+	                 NULL) != SQLITE_OK ||
 	    schema_setup(db) < 0) {
 		fail_db(error_r, db, "schema");
 		sqlite3_close_v2(db);
@@ -328,7 +328,7 @@ static bool watch_matches(const struct mbox_watch *w, const char *maildir, const
 }
 
 struct mbox_watch *mbox_watch(struct mbox_store *st, const char *maildir, const char *name,
-			      void (*fn)(void *arg), void *arg)
+                              void (*fn)(void *arg), void *arg)
 {
 	struct mbox_watch *w = xcalloc(1, sizeof(*w));
 	w->maildir = xstrdup(maildir);
@@ -552,9 +552,9 @@ static int special_parse(const char *s, unsigned *bits_r)
 	static const struct {
 		const char *name;
 		unsigned bit;
-	} uses[] = {{"drafts", MBOX_SPECIAL_DRAFTS}, {"sent", MBOX_SPECIAL_SENT},
-		    {"junk", MBOX_SPECIAL_JUNK},     {"trash", MBOX_SPECIAL_TRASH},
-		    {"archive", MBOX_SPECIAL_ARCHIVE}, {"none", 0}};
+	} uses[] = {{"drafts", MBOX_SPECIAL_DRAFTS},   {"sent", MBOX_SPECIAL_SENT},
+	            {"junk", MBOX_SPECIAL_JUNK},       {"trash", MBOX_SPECIAL_TRASH},
+	            {"archive", MBOX_SPECIAL_ARCHIVE}, {"none", 0}};
 	for (size_t i = 0; i < ARRAY_SIZE(uses); i++)
 		if (strcasecmp(s, uses[i].name) == 0) {
 			*bits_r = uses[i].bit;
@@ -563,16 +563,18 @@ static int special_parse(const char *s, unsigned *bits_r)
 	return -1;
 }
 
-/* The [mailbox] folders knob: "Name=special, ..." (special: drafts|sent|junk|trash|archive|none). */
+/* The [mailbox] folders knob: "Name=special, ..." (special: drafts|sent|junk|trash|archive|none).
+ */
 static int folders_parse(const char *folders, struct std_folder **std_r, size_t *n_r,
-			 char **error_r)
+                         char **error_r)
 {
 	struct std_folder *std = NULL;
 	size_t nstd = 0;
 	char *list = xstrdup(folders != NULL ? folders : "");
 	char *save = NULL;
 	int ret = 0;
-	for (char *tok = strtok_r(list, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+	for (char *tok = strtok_r(list, ",", &save); tok != NULL;
+	     tok = strtok_r(NULL, ",", &save)) {
 		while (isspace((unsigned char)*tok))
 			tok++;
 		char *e = tok + strlen(tok);
@@ -592,14 +594,15 @@ static int folders_parse(const char *folders, struct std_folder **std_r, size_t 
 				*--ne = '\0';
 			if (special_parse(use, &special) < 0) {
 				ret = fail(error_r, EINVAL,
-					   "[mailbox] folders: unknown special use \"%s\"", use);
+				           "[mailbox] folders: unknown special use \"%s\"", use);
 				break;
 			}
 		}
 		char *canon = name_canon(tok);
 		if (canon == NULL || strcmp(canon, "INBOX") == 0) {
 			free(canon);
-			ret = fail(error_r, EINVAL, "[mailbox] folders: bad folder name \"%s\"", tok);
+			ret =
+			    fail(error_r, EINVAL, "[mailbox] folders: bad folder name \"%s\"", tok);
 			break;
 		}
 		std = xrealloc(std, (nstd + 1) * sizeof(*std));
@@ -687,7 +690,7 @@ static void usage_add(struct mbox_account *a, int64_t delta)
 	struct directory *dir = directory_thread(a->st->data_dir);
 	if (dir == NULL || directory_usage_add(dir, a->id, delta) < 0)
 		log_error("event=usage_update_failed account=%s delta=%lld", a->address,
-			  (long long)delta);
+		          (long long)delta);
 }
 
 static int account_used(struct mbox_account *a, uint64_t *used_r, char **error_r)
@@ -733,11 +736,11 @@ static unsigned folder_special(const struct mbox_account *a, const char *canon, 
 }
 
 static int special_file_set(const struct mbox_account *a, const char *canon, unsigned special,
-			    const char *rename_to)
+                            const char *rename_to)
 {
 	char *old = special_file_read(a);
 	size_t cap = (old != NULL ? strlen(old) : 0) + strlen(canon) + 64 +
-		     (rename_to != NULL ? strlen(rename_to) * 64 : 0);
+	             (rename_to != NULL ? strlen(rename_to) * 64 : 0);
 	char *out = xmalloc(cap + 1);
 	size_t olen = 0;
 	size_t n = strlen(canon);
@@ -826,8 +829,8 @@ static int subs_write(const struct mbox_account *a, char **v, size_t n)
 }
 
 struct mbox_account *mbox_account_open(struct mbox_store *st, int64_t account_id,
-				       const char *address, const char *maildir, uint64_t quota,
-				       char **error_r)
+                                       const char *address, const char *maildir, uint64_t quota,
+                                       char **error_r)
 {
 	/* the root's parents (DATA_DIR/mail/DOMAIN) */
 	char *p = xstrdup(maildir);
@@ -903,7 +906,7 @@ static int quota_check(struct mbox_account *a, uint64_t add, char **error_r)
 		return -1;
 	if (used + add > a->quota)
 		return fail(error_r, EDQUOT, "quota exceeded (%llu of %llu bytes used)",
-			    (unsigned long long)used, (unsigned long long)a->quota);
+		            (unsigned long long)used, (unsigned long long)a->quota);
 	return 0;
 }
 
@@ -916,11 +919,21 @@ static void parse_flags(const char *filename, uint32_t *flags_r, uint32_t *kw_r)
 	if (p != NULL)
 		for (p += 3; *p != '\0'; p++) {
 			switch (*p) {
-			case 'D': f |= MBOX_F_DRAFT; break;
-			case 'F': f |= MBOX_F_FLAGGED; break;
-			case 'R': f |= MBOX_F_ANSWERED; break;
-			case 'S': f |= MBOX_F_SEEN; break;
-			case 'T': f |= MBOX_F_DELETED; break;
+			case 'D':
+				f |= MBOX_F_DRAFT;
+				break;
+			case 'F':
+				f |= MBOX_F_FLAGGED;
+				break;
+			case 'R':
+				f |= MBOX_F_ANSWERED;
+				break;
+			case 'S':
+				f |= MBOX_F_SEEN;
+				break;
+			case 'T':
+				f |= MBOX_F_DELETED;
+				break;
 			default:
 				if (*p >= 'a' && *p <= 'z')
 					k |= 1u << (*p - 'a');
@@ -987,7 +1000,7 @@ static char *new_basename(uint64_t size)
 	clock_gettime(CLOCK_REALTIME, &now);
 	unsigned q = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
 	return xasprintf("%lld.M%ldP%dQ%u.%s,S=%llu", (long long)now.tv_sec, now.tv_nsec / 1000,
-			 (int)getpid(), q, host_escaped, (unsigned long long)size);
+	                 (int)getpid(), q, host_escaped, (unsigned long long)size);
 }
 
 /* ---- uidlist ---- */
@@ -1006,8 +1019,8 @@ static int uident_cmp(const void *a, const void *b)
  * Read the uidlist: header (if off == 0) and the entries from byte `off`.
  * ENOENT if missing. Entries sorted by base name.
  */
-static int uidlist_read(const char *path, int64_t off, uint32_t *uidvalidity_r,
-			uint32_t *uidnext_r, struct uident **ents_r, size_t *n_r, int64_t *size_r)
+static int uidlist_read(const char *path, int64_t off, uint32_t *uidvalidity_r, uint32_t *uidnext_r,
+                        struct uident **ents_r, size_t *n_r, int64_t *size_r)
 {
 	size_t len;
 	char *s = read_file(path, &len);
@@ -1084,7 +1097,7 @@ static int uidlist_write_fd(int fd, const char *text, size_t len, int64_t *size_
  * UIDVALIDITY and a UIDNEXT no smaller than any UID given out before.
  */
 static int uidlist_append(const char *path, uint32_t uidvalidity, uint32_t uidnext,
-			  const char *lines, size_t nlines, int64_t *size_r)
+                          const char *lines, size_t nlines, int64_t *size_r)
 {
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -1159,7 +1172,8 @@ static char **kw_load(const char *dir, size_t *n_r, struct timespec *mtime_r)
 	size_t n = 0;
 	if (s != NULL) {
 		char *save = NULL;
-		for (char *l = strtok_r(s, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+		for (char *l = strtok_r(s, "\n", &save); l != NULL;
+		     l = strtok_r(NULL, "\n", &save)) {
 			char *sp = strchr(l, ' ');
 			if (sp == NULL || sp[1] == '\0')
 				continue;
@@ -1239,13 +1253,13 @@ struct frow {
 
 /* 1 found, 0 not, -1 error */
 static int frow_get(sqlite3 *db, int64_t account_id, const char *name, struct frow *r,
-		    char **error_r)
+                    char **error_r)
 {
 	sqlite3_stmt *s = prep(db,
-			       "SELECT id, uidvalidity, uidnext, first_recent_uid, highestmodseq, "
-			       "new_mtime, cur_mtime, uidlist_off FROM folders "
-			       "WHERE account_id = ?1 AND name = ?2",
-			       error_r);
+	                       "SELECT id, uidvalidity, uidnext, first_recent_uid, highestmodseq, "
+	                       "new_mtime, cur_mtime, uidlist_off FROM folders "
+	                       "WHERE account_id = ?1 AND name = ?2",
+	                       error_r);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, account_id);
@@ -1339,22 +1353,24 @@ static int dovecot_import(const char *path)
 	if (r < 0)
 		return -1;
 	/* dovecot-keywords has our format ("INDEX NAME" lines) */
-	char *kp = xasprintf("%s/" KEYWORDS_NAME, path), *dk = xasprintf("%s/dovecot-keywords", path);
+	char *kp = xasprintf("%s/" KEYWORDS_NAME, path),
+	     *dk = xasprintf("%s/dovecot-keywords", path);
 	size_t klen;
 	char *kw = access(kp, F_OK) != 0 ? read_file(dk, &klen) : NULL;
 	if (kw != NULL && write_atomic(path, KEYWORDS_NAME, kw, klen) < 0)
 		log_error("event=dovecot_keywords_import_failed folder=%s error=\"%s\"", path,
-			  strerror(errno));
+		          strerror(errno));
 	free(kw);
 	free(kp);
 	free(dk);
-	log_info("event=dovecot_uidlist_imported folder=%s uidvalidity=%u uidnext=%u", path, v, next);
+	log_info("event=dovecot_uidlist_imported folder=%s uidvalidity=%u uidnext=%u", path, v,
+	         next);
 	return 0;
 }
 
 /* In a write transaction: the folder's row from its uidlist (created if missing). */
 static int frow_create(sqlite3 *db, int64_t account_id, const char *name, const char *path,
-		       struct frow *r, char **error_r)
+                       struct frow *r, char **error_r)
 {
 	char *ul = xasprintf("%s/" UIDLIST_NAME, path);
 	uint32_t v = 0, next = 1;
@@ -1388,9 +1404,9 @@ static int frow_create(sqlite3 *db, int64_t account_id, const char *name, const 
 	}
 	free(ul);
 	sqlite3_stmt *s = prep(db,
-			       "INSERT INTO folders (account_id, name, uidvalidity, uidnext, "
-			       "first_recent_uid) VALUES (?1, ?2, ?3, ?4, ?4)",
-			       error_r);
+	                       "INSERT INTO folders (account_id, name, uidvalidity, uidnext, "
+	                       "first_recent_uid) VALUES (?1, ?2, ?3, ?4, ?4)",
+	                       error_r);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, account_id);
@@ -1488,8 +1504,9 @@ static char **move_new(const char *path, size_t *n_r)
 			if (de->d_name[0] == '.')
 				continue;
 			char *from = xasprintf("%s/%s", newdir, de->d_name);
-			char *name = strchr(de->d_name, ':') != NULL ? xstrdup(de->d_name)
-								     : xasprintf("%s:2,", de->d_name);
+			char *name = strchr(de->d_name, ':') != NULL
+			                 ? xstrdup(de->d_name)
+			                 : xasprintf("%s:2,", de->d_name);
 			char *to = xasprintf("%s/cur/%s", path, name);
 			if (rename(from, to) == 0) {
 				moved = xgrow(moved, &cap, n + 1, sizeof(*moved));
@@ -1512,8 +1529,8 @@ static char **move_new(const char *path, size_t *n_r)
 }
 
 /* Read a message file and compute its cache record (an empty message if it cannot be read). */
-static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r,
-		       uint64_t *phys_r, int64_t *mtime_r, int64_t *ctime_r)
+static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r, uint64_t *phys_r,
+                       int64_t *mtime_r, int64_t *ctime_r)
 {
 	int fd = open(file, O_RDONLY | O_CLOEXEC);
 	struct stat sb;
@@ -1558,10 +1575,12 @@ static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r
 
 static void bind_cache(sqlite3_stmt *s, int first, const struct mbox_cache *c)
 {
-	const char *v[] = {c->envelope,	   c->bodystructure, c->body,	      c->subject,
-			   c->from,	   c->to,	     c->cc,	      c->bcc,
-			   c->message_id,  c->in_reply_to,   c->references,   c->sort_from,
-			   c->sort_to,	   c->sort_cc,	     c->display_from, c->display_to};
+	const char *v[] = {c->envelope,    c->bodystructure, c->body,
+	                   c->subject,     c->from,          c->to,
+	                   c->cc,          c->bcc,           c->message_id,
+	                   c->in_reply_to, c->references,    c->sort_from,
+	                   c->sort_to,     c->sort_cc,       c->display_from,
+	                   c->display_to};
 	for (size_t i = 0; i < ARRAY_SIZE(v); i++)
 		sqlite3_bind_text(s, first + (int)i, v[i], -1, SQLITE_TRANSIENT);
 	sqlite3_bind_int64(s, first + (int)ARRAY_SIZE(v), c->date);
@@ -1605,10 +1624,11 @@ static void ients_free(struct ient *d, size_t n)
 
 static int update_folder_row(sqlite3 *db, const struct frow *r, char **error_r)
 {
-	sqlite3_stmt *s = prep(db,
-			       "UPDATE folders SET uidnext = ?2, highestmodseq = ?3, new_mtime = ?4, "
-			       "cur_mtime = ?5, uidlist_off = ?6, first_recent_uid = ?7 WHERE id = ?1",
-			       error_r);
+	sqlite3_stmt *s =
+	    prep(db,
+	         "UPDATE folders SET uidnext = ?2, highestmodseq = ?3, new_mtime = ?4, "
+	         "cur_mtime = ?5, uidlist_off = ?6, first_recent_uid = ?7 WHERE id = ?1",
+	         error_r);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, r->id);
@@ -1628,11 +1648,12 @@ static int update_folder_row(sqlite3 *db, const struct frow *r, char **error_r)
  * files. *row_r gets the folder row after it.
  */
 /* Write a folder's uidlist from its index rows (header + live messages), atomically. */
-static int uidlist_from_index(sqlite3 *db, const char *path, const struct frow *r,
-			      size_t *len_r)
+static int uidlist_from_index(sqlite3 *db, const char *path, const struct frow *r, size_t *len_r)
 {
-	sqlite3_stmt *s = prep(db, "SELECT uid, basename FROM messages WHERE folder_id = ?1 "
-				   "ORDER BY uid", NULL);
+	sqlite3_stmt *s = prep(db,
+	                       "SELECT uid, basename FROM messages WHERE folder_id = ?1 "
+	                       "ORDER BY uid",
+	                       NULL);
 	if (s == NULL) {
 		errno = EIO;
 		return -1;
@@ -1644,7 +1665,8 @@ static int uidlist_from_index(sqlite3 *db, const char *path, const struct frow *
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		const char *b = (const char *)sqlite3_column_text(s, 1);
 		buf = xgrow(buf, &cap, len + strlen(b) + 16, 1);
-		len += (size_t)sprintf(buf + len, "%u %s\n", (uint32_t)sqlite3_column_int64(s, 0), b);
+		len +=
+		    (size_t)sprintf(buf + len, "%u %s\n", (uint32_t)sqlite3_column_int64(s, 0), b);
 	}
 	sqlite3_finalize(s);
 	int ret = write_atomic(path, UIDLIST_NAME, buf, len);
@@ -1653,8 +1675,8 @@ static int uidlist_from_index(sqlite3 *db, const char *path, const struct frow *
 	return ret;
 }
 
-static int folder_sync_ex(struct mbox_account *a, const char *name, const char *path,
-			  bool readonly, bool reindex, struct frow *row_r, char **error_r)
+static int folder_sync_ex(struct mbox_account *a, const char *name, const char *path, bool readonly,
+                          bool reindex, struct frow *row_r, char **error_r)
 {
 	sqlite3 *db = conn_db(a->st, error_r);
 	if (db == NULL)
@@ -1704,7 +1726,8 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		size_t ullen;
 		if (!have_ul) {
 			if (uidlist_from_index(db, path, row_r, &ullen) < 0) {
-				fail(error_r, EIO, "cannot write the uid list: %s", strerror(errno));
+				fail(error_r, EIO, "cannot write the uid list: %s",
+				     strerror(errno));
 				goto out;
 			}
 			row_r->uidlist_off = (int64_t)ullen;
@@ -1728,7 +1751,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		}
 		char sql[128];
 		snprintf(sql, sizeof(sql), "DELETE FROM messages WHERE folder_id = %lld",
-			 (long long)row_r->id);
+		         (long long)row_r->id);
 		if (exec(db, sql, error_r) < 0)
 			goto out;
 		row_r->uidlist_off = 0;
@@ -1742,12 +1765,12 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		if (uidlist_read(ulp, 0, &v, &next, &e, &ne, &sz) == 0 && v != 0 &&
 		    v != row_r->uidvalidity) {
 			snprintf(sql, sizeof(sql), "DELETE FROM expunged WHERE folder_id = %lld",
-				 (long long)row_r->id);
+			         (long long)row_r->id);
 			row_r->uidvalidity = v;
 			row_r->uidnext = next;
 			row_r->first_recent = next;
-			sqlite3_stmt *u = prep(db, "UPDATE folders SET uidvalidity = ?2 WHERE id = ?1",
-					       error_r);
+			sqlite3_stmt *u =
+			    prep(db, "UPDATE folders SET uidvalidity = ?2 WHERE id = ?1", error_r);
 			int rc = SQLITE_ERROR;
 			if (u != NULL) {
 				sqlite3_bind_int64(u, 1, row_r->id);
@@ -1778,15 +1801,17 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		goto out;
 	}
 	for (size_t k = 0; k < nd && nmoved > 0; k++)
-		if (!d[k].in_new && bsearch(&d[k].file, moved, nmoved, sizeof(*moved),
-					    str_ptr_cmp) != NULL)
+		if (!d[k].in_new &&
+		    bsearch(&d[k].file, moved, nmoved, sizeof(*moved), str_ptr_cmp) != NULL)
 			d[k].delivered = true;
 	strv_free_n(moved, nmoved);
 	if (nd > 1)
 		qsort(d, nd, sizeof(*d), dent_cmp);
 
-	s = prep(db, "SELECT uid, basename, filename, in_new, phys_size FROM messages "
-		     "WHERE folder_id = ?1", error_r);
+	s = prep(db,
+	         "SELECT uid, basename, filename, in_new, phys_size FROM messages "
+	         "WHERE folder_id = ?1",
+	         error_r);
 	if (s == NULL)
 		goto out;
 	sqlite3_bind_int64(s, 1, r.id);
@@ -1810,12 +1835,16 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		qsort(ix, ni, sizeof(*ix), ient_cmp);
 
 	uint64_t modseq = r.hms + 1;
-	sqlite3_stmt *upd = prep(db, "UPDATE messages SET filename = ?3, in_new = ?4, flags = ?5, "
-				     "keywords = ?6, modseq = ?7 WHERE folder_id = ?1 AND uid = ?2",
-				 error_r);
-	sqlite3_stmt *del = prep(db, "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
-	sqlite3_stmt *exp = prep(db, "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) "
-				     "VALUES (?1, ?2, ?3)", error_r);
+	sqlite3_stmt *upd = prep(db,
+	                         "UPDATE messages SET filename = ?3, in_new = ?4, flags = ?5, "
+	                         "keywords = ?6, modseq = ?7 WHERE folder_id = ?1 AND uid = ?2",
+	                         error_r);
+	sqlite3_stmt *del =
+	    prep(db, "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
+	sqlite3_stmt *exp = prep(db,
+	                         "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) "
+	                         "VALUES (?1, ?2, ?3)",
+	                         error_r);
 	bool dberr = upd == NULL || del == NULL || exp == NULL;
 	size_t i = 0, j = 0;
 	while (!dberr && (i < nd || j < ni)) {
@@ -1888,10 +1917,11 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		size_t ulcap = 0, ullen = 0;
 		for (size_t k = 0; k < nfresh; k++) {
 			struct uident key = {.base = fresh[k]->base};
-			struct uident *hit = nul > 0 ? bsearch(&key, ul, nul, sizeof(*ul), uident_cmp)
-						     : NULL;
+			struct uident *hit =
+			    nul > 0 ? bsearch(&key, ul, nul, sizeof(*ul), uident_cmp) : NULL;
 			if (hit != NULL && hit->uid < r.uidnext) {
-				/* not reused if the index already has it (a copy under another name) */
+				/* not reused if the index already has it (a copy under another
+				 * name) */
 				bool used = false;
 				for (size_t q = 0; q < ni && !used; q++)
 					used = ix[q].uid == hit->uid;
@@ -1924,8 +1954,8 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			goto out;
 		}
 		for (size_t k = 0; k < nfresh && !dberr; k++) {
-			char *file = xasprintf("%s/%s", fresh[k]->in_new ? newdir : curdir,
-					       fresh[k]->file);
+			char *file =
+			    xasprintf("%s/%s", fresh[k]->in_new ? newdir : curdir, fresh[k]->file);
 			struct mbox_cache c;
 			uint64_t vsize, phys;
 			int64_t mtime, ctime;
@@ -1995,7 +2025,7 @@ out:
 }
 
 static int folder_sync(struct mbox_account *a, const char *name, const char *path, bool readonly,
-		       struct frow *row_r, char **error_r)
+                       struct frow *row_r, char **error_r)
 {
 	return folder_sync_ex(a, name, path, readonly, false, row_r, error_r);
 }
@@ -2050,7 +2080,7 @@ static struct mbox_folder *folder_find(struct mbox_folder *list, size_t n, const
 }
 
 int mbox_folders(struct mbox_account *acct, struct mbox_folder **list_r, size_t *n_r,
-		 char **error_r)
+                 char **error_r)
 {
 	size_t nn, ns;
 	char **names = folder_names(acct, &nn);
@@ -2062,8 +2092,8 @@ int mbox_folders(struct mbox_account *acct, struct mbox_folder **list_r, size_t 
 		list = xgrow(list, &cap, n + 1, sizeof(*list));
 		memset(&list[n], 0, sizeof(list[n]));
 		list[n].name = names[i];
-		list[n].special = strcmp(names[i], "INBOX") == 0 ? 0
-			: folder_special(acct, names[i], special);
+		list[n].special =
+		    strcmp(names[i], "INBOX") == 0 ? 0 : folder_special(acct, names[i], special);
 		n++;
 	}
 	free(names);
@@ -2097,7 +2127,8 @@ int mbox_folders(struct mbox_account *acct, struct mbox_folder **list_r, size_t 
 	for (size_t i = 0; i < n; i++) {
 		size_t l = strlen(list[i].name);
 		for (size_t k = 0; k < n && !list[i].has_children; k++)
-			/* RFC 3348: an existing folder below (a subscription alone is not a child) */
+			/* RFC 3348: an existing folder below (a subscription alone is not a child)
+			 */
 			if (!list[k].nonexistent && strncmp(list[k].name, list[i].name, l) == 0 &&
 			    list[k].name[l] == '/')
 				list[i].has_children = true;
@@ -2132,7 +2163,7 @@ static bool folder_exists(const struct mbox_account *a, const char *canon)
 }
 
 int mbox_folder_create(struct mbox_account *acct, const char *name, unsigned special,
-		       char **error_r)
+                       char **error_r)
 {
 	char *canon = name_canon(name);
 	if (canon == NULL)
@@ -2184,15 +2215,17 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 
 /* Drop the index rows of a folder; *phys_r = bytes its messages took. */
 static int forget_folder(sqlite3 *db, int64_t account_id, const char *canon, int64_t *phys_r,
-			 char **error_r)
+                         char **error_r)
 {
 	*phys_r = 0;
 	struct frow r;
 	int f = frow_get(db, account_id, canon, &r, error_r);
 	if (f <= 0)
 		return f;
-	sqlite3_stmt *s = prep(db, "SELECT coalesce(sum(phys_size), 0) FROM messages "
-				   "WHERE folder_id = ?1", error_r);
+	sqlite3_stmt *s = prep(db,
+	                       "SELECT coalesce(sum(phys_size), 0) FROM messages "
+	                       "WHERE folder_id = ?1",
+	                       error_r);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, r.id);
@@ -2201,9 +2234,9 @@ static int forget_folder(sqlite3 *db, int64_t account_id, const char *canon, int
 	sqlite3_finalize(s);
 	char sql[256];
 	snprintf(sql, sizeof(sql),
-		 "DELETE FROM messages WHERE folder_id = %lld; DELETE FROM expunged WHERE "
-		 "folder_id = %lld; DELETE FROM folders WHERE id = %lld",
-		 (long long)r.id, (long long)r.id, (long long)r.id);
+	         "DELETE FROM messages WHERE folder_id = %lld; DELETE FROM expunged WHERE "
+	         "folder_id = %lld; DELETE FROM folders WHERE id = %lld",
+	         (long long)r.id, (long long)r.id, (long long)r.id);
 	return exec(db, sql, error_r);
 }
 
@@ -2251,7 +2284,7 @@ out:
 }
 
 int mbox_folder_subscribe(struct mbox_account *acct, const char *name, bool subscribe,
-			  char **error_r)
+                          char **error_r)
 {
 	char *canon = name_canon(name);
 	if (canon == NULL)
@@ -2288,15 +2321,14 @@ int mbox_folder_subscribe(struct mbox_account *acct, const char *name, bool subs
 
 /* ---- folder state ---- */
 
-static int status_query(sqlite3 *db, const struct frow *r, struct mbox_status *st,
-			char **error_r)
+static int status_query(sqlite3 *db, const struct frow *r, struct mbox_status *st, char **error_r)
 {
 	memset(st, 0, sizeof(*st));
 	sqlite3_stmt *s = prep(db,
-			       "SELECT count(*), coalesce(sum((flags & 1) = 0), 0), "
-			       "coalesce(sum((flags & 8) != 0), 0), coalesce(sum(uid >= ?2), 0), "
-			       "coalesce(sum(size), 0) FROM messages WHERE folder_id = ?1",
-			       error_r);
+	                       "SELECT count(*), coalesce(sum((flags & 1) = 0), 0), "
+	                       "coalesce(sum((flags & 8) != 0), 0), coalesce(sum(uid >= ?2), 0), "
+	                       "coalesce(sum(size), 0) FROM messages WHERE folder_id = ?1",
+	                       error_r);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, r->id);
@@ -2318,7 +2350,7 @@ static int status_query(sqlite3 *db, const struct frow *r, struct mbox_status *s
 }
 
 int mbox_folder_status(struct mbox_account *acct, const char *name, struct mbox_status *st_r,
-		       char **error_r)
+                       char **error_r)
 {
 	char *canon = name_canon(name);
 	if (canon == NULL)
@@ -2362,8 +2394,8 @@ static int take_recent(struct mbox *box, sqlite3 *db, struct frow *r, char **err
 		return fail(error_r, ENOENT, "folder %s vanished", box->name);
 	}
 	if (cur.first_recent < cur.uidnext) {
-		sqlite3_stmt *s = prep(db, "UPDATE folders SET first_recent_uid = ?2 WHERE id = ?1",
-				       error_r);
+		sqlite3_stmt *s =
+		    prep(db, "UPDATE folders SET first_recent_uid = ?2 WHERE id = ?1", error_r);
 		if (s == NULL) {
 			rollback(db);
 			return -1;
@@ -2376,8 +2408,8 @@ static int take_recent(struct mbox *box, sqlite3 *db, struct frow *r, char **err
 			rollback(db);
 			return fail_db(error_r, db, "recent");
 		}
-		box->recent = xgrow(box->recent, &box->recent_cap, box->nrecent + 2,
-				    sizeof(*box->recent));
+		box->recent =
+		    xgrow(box->recent, &box->recent_cap, box->nrecent + 2, sizeof(*box->recent));
 		box->recent[box->nrecent++] = cur.first_recent;
 		box->recent[box->nrecent++] = cur.uidnext;
 		cur.first_recent = cur.uidnext;
@@ -2411,7 +2443,8 @@ static int box_refresh(struct mbox *box, char **error_r)
 	if (take_recent(box, db, &r, error_r) < 0)
 		return -1;
 	box_keywords_reload(box);
-	/* every change raises HIGHESTMODSEQ: same value and UIDNEXT, same state (no COUNT(*) scan) */
+	/* every change raises HIGHESTMODSEQ: same value and UIDNEXT, same state (no COUNT(*) scan)
+	 */
 	if (box->synced && r.hms == box->status.highestmodseq && r.uidnext == box->status.uidnext &&
 	    nrecent == box->nrecent)
 		return 0;
@@ -2421,8 +2454,10 @@ static int box_refresh(struct mbox *box, char **error_r)
 	/* \Recent as this session sees it */
 	st.recent = 0;
 	for (size_t i = 0; i + 1 < box->nrecent; i += 2) {
-		sqlite3_stmt *s = prep(db, "SELECT count(*) FROM messages WHERE folder_id = ?1 AND "
-					   "uid >= ?2 AND uid < ?3", error_r);
+		sqlite3_stmt *s = prep(db,
+		                       "SELECT count(*) FROM messages WHERE folder_id = ?1 AND "
+		                       "uid >= ?2 AND uid < ?3",
+		                       error_r);
 		if (s == NULL)
 			return -1;
 		sqlite3_bind_int64(s, 1, r.id);
@@ -2440,7 +2475,7 @@ static int box_refresh(struct mbox *box, char **error_r)
 }
 
 int mbox_open(struct mbox_account *acct, const char *name, bool readonly, struct mbox **box_r,
-	      char **error_r)
+              char **error_r)
 {
 	*box_r = NULL;
 	char *canon = name_canon(name);
@@ -2483,7 +2518,7 @@ void mbox_get_status(struct mbox *box, struct mbox_status *st_r)
 }
 
 static int select_msgs(struct mbox *box, const char *where, uint64_t since,
-		       struct mbox_msg **msgs_r, size_t *n_r, char **error_r)
+                       struct mbox_msg **msgs_r, size_t *n_r, char **error_r)
 {
 	*msgs_r = NULL;
 	*n_r = 0;
@@ -2491,8 +2526,8 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 	if (db == NULL)
 		return -1;
 	char *sql = xasprintf("SELECT uid, flags, keywords, modseq, size, internaldate, savedate "
-			      "FROM messages WHERE folder_id = ?1 %s ORDER BY uid",
-			      where);
+	                      "FROM messages WHERE folder_id = ?1 %s ORDER BY uid",
+	                      where);
 	sqlite3_stmt *s = prep(db, sql, error_r);
 	free(sql);
 	if (s == NULL)
@@ -2531,17 +2566,19 @@ int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char 
 	return select_msgs(box, "", 0, msgs_r, n_r, error_r);
 }
 
-int mbox_changes(struct mbox *box, uint64_t since, struct mbox_msg **changed_r,
-		 size_t *nchanged_r, uint32_t **expunged_r, size_t *nexpunged_r, char **error_r)
+int mbox_changes(struct mbox *box, uint64_t since, struct mbox_msg **changed_r, size_t *nchanged_r,
+                 uint32_t **expunged_r, size_t *nexpunged_r, char **error_r)
 {
 	*expunged_r = NULL;
 	*nexpunged_r = 0;
 	if (select_msgs(box, "AND modseq > ?2", since, changed_r, nchanged_r, error_r) < 0)
 		return -1;
 	sqlite3 *db = conn_db(box->acct->st, error_r);
-	sqlite3_stmt *s = db != NULL ? prep(db, "SELECT uid FROM expunged WHERE folder_id = ?1 "
-						"AND modseq > ?2 ORDER BY uid", error_r)
-				     : NULL;
+	sqlite3_stmt *s = db != NULL ? prep(db,
+	                                    "SELECT uid FROM expunged WHERE folder_id = ?1 "
+	                                    "AND modseq > ?2 ORDER BY uid",
+	                                    error_r)
+	                             : NULL;
 	if (s == NULL) {
 		xfree(changed_r);
 		return -1;
@@ -2600,8 +2637,10 @@ static bool uid_in(const uint32_t *uids, size_t n, uint32_t uid)
 
 static int folder_bump(sqlite3 *db, int64_t folder_id, uint64_t *modseq_r, char **error_r)
 {
-	sqlite3_stmt *s = prep(db, "UPDATE folders SET highestmodseq = highestmodseq + 1 "
-				   "WHERE id = ?1 RETURNING highestmodseq", error_r);
+	sqlite3_stmt *s = prep(db,
+	                       "UPDATE folders SET highestmodseq = highestmodseq + 1 "
+	                       "WHERE id = ?1 RETURNING highestmodseq",
+	                       error_r);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, folder_id);
@@ -2615,9 +2654,9 @@ static int folder_bump(sqlite3 *db, int64_t folder_id, uint64_t *modseq_r, char 
 }
 
 int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store_mode mode,
-	       uint32_t flags, uint32_t keywords, uint64_t unchanged_since,
-	       struct mbox_msg **changed_r, size_t *nchanged_r, uint32_t **failed_r,
-	       size_t *nfailed_r, char **error_r)
+               uint32_t flags, uint32_t keywords, uint64_t unchanged_since,
+               struct mbox_msg **changed_r, size_t *nchanged_r, uint32_t **failed_r,
+               size_t *nfailed_r, char **error_r)
 {
 	struct mbox_msg *ch = NULL;
 	uint32_t *fl = NULL;
@@ -2631,10 +2670,14 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 	int ret = -1;
 	if (folder_bump(db, box->folder_id, &modseq, error_r) < 0)
 		goto out;
-	sel = prep(db, "SELECT filename, in_new, flags, keywords, modseq, size, internaldate, "
-		       "savedate, basename FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
-	upd = prep(db, "UPDATE messages SET filename = ?3, in_new = 0, flags = ?4, keywords = ?5, "
-		       "modseq = ?6 WHERE folder_id = ?1 AND uid = ?2", error_r);
+	sel = prep(db,
+	           "SELECT filename, in_new, flags, keywords, modseq, size, internaldate, "
+	           "savedate, basename FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	           error_r);
+	upd = prep(db,
+	           "UPDATE messages SET filename = ?3, in_new = 0, flags = ?4, keywords = ?5, "
+	           "modseq = ?6 WHERE folder_id = ?1 AND uid = ?2",
+	           error_r);
 	if (sel == NULL || upd == NULL)
 		goto out;
 	for (size_t i = 0; i < n; i++) {
@@ -2651,10 +2694,12 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 			fl[nfl++] = uids[i];
 			continue;
 		}
-		uint32_t nf = mode == MBOX_STORE_SET ? flags
-			    : mode == MBOX_STORE_ADD ? of | flags : of & ~flags;
-		uint32_t nk = mode == MBOX_STORE_SET ? keywords
-			    : mode == MBOX_STORE_ADD ? ok | keywords : ok & ~keywords;
+		uint32_t nf = mode == MBOX_STORE_SET   ? flags
+		              : mode == MBOX_STORE_ADD ? of | flags
+		                                       : of & ~flags;
+		uint32_t nk = mode == MBOX_STORE_SET   ? keywords
+		              : mode == MBOX_STORE_ADD ? ok | keywords
+		                                       : ok & ~keywords;
 		if (nf == of && nk == ok)
 			continue;
 		const char *ofile = (const char *)sqlite3_column_text(sel, 0);
@@ -2669,7 +2714,8 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 		if (r < 0) {
 			free(nfile);
 			if (saved == ENOENT)
-				continue; /* renamed or removed behind our back: the next sync sees it */
+				continue; /* renamed or removed behind our back: the next sync sees
+				             it */
 			fail(error_r, EIO, "rename: %s", strerror(saved));
 			goto out;
 		}
@@ -2751,8 +2797,10 @@ static void uidlist_compact(struct mbox *box, sqlite3 *db)
 	struct frow r;
 	if (frow_get(db, box->acct->id, box->name, &r, NULL) <= 0 || r.id != box->folder_id)
 		goto out;
-	s = prep(db, "SELECT coalesce(sum(length(basename) + 12), 0) FROM messages "
-		     "WHERE folder_id = ?1", NULL);
+	s = prep(db,
+	         "SELECT coalesce(sum(length(basename) + 12), 0) FROM messages "
+	         "WHERE folder_id = ?1",
+	         NULL);
 	if (s == NULL)
 		goto out;
 	sqlite3_bind_int64(s, 1, r.id);
@@ -2764,7 +2812,7 @@ static void uidlist_compact(struct mbox *box, sqlite3 *db)
 	size_t len;
 	if (uidlist_from_index(db, box->path, &r, &len) < 0) {
 		log_error("event=uidlist_compact_failed folder=%s error=\"%s\"", box->path,
-			  strerror(errno));
+		          strerror(errno));
 		goto out;
 	}
 	r.uidlist_off = (int64_t)len;
@@ -2772,7 +2820,7 @@ static void uidlist_compact(struct mbox *box, sqlite3 *db)
 		goto out;
 	exec(db, "COMMIT", NULL);
 	log_info("event=uidlist_compacted folder=%s size=%lld->%zu", box->path,
-		 (long long)sb.st_size, len);
+	         (long long)sb.st_size, len);
 out:
 	rollback(db);
 	sqlite3_finalize(s);
@@ -2780,7 +2828,7 @@ out:
 
 /* Remove messages: those in uids (if not NULL) and, if require_deleted, flagged \Deleted. */
 static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool require_deleted,
-			uint32_t **expunged_r, size_t *n_r, char **error_r)
+                        uint32_t **expunged_r, size_t *n_r, char **error_r)
 {
 	uint32_t *out = NULL;
 	size_t nout = 0, cap = 0;
@@ -2794,14 +2842,15 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 	if (folder_bump(db, box->folder_id, &modseq, error_r) < 0)
 		goto out;
 	sel = prep(db,
-		   require_deleted ? "SELECT uid, filename, in_new, phys_size FROM messages WHERE "
-				     "folder_id = ?1 AND (flags & 8) != 0 ORDER BY uid"
-				   : "SELECT uid, filename, in_new, phys_size FROM messages WHERE "
-				     "folder_id = ?1 ORDER BY uid",
-		   error_r);
+	           require_deleted ? "SELECT uid, filename, in_new, phys_size FROM messages WHERE "
+	                             "folder_id = ?1 AND (flags & 8) != 0 ORDER BY uid"
+	                           : "SELECT uid, filename, in_new, phys_size FROM messages WHERE "
+	                             "folder_id = ?1 ORDER BY uid",
+	           error_r);
 	del = prep(db, "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
-	ins = prep(db, "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?1, ?2, ?3)",
-		   error_r);
+	ins =
+	    prep(db, "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?1, ?2, ?3)",
+	         error_r);
 	if (sel == NULL || del == NULL || ins == NULL)
 		goto out;
 	sqlite3_bind_int64(sel, 1, box->folder_id);
@@ -2809,9 +2858,9 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 		uint32_t uid = (uint32_t)sqlite3_column_int64(sel, 0);
 		if (uids != NULL && !uid_in(uids, n, uid))
 			continue;
-		char *file = xasprintf("%s/%s/%s", box->path,
-				       sqlite3_column_int(sel, 2) ? "new" : "cur",
-				       (const char *)sqlite3_column_text(sel, 1));
+		char *file =
+		    xasprintf("%s/%s/%s", box->path, sqlite3_column_int(sel, 2) ? "new" : "cur",
+		              (const char *)sqlite3_column_text(sel, 1));
 		int r = unlink(file);
 		int saved = errno;
 		free(file);
@@ -2864,7 +2913,7 @@ out:
 }
 
 int mbox_expunge(struct mbox *box, const uint32_t *uids, size_t n, uint32_t **expunged_r,
-		 size_t *n_r, char **error_r)
+                 size_t *n_r, char **error_r)
 {
 	return expunge_uids(box, uids, n, true, expunged_r, n_r, error_r);
 }
@@ -2882,8 +2931,8 @@ static int fsync_cur(const char *path, char **error_r)
 }
 
 struct newmsg {
-	char *base;    /* new base name */
-	char *file;    /* cur/ file name */
+	char *base; /* new base name */
+	char *file; /* cur/ file name */
 	uint32_t flags, kw;
 	uint64_t phys, vsize;
 	int64_t internaldate;
@@ -2897,7 +2946,7 @@ static void newmsgs_free(struct newmsg *m, size_t n, const char *path, bool unli
 	for (size_t i = 0; i < n; i++) {
 		if (unlink_files && m[i].file != NULL) {
 			char *p = m[i].placed ? xasprintf("%s/cur/%s", path, m[i].file)
-					      : xasprintf("%s/tmp/%s", path, m[i].base);
+			                      : xasprintf("%s/tmp/%s", path, m[i].base);
 			unlink(p);
 			free(p);
 		}
@@ -2914,9 +2963,9 @@ static void newmsgs_free(struct newmsg *m, size_t n, const char *path, bool unli
  * lock, so that no sync sees them in cur/ without their rows. `src_folder`
  * > 0: copy the cache rows from there.
  */
-static int index_new(struct mbox_account *a, const char *canon, const char *path,
-		     struct newmsg *m, size_t n, int64_t src_folder, uint32_t *uidvalidity_r,
-		     uint32_t *uids_r, char **error_r)
+static int index_new(struct mbox_account *a, const char *canon, const char *path, struct newmsg *m,
+                     size_t n, int64_t src_folder, uint32_t *uidvalidity_r, uint32_t *uids_r,
+                     char **error_r)
 {
 	struct frow r;
 	if (folder_sync(a, canon, path, false, &r, error_r) < 0)
@@ -2958,7 +3007,8 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 		free(from);
 		free(to);
 		if (rr < 0) {
-			fail(error_r, saved == ENOSPC ? ENOSPC : EIO, "rename: %s", strerror(saved));
+			fail(error_r, saved == ENOSPC ? ENOSPC : EIO, "rename: %s",
+			     strerror(saved));
 			goto out;
 		}
 		m[i].placed = true;
@@ -2968,16 +3018,18 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 	r.hms++;
 	time_t now = time(NULL);
 	if (src_folder > 0) {
-		s = prep(db,
-			 "INSERT OR REPLACE INTO messages (folder_id, uid, basename, filename, in_new, "
-			 "flags, keywords, modseq, size, phys_size, internaldate, savedate) "
-			 "SELECT ?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, size, phys_size, internaldate, ?8 "
-			 "FROM messages WHERE folder_id = ?9 AND uid = ?10",
-			 error_r);
+		s = prep(
+		    db,
+		    "INSERT OR REPLACE INTO messages (folder_id, uid, basename, filename, in_new, "
+		    "flags, keywords, modseq, size, phys_size, internaldate, savedate) "
+		    "SELECT ?1, ?2, ?3, ?4, 0, ?5, ?6, ?7, size, phys_size, internaldate, ?8 "
+		    "FROM messages WHERE folder_id = ?9 AND uid = ?10",
+		    error_r);
 		sc = prep(db,
-			  "INSERT OR REPLACE INTO msgcache (folder_id, uid, " CACHE_COLS ") "
-			  "SELECT ?1, ?2, " CACHE_COLS " FROM msgcache WHERE folder_id = ?3 AND uid = ?4",
-			  error_r);
+		          "INSERT OR REPLACE INTO msgcache (folder_id, uid, " CACHE_COLS ") "
+		          "SELECT ?1, ?2, " CACHE_COLS
+		          " FROM msgcache WHERE folder_id = ?3 AND uid = ?4",
+		          error_r);
 	} else {
 		s = prep(db, INSERT_MSG, error_r);
 		sc = prep(db, INSERT_CACHE, error_r);
@@ -3039,14 +3091,14 @@ out:
 
 /* Map keyword names to the folder's letters (created as needed). */
 static int kw_bits(sqlite3 *db, const char *path, const char *const *names, size_t n,
-		   uint32_t *bits_r, char **error_r)
+                   uint32_t *bits_r, char **error_r)
 {
 	uint32_t bits = 0;
 	for (size_t i = 0; i < n; i++) {
 		int k = kw_index_dir(db, path, names[i], true);
 		if (k < 0)
 			return fail(error_r, errno == EMLINK ? EMLINK : EIO,
-				    "cannot create keyword %s: %s", names[i], strerror(errno));
+			            "cannot create keyword %s: %s", names[i], strerror(errno));
 		bits |= 1u << k;
 	}
 	*bits_r = bits;
@@ -3054,7 +3106,7 @@ static int kw_bits(sqlite3 *db, const char *path, const char *const *names, size
 }
 
 int mbox_append(struct mbox_account *acct, const char *folder, const struct mbox_append *msgs,
-		size_t n, uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r)
+                size_t n, uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r)
 {
 	char *canon = name_canon(folder);
 	if (canon == NULL)
@@ -3100,7 +3152,7 @@ int mbox_append(struct mbox_account *acct, const char *folder, const struct mbox
 					off += (size_t)w;
 			}
 			struct timespec times[2] = {{.tv_sec = x->internaldate},
-						    {.tv_sec = x->internaldate}};
+			                            {.tv_sec = x->internaldate}};
 			if (err == 0 && futimens(fd, times) < 0)
 				err = errno;
 			if (err == 0 && fsync(fd) < 0)
@@ -3184,8 +3236,8 @@ static int copy_file(const char *from, const char *to)
 }
 
 int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest, bool move,
-	      uint32_t *dest_uidvalidity_r, uint32_t **src_uids_r, uint32_t **dest_uids_r,
-	      size_t *n_r, char **error_r)
+              uint32_t *dest_uidvalidity_r, uint32_t **src_uids_r, uint32_t **dest_uids_r,
+              size_t *n_r, char **error_r)
 {
 	*src_uids_r = *dest_uids_r = NULL;
 	*n_r = 0;
@@ -3209,8 +3261,10 @@ int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest
 	}
 	size_t nsrc_kw = 0;
 	char **src_kw = kw_load(box->path, &nsrc_kw, NULL);
-	s = prep(db, "SELECT filename, in_new, flags, keywords, phys_size FROM messages "
-		     "WHERE folder_id = ?1 AND uid = ?2", error_r);
+	s = prep(db,
+	         "SELECT filename, in_new, flags, keywords, phys_size FROM messages "
+	         "WHERE folder_id = ?1 AND uid = ?2",
+	         error_r);
 	if (s == NULL) {
 		kw_free(src_kw, nsrc_kw);
 		goto out;
@@ -3241,8 +3295,9 @@ int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest
 				}
 				x->kw |= b;
 			}
-		char *from = xasprintf("%s/%s/%s", box->path, sqlite3_column_int(s, 1) ? "new" : "cur",
-				       (const char *)sqlite3_column_text(s, 0));
+		char *from =
+		    xasprintf("%s/%s/%s", box->path, sqlite3_column_int(s, 1) ? "new" : "cur",
+		              (const char *)sqlite3_column_text(s, 0));
 		x->base = new_basename(x->phys);
 		x->file = make_filename(x->base, x->flags, x->kw);
 		char *to = xasprintf("%s/tmp/%s", path, x->base);
@@ -3302,8 +3357,7 @@ out:
 	return ret;
 }
 
-int mbox_folder_rename(struct mbox_account *acct, const char *from, const char *to,
-		       char **error_r)
+int mbox_folder_rename(struct mbox_account *acct, const char *from, const char *to, char **error_r)
 {
 	char *f = name_canon(from), *t = name_canon(to);
 	int ret = -1;
@@ -3360,12 +3414,13 @@ int mbox_folder_rename(struct mbox_account *acct, const char *from, const char *
 	db = conn_db(acct->st, error_r);
 	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
 		goto out;
-	sqlite3_stmt *s = prep(db, "UPDATE folders SET name = ?3 WHERE account_id = ?1 AND name = ?2",
-			       error_r);
+	sqlite3_stmt *s =
+	    prep(db, "UPDATE folders SET name = ?3 WHERE account_id = ?1 AND name = ?2", error_r);
 	if (s == NULL)
 		goto out;
 	for (size_t i = 0; i < nn; i++) {
-		if (strcmp(names[i], f) != 0 && !(strncmp(names[i], f, fl) == 0 && names[i][fl] == '/'))
+		if (strcmp(names[i], f) != 0 &&
+		    !(strncmp(names[i], f, fl) == 0 && names[i][fl] == '/'))
 			continue;
 		char *nt = xasprintf("%s%s", t, names[i] + fl);
 		char *op = folder_path(acct, names[i]), *np = folder_path(acct, nt);
@@ -3414,8 +3469,10 @@ int mbox_msg_open(struct mbox *box, uint32_t uid, int *fd_r, char **error_r)
 	if (db == NULL)
 		return -1;
 	for (int attempt = 0; attempt < 2; attempt++) {
-		sqlite3_stmt *s = prep(db, "SELECT filename, in_new FROM messages WHERE folder_id = ?1 "
-					   "AND uid = ?2", error_r);
+		sqlite3_stmt *s = prep(db,
+		                       "SELECT filename, in_new FROM messages WHERE folder_id = ?1 "
+		                       "AND uid = ?2",
+		                       error_r);
 		if (s == NULL)
 			return -1;
 		sqlite3_bind_int64(s, 1, box->folder_id);
@@ -3425,7 +3482,7 @@ int mbox_msg_open(struct mbox *box, uint32_t uid, int *fd_r, char **error_r)
 			return fail(error_r, ENOENT, "message %u has been expunged", uid);
 		}
 		char *p = xasprintf("%s/%s/%s", box->path, sqlite3_column_int(s, 1) ? "new" : "cur",
-				    (const char *)sqlite3_column_text(s, 0));
+		                    (const char *)sqlite3_column_text(s, 0));
 		sqlite3_finalize(s);
 		int fd = open(p, O_RDONLY | O_CLOEXEC);
 		int saved = errno;
@@ -3452,9 +3509,10 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 		return -1;
 	struct conn *cn = pthread_getspecific(conn_key);
 	if (cn->cache_sel == NULL &&
-	    sqlite3_prepare_v3(db, "SELECT " CACHE_COLS " FROM msgcache WHERE folder_id = ?1 AND "
-				   "uid = ?2", -1, SQLITE_PREPARE_PERSISTENT, &cn->cache_sel,
-			       NULL) != SQLITE_OK)
+	    sqlite3_prepare_v3(db,
+	                       "SELECT " CACHE_COLS " FROM msgcache WHERE folder_id = ?1 AND "
+	                       "uid = ?2",
+	                       -1, SQLITE_PREPARE_PERSISTENT, &cn->cache_sel, NULL) != SQLITE_OK)
 		return fail_db(error_r, db, "prepare");
 	sqlite3_stmt *s = cn->cache_sel;
 	sqlite3_reset(s);
@@ -3462,10 +3520,12 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 	sqlite3_bind_int64(s, 2, uid);
 	/* no cache row: computed from the file below (ENOENT there if the message is gone) */
 	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
-		char **v[] = {&c->envelope,	&c->bodystructure, &c->body,	     &c->subject,
-			      &c->from,		&c->to,		   &c->cc,	     &c->bcc,
-			      &c->message_id,	&c->in_reply_to,   &c->references,   &c->sort_from,
-			      &c->sort_to,	&c->sort_cc,	   &c->display_from, &c->display_to};
+		char **v[] = {&c->envelope,    &c->bodystructure, &c->body,
+		              &c->subject,     &c->from,          &c->to,
+		              &c->cc,          &c->bcc,           &c->message_id,
+		              &c->in_reply_to, &c->references,    &c->sort_from,
+		              &c->sort_to,     &c->sort_cc,       &c->display_from,
+		              &c->display_to};
 		for (size_t i = 0; i < ARRAY_SIZE(v); i++)
 			*v[i] = col_dup(s, (int)i);
 		c->date = sqlite3_column_int64(s, (int)ARRAY_SIZE(v));
@@ -3494,7 +3554,7 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 }
 
 int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned fields,
-		    struct mbox_cache *caches_r, char **error_r)
+                    struct mbox_cache *caches_r, char **error_r)
 {
 	memset(caches_r, 0, n * sizeof(*caches_r));
 	if (n == 0)
@@ -3505,13 +3565,13 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 	bool env = fields & MBOX_CACHE_ENVELOPE, bs = fields & MBOX_CACHE_BODYSTRUCTURE,
 	     hd = fields & MBOX_CACHE_HEADERS;
 	char *sql = xasprintf(
-		"SELECT uid, %s, %s, %s, %s FROM msgcache WHERE folder_id = ?1 AND uid >= ?2 AND "
-		"uid <= ?3 ORDER BY uid",
-		env ? "envelope" : "NULL", bs ? "bodystructure, body" : "NULL, NULL",
-		hd ? "subject, hfrom, hto, hcc, hbcc, message_id, in_reply_to, refs, sort_from, "
-		     "sort_to, sort_cc, display_from, display_to"
-		   : "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
-		hd ? "date, date_tz" : "0, 0");
+	    "SELECT uid, %s, %s, %s, %s FROM msgcache WHERE folder_id = ?1 AND uid >= ?2 AND "
+	    "uid <= ?3 ORDER BY uid",
+	    env ? "envelope" : "NULL", bs ? "bodystructure, body" : "NULL, NULL",
+	    hd ? "subject, hfrom, hto, hcc, hbcc, message_id, in_reply_to, refs, sort_from, "
+	         "sort_to, sort_cc, display_from, display_to"
+	       : "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+	    hd ? "date, date_tz" : "0, 0");
 	sqlite3_stmt *s = prep(db, sql, error_r);
 	free(sql);
 	if (s == NULL)
@@ -3528,10 +3588,12 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 		if (i == n || uids[i] != uid)
 			continue;
 		struct mbox_cache *c = &caches_r[i];
-		char **v[] = {&c->envelope,	&c->bodystructure, &c->body,	     &c->subject,
-			      &c->from,		&c->to,		   &c->cc,	     &c->bcc,
-			      &c->message_id,	&c->in_reply_to,   &c->references,   &c->sort_from,
-			      &c->sort_to,	&c->sort_cc,	   &c->display_from, &c->display_to};
+		char **v[] = {&c->envelope,    &c->bodystructure, &c->body,
+		              &c->subject,     &c->from,          &c->to,
+		              &c->cc,          &c->bcc,           &c->message_id,
+		              &c->in_reply_to, &c->references,    &c->sort_from,
+		              &c->sort_to,     &c->sort_cc,       &c->display_from,
+		              &c->display_to};
 		for (size_t k = 0; k < ARRAY_SIZE(v); k++)
 			if (sqlite3_column_type(s, (int)k + 1) != SQLITE_NULL)
 				*v[k] = col_dup(s, (int)k + 1);
@@ -3549,10 +3611,10 @@ static int forget_account(sqlite3 *db, int64_t account_id, char **error_r)
 {
 	char sql[512];
 	snprintf(sql, sizeof(sql),
-		 "DELETE FROM messages WHERE folder_id IN (SELECT id FROM folders WHERE "
-		 "account_id = %lld); DELETE FROM expunged WHERE folder_id IN (SELECT id FROM "
-		 "folders WHERE account_id = %lld); DELETE FROM folders WHERE account_id = %lld",
-		 (long long)account_id, (long long)account_id, (long long)account_id);
+	         "DELETE FROM messages WHERE folder_id IN (SELECT id FROM folders WHERE "
+	         "account_id = %lld); DELETE FROM expunged WHERE folder_id IN (SELECT id FROM "
+	         "folders WHERE account_id = %lld); DELETE FROM folders WHERE account_id = %lld",
+	         (long long)account_id, (long long)account_id, (long long)account_id);
 	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0)
 		return -1;
 	if (exec(db, sql, error_r) < 0 || exec(db, "COMMIT", error_r) < 0) {
@@ -3576,9 +3638,10 @@ int mbox_forget(struct mbox_store *st, int64_t account_id, char **error_r)
  */
 static int usage_recount(struct mbox_account *a, sqlite3 *db, char **error_r)
 {
-	sqlite3_stmt *s = prep(db, "SELECT coalesce(sum(phys_size), 0) FROM messages WHERE "
-				   "folder_id IN (SELECT id FROM folders WHERE account_id = ?1)",
-			       error_r);
+	sqlite3_stmt *s = prep(db,
+	                       "SELECT coalesce(sum(phys_size), 0) FROM messages WHERE "
+	                       "folder_id IN (SELECT id FROM folders WHERE account_id = ?1)",
+	                       error_r);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, a->id);
@@ -3591,20 +3654,20 @@ static int usage_recount(struct mbox_account *a, sqlite3 *db, char **error_r)
 		return -1;
 	if ((uint64_t)real != used) {
 		log_info("event=usage_recounted account=%s was=%llu now=%lld", a->address,
-			 (unsigned long long)used, (long long)real);
+		         (unsigned long long)used, (long long)real);
 		usage_add(a, real - (int64_t)used);
 	}
 	return 0;
 }
 
 int mbox_reindex(struct mbox_store *st, int64_t account_id, const char *address,
-		 const char *maildir, char **error_r)
+                 const char *maildir, char **error_r)
 {
 	sqlite3 *db = conn_db(st, error_r);
 	if (db == NULL)
 		return -1;
-	struct mbox_account a = {.st = st, .id = account_id, .address = (char *)address,
-				 .maildir = (char *)maildir};
+	struct mbox_account a = {
+	    .st = st, .id = account_id, .address = (char *)address, .maildir = (char *)maildir};
 	size_t nn;
 	char **names = folder_names(&a, &nn);
 	int ret = 0;
@@ -3675,13 +3738,12 @@ static void tmp_cleanup(const char *folder)
 	free(tmp);
 }
 
-int mbox_expire(struct mbox_store *st, int64_t account_id, const char *address,
-		const char *maildir, uint64_t trash_age, uint64_t junk_age, size_t *deleted_r,
-		char **error_r)
+int mbox_expire(struct mbox_store *st, int64_t account_id, const char *address, const char *maildir,
+                uint64_t trash_age, uint64_t junk_age, size_t *deleted_r, char **error_r)
 {
 	*deleted_r = 0;
-	struct mbox_account a = {.st = st, .id = account_id, .address = (char *)address,
-				 .maildir = (char *)maildir};
+	struct mbox_account a = {
+	    .st = st, .id = account_id, .address = (char *)address, .maildir = (char *)maildir};
 	size_t nn;
 	char **names = folder_names(&a, &nn);
 	/* Maildir: what a crash left in tmp/ goes after 36 hours (the hourly job passes here) */
@@ -3698,11 +3760,11 @@ int mbox_expire(struct mbox_store *st, int64_t account_id, const char *address,
 	int ret = 0;
 	time_t now = time(NULL);
 	for (size_t i = 0; i < nn && ret == 0; i++) {
-		unsigned sp = strcmp(names[i], "INBOX") == 0 ? 0
-			    : folder_special(&a, names[i], special);
+		unsigned sp =
+		    strcmp(names[i], "INBOX") == 0 ? 0 : folder_special(&a, names[i], special);
 		uint64_t age = (sp & MBOX_SPECIAL_TRASH) && trash_age != 0 ? trash_age
-			     : (sp & MBOX_SPECIAL_JUNK) && junk_age != 0   ? junk_age
-									   : 0;
+		               : (sp & MBOX_SPECIAL_JUNK) && junk_age != 0 ? junk_age
+		                                                           : 0;
 		if (age == 0)
 			continue;
 		struct mbox *box;
@@ -3728,7 +3790,7 @@ int mbox_expire(struct mbox_store *st, int64_t account_id, const char *address,
 			ret = -1;
 		if (nexp > 0)
 			log_info("event=retention_expunged account=%s folder=%s messages=%zu",
-				 address, names[i], nexp);
+			         address, names[i], nexp);
 		*deleted_r += nexp;
 		free(old);
 		mbox_close(&box);

@@ -90,9 +90,9 @@ static bool zone_name(const char *p, size_t n, int *tz_r)
 		const char *name;
 		int minutes;
 	} zones[] = {
-		{"UT", 0},	   {"GMT", 0},	     {"Z", 0},	       {"EST", -300}, {"EDT", -240},
-		{"CST", -360}, {"CDT", -300}, {"MST", -420}, {"MDT", -360}, {"PST", -480},
-		{"PDT", -420},
+	    {"UT", 0},     {"GMT", 0},    {"Z", 0},      {"EST", -300},
+	    {"EDT", -240}, {"CST", -360}, {"CDT", -300}, {"MST", -420},
+	    {"MDT", -360}, {"PST", -480}, {"PDT", -420},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(zones); i++)
 		if (strlen(zones[i].name) == n && strncasecmp(p, zones[i].name, n) == 0) {
@@ -128,7 +128,7 @@ int mbox_parse_date(const char *s, int64_t *t_r, int *tz_r)
 	if (strlen(p) < 3)
 		return -1;
 	char mon[4] = {(char)tolower((unsigned char)p[0]), (char)tolower((unsigned char)p[1]),
-		       (char)tolower((unsigned char)p[2]), 0};
+	               (char)tolower((unsigned char)p[2]), 0};
 	const char *m = strstr(months, mon);
 	if (m == NULL || (m - months) % 3 != 0)
 		return -1;
@@ -187,16 +187,26 @@ int mbox_parse_date(const char *s, int64_t *t_r, int *tz_r)
 
 /* ---- header values ---- */
 
-enum hdr { H_SUBJECT, H_FROM, H_TO, H_CC, H_BCC, H_MESSAGE_ID, H_IN_REPLY_TO, H_REFERENCES,
-	   H_DATE, H_COUNT };
+enum hdr {
+	H_SUBJECT,
+	H_FROM,
+	H_TO,
+	H_CC,
+	H_BCC,
+	H_MESSAGE_ID,
+	H_IN_REPLY_TO,
+	H_REFERENCES,
+	H_DATE,
+	H_COUNT
+};
 
 static const char *const hdr_names[H_COUNT] = {
-	"subject", "from", "to", "cc", "bcc", "message-id", "in-reply-to", "references", "date",
+    "subject", "from", "to", "cc", "bcc", "message-id", "in-reply-to", "references", "date",
 };
 
 /* The first occurrence of each wanted field in the header block [p, p+len): value (raw). */
 static void find_headers(const char *p, size_t len, const char *val_r[H_COUNT],
-			 size_t len_r[H_COUNT])
+                         size_t len_r[H_COUNT])
 {
 	const char *end = p + len;
 	while (p < end) {
@@ -254,7 +264,8 @@ static char *lower_dup(const char *s)
 	return d;
 }
 
-/* SORT (RFC 5256) keys of an address list: mailbox of the first address, display name or addr-spec. */
+/* SORT (RFC 5256) keys of an address list: mailbox of the first address, display name or addr-spec.
+ */
 static void address_keys(const char *v, size_t len, char **sort_r, char **display_r)
 {
 	struct mime_address *list = v != NULL ? mime_address_parse(v, len, 16) : NULL;
@@ -272,7 +283,7 @@ static void address_keys(const char *v, size_t len, char **sort_r, char **displa
 				*display_r = mime_decode_header(a->name, strlen(a->name));
 			else
 				*display_r = xasprintf("%s@%s", a->mailbox ? a->mailbox : "",
-						       a->domain ? a->domain : "");
+				                       a->domain ? a->domain : "");
 		}
 	}
 	mime_address_free(&list);
@@ -292,8 +303,8 @@ void mbox_cache_compute(const void *data, size_t len, struct mbox_cache *c, uint
 	find_headers(data, (size_t)root->header_size, val, vlen);
 	mime_part_free(&root);
 
-	char **dst[H_COUNT] = {&c->subject,    &c->from,	  &c->to,	  &c->cc, &c->bcc,
-			       &c->message_id, &c->in_reply_to, &c->references, NULL};
+	char **dst[H_COUNT] = {&c->subject,    &c->from,        &c->to,         &c->cc, &c->bcc,
+	                       &c->message_id, &c->in_reply_to, &c->references, NULL};
 	for (int h = 0; h < H_COUNT; h++) {
 		if (dst[h] == NULL)
 			continue;

@@ -88,14 +88,14 @@ static void deliver(const struct user *u, int n, int start)
 		char unique[64], msg[256];
 		snprintf(unique, sizeof(unique), "Q%d.%lld", start + i, (long long)u->id);
 		snprintf(msg, sizeof(msg),
-			 "From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
-			 "Subject: message %d\r\nDate: Mon, 2 Jan 2023 10:00:00 +0100\r\n"
-			 "Message-ID: <m%d@example.test>\r\n\r\nbody %d\r\n",
-			 start + i, start + i, start + i);
+		         "From: Alice <alice@example.test>\r\nTo: bob@example.test\r\n"
+		         "Subject: message %d\r\nDate: Mon, 2 Jan 2023 10:00:00 +0100\r\n"
+		         "Message-ID: <m%d@example.test>\r\n\r\nbody %d\r\n",
+		         start + i, start + i, start + i);
 		uint64_t size;
-		assert_int_equal(maildir_deliver(u->maildir, unique, 1700000000 + start + i, NULL, msg,
-						 strlen(msg), -1, &size),
-				 0);
+		assert_int_equal(maildir_deliver(u->maildir, unique, 1700000000 + start + i, NULL,
+		                                 msg, strlen(msg), -1, &size),
+		                 0);
 	}
 }
 
@@ -105,11 +105,11 @@ static void deliver_fast(const struct user *u, int n, int start)
 	for (int i = 0; i < n; i++) {
 		char msg[256];
 		int len = snprintf(msg, sizeof(msg),
-				   "From: Alice <alice@example.test>\r\nSubject: message %d\r\n"
-				   "Date: Mon, 2 Jan 2023 10:00:00 +0100\r\n\r\nbody %d\r\n",
-				   start + i, start + i);
+		                   "From: Alice <alice@example.test>\r\nSubject: message %d\r\n"
+		                   "Date: Mon, 2 Jan 2023 10:00:00 +0100\r\n\r\nbody %d\r\n",
+		                   start + i, start + i);
 		char *p = xasprintf("%s/new/%d.Q%d.%lld.host,S=%d", u->maildir, 1700000000 + i,
-				    start + i, (long long)u->id, len);
+		                    start + i, (long long)u->id, len);
 		int fd = open(p, O_WRONLY | O_CREAT | O_EXCL, 0600);
 		assert_true(fd >= 0);
 		assert_int_equal(write(fd, msg, (size_t)len), len);
@@ -290,7 +290,7 @@ static void test_flags_rebuild(void **state)
 	struct mbox_msg *ch;
 	size_t nch;
 	OK(mbox_store(box, uids, 2, MBOX_STORE_ADD, MBOX_F_SEEN | MBOX_F_FLAGGED, 1u << work, 0,
-		      &ch, &nch, NULL, NULL, &error_));
+	              &ch, &nch, NULL, NULL, &error_));
 	assert_int_equal(nch, 2);
 	assert_int_equal(ch[0].uid, 2);
 	assert_int_equal(ch[0].flags & ~MBOX_F_RECENT, MBOX_F_SEEN | MBOX_F_FLAGGED);
@@ -300,17 +300,17 @@ static void test_flags_rebuild(void **state)
 	free(ch);
 	/* no-op store: nothing changes */
 	OK(mbox_store(box, uids, 2, MBOX_STORE_ADD, MBOX_F_SEEN, 0, 0, &ch, &nch, NULL, NULL,
-		      &error_));
+	              &error_));
 	assert_int_equal(nch, 0);
 	free(ch);
 	uint32_t u4[] = {4};
 	OK(mbox_store(box, u4, 1, MBOX_STORE_SET, MBOX_F_ANSWERED | MBOX_F_DELETED, 1u << junk, 0,
-		      NULL, NULL, NULL, NULL, &error_));
+	              NULL, NULL, NULL, NULL, &error_));
 	/* CONDSTORE: UNCHANGEDSINCE older than the message's modseq fails */
 	uint32_t *failed;
 	size_t nfailed;
 	OK(mbox_store(box, uids, 2, MBOX_STORE_REMOVE, MBOX_F_SEEN, 0, ms - 1, &ch, &nch, &failed,
-		      &nfailed, &error_));
+	              &nfailed, &error_));
 	assert_int_equal(nch, 0);
 	assert_int_equal(nfailed, 2);
 	assert_int_equal(failed[0], 2);
@@ -381,7 +381,7 @@ static void test_flags_rebuild(void **state)
 	mbox_get_status(box, &s0);
 	uint32_t u3[] = {3};
 	OK(mbox_store(box, u3, 1, MBOX_STORE_ADD, MBOX_F_DELETED, 0, 0, NULL, NULL, NULL, NULL,
-		      &error_));
+	              &error_));
 	OK(mbox_expunge(box, u3, 1, &ex, &nex, &error_));
 	assert_int_equal(nex, 1);
 	assert_int_equal(ex[0], 3);
@@ -446,9 +446,13 @@ static void test_append_copy(void **state)
 	const char *kws[] = {"$Forwarded", "Important"};
 	const char *text = "Subject: appended\r\n\r\nhi\r\n";
 	struct mbox_append ap[2] = {
-		{.data = text, .len = strlen(text), .flags = MBOX_F_SEEN, .keywords = kws,
-		 .nkeywords = 2, .internaldate = 1600000000},
-		{.data = "Subject: two\n\nbare LF\n", .len = 22, .flags = 0},
+	    {.data = text,
+	     .len = strlen(text),
+	     .flags = MBOX_F_SEEN,
+	     .keywords = kws,
+	     .nkeywords = 2,
+	     .internaldate = 1600000000},
+	    {.data = "Subject: two\n\nbare LF\n", .len = 22, .flags = 0},
 	};
 	uint32_t uv, uids[2];
 	OK(mbox_append(u.acct, "Drafts", ap, 2, &uv, uids, &error_));
@@ -550,8 +554,8 @@ static void test_dovecot_copy(void **state)
 	}
 	char *p = xasprintf("%s/dovecot-uidlist", f);
 	write_text(p, "3 V1234567 N43 Gabcdef\n"
-		      "7 W30 :1600000000.M1P1.old,S=28,W=30\n"
-		      "41 :1600000001.M2P1.old,S=20\n");
+	              "7 W30 :1600000000.M1P1.old,S=28,W=30\n"
+	              "41 :1600000001.M2P1.old,S=20\n");
 	free(p);
 	p = xasprintf("%s/dovecot-keywords", f);
 	write_text(p, "0 $Junk\n1 NonJunk\n");
@@ -592,7 +596,7 @@ static void test_dovecot_copy(void **state)
 }
 
 static bool folder_listed(struct mbox_folder *l, size_t n, const char *name, bool *nonexistent_r,
-			  bool *children_r, bool *subscribed_r, unsigned *special_r)
+                          bool *children_r, bool *subscribed_r, unsigned *special_r)
 {
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(l[i].name, name) == 0) {
@@ -781,8 +785,8 @@ static void age_messages(const char *folder_like, int64_t savedate)
 	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
 	sqlite3_busy_timeout(db, 5000);
 	char *sql = sqlite3_mprintf("UPDATE messages SET savedate = %lld WHERE folder_id IN "
-				    "(SELECT id FROM folders WHERE name = %Q)",
-				    (long long)savedate, folder_like);
+	                            "(SELECT id FROM folders WHERE name = %Q)",
+	                            (long long)savedate, folder_like);
 	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_free(sql);
 	sqlite3_close(db);
@@ -865,7 +869,7 @@ static void test_watch_two_sessions(void **state)
 	int before = fired[0];
 	uint32_t uid = 2;
 	OK(mbox_store(a, &uid, 1, MBOX_STORE_ADD, MBOX_F_SEEN, 0, 0, NULL, NULL, NULL, NULL,
-		      &error_));
+	              &error_));
 	assert_int_equal(fired[0], before + 1);
 	OK(mbox_sync(b, &error_));
 	struct mbox_msg *m;
@@ -903,7 +907,7 @@ static void *worker(void *p)
 	struct worker_arg *w = p;
 	char *error = NULL;
 	struct mbox_account *acct =
-		mbox_account_open(st, w->u->id, w->u->address, w->u->maildir, 0, &error);
+	    mbox_account_open(st, w->u->id, w->u->address, w->u->maildir, 0, &error);
 	if (acct == NULL) {
 		w->fails++;
 		free(error);
@@ -1047,14 +1051,14 @@ static void test_large_folder(void **state)
 		all[i] = i + 1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	OK(mbox_store(box, all, N, MBOX_STORE_ADD, MBOX_F_SEEN, 0, 0, NULL, NULL, NULL, NULL,
-		      &error_));
+	              &error_));
 	double t_store = ms_since(&t0);
 	/* expunging most of them compacts the uidlist; the UIDs survive a lost index */
 	char *ul = xasprintf("%s/postern-uidlist", u.maildir);
 	struct stat sb0, sb1;
 	assert_int_equal(stat(ul, &sb0), 0);
 	OK(mbox_store(box, all, N - 100, MBOX_STORE_ADD, MBOX_F_DELETED, 0, 0, NULL, NULL, NULL,
-		      NULL, &error_));
+	              NULL, &error_));
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	uint32_t *ex;
 	size_t nex;
@@ -1083,10 +1087,11 @@ static void test_large_folder(void **state)
 	mbox_get_status(box, &s);
 	assert_int_equal(s.uidnext, N + 1);
 	mbox_close(&box);
-	printf("# %d messages: deliver %.0f ms, first open (index) %.0f ms, warm open+messages "
-	       "%.1f ms, unchanged sync %.2f ms, cache of every message %.0f ms (one scan: %.0f ms), "
-	       "store \\Seen on all %.0f ms, expunge all but 100 %.0f ms\n",
-	       N, t_deliver, t_first, t_warm, t_sync, t_cache, t_caches, t_store, t_expunge);
+	printf(
+	    "# %d messages: deliver %.0f ms, first open (index) %.0f ms, warm open+messages "
+	    "%.1f ms, unchanged sync %.2f ms, cache of every message %.0f ms (one scan: %.0f ms), "
+	    "store \\Seen on all %.0f ms, expunge all but 100 %.0f ms\n",
+	    N, t_deliver, t_first, t_warm, t_sync, t_cache, t_caches, t_store, t_expunge);
 	user_free(&u);
 }
 
@@ -1100,9 +1105,8 @@ static void test_date(void **state)
 	assert_int_equal(mbox_parse_date("2 Jan 23 10:00 EST", &t, &tz), 0);
 	assert_int_equal(t, 1672671600);
 	assert_int_equal(tz, -300);
-	assert_int_equal(mbox_parse_date(" (comment) Fri, 21 Nov 1997 09:55:06 -0600 (MDT)", &t,
-					 &tz),
-			 0);
+	assert_int_equal(
+	    mbox_parse_date(" (comment) Fri, 21 Nov 1997 09:55:06 -0600 (MDT)", &t, &tz), 0);
 	assert_int_equal(t, 880127706);
 	assert_int_equal(mbox_parse_date("1 Jan 99 00:00:00 GMT", &t, &tz), 0);
 	assert_int_equal(t, 915148800);
@@ -1144,11 +1148,12 @@ static int teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_date),	     cmocka_unit_test(test_basics),
-		cmocka_unit_test(test_flags_rebuild), cmocka_unit_test(test_append_copy),
-		cmocka_unit_test(test_folders),	     cmocka_unit_test(test_quota),
-		cmocka_unit_test(test_retention),    cmocka_unit_test(test_watch_two_sessions),
-		cmocka_unit_test(test_dovecot_copy), cmocka_unit_test(test_threads),	     cmocka_unit_test(test_large_folder),
+	    cmocka_unit_test(test_date),          cmocka_unit_test(test_basics),
+	    cmocka_unit_test(test_flags_rebuild), cmocka_unit_test(test_append_copy),
+	    cmocka_unit_test(test_folders),       cmocka_unit_test(test_quota),
+	    cmocka_unit_test(test_retention),     cmocka_unit_test(test_watch_two_sessions),
+	    cmocka_unit_test(test_dovecot_copy),  cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_large_folder),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
