@@ -470,6 +470,7 @@ struct request {
 	char *queue_id;
 	time_t created;
 	int64_t count;
+	bool waited; /* an earlier pass found the message busy */
 };
 
 void queue_admin_process(struct admin_ctx *ctx)
@@ -479,8 +480,8 @@ void queue_admin_process(struct admin_ctx *ctx)
 	struct request *reqs = NULL;
 	size_t n = 0, cap = 0;
 	if (sqlite3_prepare_v2(db,
-			       "SELECT id, action, queue_id, created, count FROM admin_requests WHERE"
-			       " done = 0 ORDER BY id LIMIT 100",
+			       "SELECT id, action, queue_id, created, count, result IS NOT NULL FROM"
+			       " admin_requests WHERE done = 0 ORDER BY id LIMIT 100",
 			       -1, &st, NULL) != SQLITE_OK)
 		return;
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -492,6 +493,7 @@ void queue_admin_process(struct admin_ctx *ctx)
 			.queue_id = q != NULL ? xstrdup(q) : NULL,
 			.created = (time_t)sqlite3_column_int64(st, 3),
 			.count = sqlite3_column_int64(st, 4),
+			.waited = sqlite3_column_int(st, 5) != 0,
 		};
 	}
 	sqlite3_finalize(st);
@@ -502,6 +504,16 @@ void queue_admin_process(struct admin_ctx *ctx)
 		ctx->before = r->created;
 		int64_t count = r->count;
 		int rc = queue_admin_apply(ctx, r->action, r->queue_id, &count, &result);
+		if (rc < 0 && r->waited && r->queue_id != NULL && result != NULL &&
+		    strncmp(result, "no such message", 15) == 0) {
+			/* the attempt we waited for finished it: delivered, or bounced */
+			free(result);
+			result = xasprintf("%s left the queue during the delivery attempt that was in"
+					   " progress (delivered or bounced; see the log)",
+					   r->queue_id);
+		}
+		if (rc == 0 && result == NULL)
+			result = xstrdup("waiting for the delivery attempt in progress");
 		wlock(ctx);
 		if (sqlite3_prepare_v2(db,
 				       "UPDATE admin_requests SET done = ?2, count = ?3, result = ?4"

@@ -393,6 +393,25 @@ static void test_requests_to_a_server(void **state)
 	assert_string_equal(t.res, "deleted 1 message(s)");
 	free(t.res);
 	assert_false(spool_exists("R2"));
+
+	/* a request that waited for an attempt which then finished the message */
+	add_message(db, "R3", "s@example.test", r);
+	server_lock = queue_lock_try(tmpdir);
+	assert_true(server_lock >= 0);
+	assert_int_equal(queue_admin_request(tmpdir, "h", QUEUE_ADMIN_BOUNCE, "R3", 0, &res), 0);
+	free(res);
+	fs.busy_id = "R3";
+	queue_admin_process(&ctx);
+	assert_int_equal(count(db, "SELECT done FROM admin_requests WHERE queue_id = 'R3'"), 0);
+	assert_int_equal(count(db, "SELECT held FROM messages WHERE id = 'R3'"), 1);
+	exec(db, "DELETE FROM recipients WHERE queue_id = 'R3'; DELETE FROM messages WHERE id = 'R3'");
+	fs.busy_id = NULL;
+	queue_admin_process(&ctx);
+	assert_int_equal(count(db, "SELECT done FROM admin_requests WHERE queue_id = 'R3'"), 2);
+	assert_int_equal(count(db, "SELECT count(*) FROM admin_requests WHERE queue_id = 'R3' AND"
+				   " result LIKE '%left the queue during the delivery attempt%'"),
+			 1);
+	close(server_lock);
 	sqlite3_close_v2(db);
 }
 
