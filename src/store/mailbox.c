@@ -3409,8 +3409,20 @@ int mbox_folder_rename(struct mbox_account *acct, const char *from, const char *
 		ret = r;
 		goto out;
 	}
-	/* the folder and its children */
+	/* the folder and its children; none of the new names may exist (no half-done rename) */
 	names = folder_names(acct, &nn);
+	for (size_t i = 0; i < nn; i++) {
+		if (strcmp(names[i], f) != 0 &&
+		    !(strncmp(names[i], f, fl) == 0 && names[i][fl] == '/'))
+			continue;
+		char *nt = xasprintf("%s%s", t, names[i] + fl);
+		bool taken = folder_exists(acct, nt);
+		if (taken)
+			fail(error_r, EEXIST, "folder %s exists", nt);
+		free(nt);
+		if (taken)
+			goto out;
+	}
 	db = conn_db(acct->st, error_r);
 	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
 		goto out;

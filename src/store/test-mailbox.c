@@ -661,6 +661,14 @@ static void test_folders(void **state)
 	OK(mbox_folder_rename(u.acct, "Stuff", "Things", &error_));
 	FAILS(mbox_folder_rename(u.acct, "Projects", "X", &error_), ENOENT);
 	FAILS(mbox_folder_rename(u.acct, "Things", "Trash", &error_), EEXIST);
+	/* a child's new name taken: nothing is renamed */
+	OK(mbox_folder_create(u.acct, "Mv/Sub", 0, &error_));
+	OK(mbox_folder_create(u.acct, "Dst/Sub", 0, &error_));
+	OK(mbox_folder_delete(u.acct, "Dst", &error_));
+	FAILS(mbox_folder_rename(u.acct, "Mv", "Dst", &error_), EEXIST);
+	struct mbox_status smv;
+	OK(mbox_folder_status(u.acct, "Mv", &smv, &error_));
+	OK(mbox_folder_status(u.acct, "Mv/Sub", &smv, &error_));
 	struct mbox_status s;
 	OK(mbox_folder_status(u.acct, "Work/Old/2024", &s, &error_));
 	assert_int_equal(s.messages, 1);
