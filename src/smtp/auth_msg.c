@@ -19,6 +19,7 @@
 #include "mail/spf.h"
 #include "store/dkimkeys.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -198,6 +199,8 @@ struct auth_msg *auth_msg_new(enum auth_mode mode, const struct auth_params *p,
 	m->p.dmarc_reject = xstrdup(p->dmarc_reject != NULL ? p->dmarc_reject : "reject");
 	m->p.helo = xstrdup(p->helo != NULL ? p->helo : "");
 	m->p.mail_from = xstrdup(p->mail_from != NULL ? p->mail_from : "");
+	m->p.iprev = p->iprev != NULL ? xstrdup(p->iprev) : NULL;
+	m->p.iprev_name = p->iprev_name != NULL ? xstrdup(p->iprev_name) : NULL;
 	m->write = write;
 	m->ctx = ctx;
 	m->in_header = true;
@@ -221,6 +224,8 @@ void auth_msg_free(struct auth_msg **mp)
 	free((char *)m->p.dmarc_reject);
 	free((char *)m->p.helo);
 	free((char *)m->p.mail_from);
+	free((char *)m->p.iprev);
+	free((char *)m->p.iprev_name);
 	free(m->hdr);
 	for (size_t i = 0; i < m->nfrom; i++)
 		free(m->from[i]);
@@ -603,6 +608,18 @@ static void verify_work(struct auth_msg *m)
 			safe_token(tok, sizeof(tok), spf_domain);
 		sb_add(&ar, ";\r\n\tspf=%s%s%s%s smtp.mailfrom=%s", spf_result_name(spf.result),
 		       com[0] != '\0' ? " (" : "", com, com[0] != '\0' ? ")" : "", tok);
+	}
+	if (m->p.iprev != NULL) {
+		char ip[64] = "", name[256] = "";
+		const struct sockaddr_storage *cs = &m->p.client;
+		if (cs->ss_family == AF_INET)
+			inet_ntop(AF_INET, &((const struct sockaddr_in *)cs)->sin_addr, ip, sizeof(ip));
+		else
+			inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)cs)->sin6_addr, ip, sizeof(ip));
+		if (m->p.iprev_name != NULL)
+			safe_comment(name, sizeof(name), m->p.iprev_name);
+		sb_add(&ar, ";\r\n\tiprev=%s%s%s%s policy.iprev=%s", m->p.iprev,
+		       name[0] != '\0' ? " (" : "", name, name[0] != '\0' ? ")" : "", ip);
 	}
 	if (nsigs == 0)
 		sb_add(&ar, "%s", ";\r\n\tdkim=none");

@@ -49,6 +49,10 @@ struct auth_params {
 	struct sockaddr_storage client;
 	const char *helo;
 	const char *mail_from; /* "" for <> */
+	/* the client's FCrDNS for iprev (RFC 8601 2.7.3): "pass", "fail", "permerror",
+	   "temperror", or NULL when not known yet; the confirmed name or NULL */
+	const char *iprev;
+	const char *iprev_name;
 };
 
 struct auth_msg;

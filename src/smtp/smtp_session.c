@@ -730,6 +730,12 @@ static void message_begin(struct smtp_session *s)
 	    .client = s->sa,
 	    .helo = s->helo,
 	    .mail_from = s->env.sender,
+	    .iprev = s->fcrdns == DNS_FCRDNS_PASS	   ? "pass"
+		     : s->fcrdns == DNS_FCRDNS_FAIL	   ? "fail"
+		     : s->fcrdns == DNS_FCRDNS_NONE	   ? "permerror"
+		     : s->fcrdns == DNS_FCRDNS_TEMPERROR ? "temperror"
+							   : NULL,
+	    .iprev_name = s->fcrdns == DNS_FCRDNS_PASS ? s->ptr : NULL,
 	};
 	s->auth = auth_msg_new(inbound(s) ? AUTH_MODE_VERIFY : AUTH_MODE_SIGN, &ap, spool_write, s);
 }
