@@ -91,7 +91,11 @@ def env(tmp_path_factory):
         # the key of the ValiMail ARC suite's sealer
         "example.org": zone("example.org", [
             (name.replace(".example.org", ""), "TXT", value)
-            for name, value in arc_vectors()[1].items()]),
+            for name, value in arc_vectors()[1].items()] + [
+            # the suite's author domain asks for p=reject: its mail arrives only through
+            # the forwarder, without a signature of its own
+            ("_dmarc.d1", "TXT", "v=DMARC1; p=reject"),
+        ]),
         DOMAIN: zone(DOMAIN, [
             ("@", "TXT", "v=spf1 ip4:127.0.0.1 -all"),
             ("_dmarc", "TXT", "v=DMARC1; p=reject"),
@@ -426,20 +430,40 @@ def arc_message(name):
     return tests[name]["message"].replace("\n", "\r\n").encode()
 
 
-def test_arc_chain_verified(env):
-    # a two-hop chain sealed by example.org (ValiMail suite, cv_pass_i2_1)
-    got = deliver(env.p, arc_message("cv_pass_i2_1"), "jqd@d1.example.org",
+@pytest.fixture(scope="module")
+def arc_trusting(env, tmp_path_factory):
+    p = _make(tmp_path_factory, "arctrust", limits={"messages_per_ip_per_minute": "100000"},
+              extra={"dns": {"resolver": env.dns.resolver},
+                     "policy": {"arc_trusted_sealers": "lists.example.net, EXAMPLE.org"}})
+    p.start()
+    yield p
+    finish(p)
+
+
+def test_arc_chain_lets_a_dmarc_failure_through_a_trusted_sealer(arc_trusting):
+    # a two-hop chain sealed by example.org (ValiMail suite, cv_pass_i2_1); the author's
+    # domain d1.example.org publishes p=reject and the message has no signature of its own
+    got = deliver(arc_trusting, arc_message("cv_pass_i2_1"), "bounce@other.auth.test",
                   marker=b"This is a test message")
     ar = ar_of(got)[0]
     assert "arc=pass (i=2 d=example.org)" in ar, ar
-    assert "event=auth_results" in env.p.log() and "arc=pass" in env.p.log()
+    assert "dmarc=fail (p=reject dis=none arc-override) header.from=d1.example.org" in ar, ar
+    assert "arc_override=yes" in arc_trusting.log()
 
 
-def test_arc_chain_broken(env):
+def test_arc_chain_of_an_untrusted_sealer_does_not_help(env):
+    c = env.p.smtp()
+    code, text = send(c, "bounce@other.auth.test", ["a@" + DOMAIN], arc_message("cv_pass_i2_1"))
+    assert code == 550 and "d1.example.org" in text, (code, text)
+    assert re.search(r"arc=pass dmarc=fail \S+ verdict=reject", env.p.log()), env.p.log()[-2000:]
+
+
+def test_arc_chain_broken(arc_trusting):
     msg = arc_message("cv_pass_i2_1").replace(b"This is a test", b"This is a tost")
-    got = deliver(env.p, msg, "jqd@d1.example.org", marker=b"This is a tost")
-    ar = ar_of(got)[0]
-    assert re.search(r"arc=fail \(i=2 d=example\.org, AMS body hash does not match\)", ar), ar
+    c = arc_trusting.smtp()
+    code, text = send(c, "bounce@other.auth.test", ["a@" + DOMAIN], msg)
+    assert code == 550, (code, text)
+    assert re.search(r"arc=fail dmarc=fail \S+ verdict=reject", arc_trusting.log())
 
 
 def test_no_arc(env):

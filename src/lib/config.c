@@ -118,6 +118,9 @@ static const struct knob knobs[] = {
 	{"policy", "dmarc_reject", K_ENUM, F(dmarc_reject), "reject", 0, 0, "reject|quarantine|mark",
 	 "Mail failing DMARC whose domain asks for p=reject: refuse it (550 5.7.1), deliver it to "
 	 "Junk, or only mark it in Authentication-Results"},
+	{"policy", "arc_trusted_sealers", K_STRING, F(arc_trusted_sealers), "", 0, 0, NULL,
+	 "Forwarders and mailing lists (domains of their ARC seal) whose valid ARC chain lets "
+	 "mail through that fails DMARC; comma separated, empty = none"},
 	{"policy", "require_fcrdns", K_ENUM, F(require_fcrdns), "no", 0, 0, "no|log|reject",
 	 "SMTP clients without forward-confirmed reverse DNS: accept, log, or refuse at RCPT "
 	 "(450 4.7.25 when DNS failed temporarily, 550 5.7.25 when definitive)"},

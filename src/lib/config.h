@@ -66,6 +66,7 @@ struct config {
 
 	/* [policy]: checks of mail from the smtp listener (untrusted clients) */
 	char *dmarc_reject;   /* reject | quarantine | mark: what p=reject gets */
+	char *arc_trusted_sealers; /* ARC sealer domains whose pass overrides a DMARC fail */
 	char *require_fcrdns; /* no | log | reject */
 	char *helo_checks;    /* no | log | reject */
 

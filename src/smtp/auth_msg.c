@@ -197,6 +197,7 @@ struct auth_msg *auth_msg_new(enum auth_mode mode, const struct auth_params *p,
 	m->p.data_dir = xstrdup(p->data_dir != NULL ? p->data_dir : "");
 	m->p.dns_resolver = xstrdup(p->dns_resolver != NULL ? p->dns_resolver : "");
 	m->p.dmarc_reject = xstrdup(p->dmarc_reject != NULL ? p->dmarc_reject : "reject");
+	m->p.arc_trusted = xstrdup(p->arc_trusted != NULL ? p->arc_trusted : "");
 	m->p.helo = xstrdup(p->helo != NULL ? p->helo : "");
 	m->p.mail_from = xstrdup(p->mail_from != NULL ? p->mail_from : "");
 	m->p.iprev = p->iprev != NULL ? xstrdup(p->iprev) : NULL;
@@ -222,6 +223,7 @@ void auth_msg_free(struct auth_msg **mp)
 	free((char *)m->p.data_dir);
 	free((char *)m->p.dns_resolver);
 	free((char *)m->p.dmarc_reject);
+	free((char *)m->p.arc_trusted);
 	free((char *)m->p.helo);
 	free((char *)m->p.mail_from);
 	free((char *)m->p.iprev);
@@ -520,6 +522,21 @@ static void sign_work(struct auth_msg *m)
 	m->summary = sum.s;
 }
 
+/* `domain` is one of the comma or space separated names of `list` (case-insensitive). */
+static bool in_list(const char *list, const char *domain)
+{
+	size_t n = strlen(domain);
+	for (const char *p = list; *p != '\0';) {
+		while (*p == ',' || *p == ' ' || *p == '\t')
+			p++;
+		size_t k = strcspn(p, ", \t");
+		if (k > 0 && k == n && strncasecmp(p, domain, n) == 0)
+			return true;
+		p += k;
+	}
+	return false;
+}
+
 static int dmarc_rank(enum dmarc_policy p)
 {
 	return p == DMARC_POLICY_REJECT ? 2 : p == DMARC_POLICY_QUARANTINE ? 1 : 0;
@@ -592,6 +609,11 @@ static void verify_work(struct auth_msg *m)
 			worst = (int)f;
 	}
 
+	/* RFC 7489 6.7 local policy: a valid ARC chain sealed last by a forwarder we trust
+	   ([policy] arc_trusted_sealers) lets mail through that fails DMARC after forwarding */
+	bool arc_override = worst >= 0 && arc.result == ARC_PASS && arc.domain != NULL &&
+			    in_list(m->p.arc_trusted, arc.domain);
+
 	/* Authentication-Results (RFC 8601) */
 	struct strbuf ar = {0};
 	char host[256], tok[600], com[300];
@@ -657,9 +679,11 @@ static void verify_work(struct auth_msg *m)
 		safe_token(tok, sizeof(tok), m->from[f]);
 		sb_add(&ar, ";\r\n\tdmarc=%s", dmarc_result_name(dm[f].result));
 		if (dm[f].result == DMARC_PASS || dm[f].result == DMARC_FAIL)
-			sb_add(&ar, " (p=%s dis=%s%s)", dmarc_policy_name(dm[f].policy),
-			       dmarc_policy_name(dm[f].disposition),
-			       dm[f].sampled_out ? " pct" : "");
+			sb_add(&ar, " (p=%s dis=%s%s%s)", dmarc_policy_name(dm[f].policy),
+			       dmarc_policy_name(arc_override ? DMARC_POLICY_NONE
+							      : dm[f].disposition),
+			       dm[f].sampled_out ? " pct" : "",
+			       arc_override && dm[f].result == DMARC_FAIL ? " arc-override" : "");
 		else if (dm[f].reason != NULL && dm[f].reason[0] != '\0') {
 			safe_comment(com, sizeof(com), dm[f].reason);
 			sb_add(&ar, " (%s)", com);
@@ -671,7 +695,7 @@ static void verify_work(struct auth_msg *m)
 	/* the verdict: [policy] dmarc_reject says what p=reject gets */
 	m->verdict = AUTH_ACCEPT;
 	const char *why = "none";
-	if (worst >= 0) {
+	if (worst >= 0 && !arc_override) {
 		enum dmarc_policy d = dm[worst].disposition;
 		if (d == DMARC_POLICY_REJECT) {
 			if (strcmp(m->p.dmarc_reject, "reject") == 0)
@@ -706,7 +730,8 @@ static void verify_work(struct auth_msg *m)
 		sb_add(&sum, "%s", "none");
 	for (size_t f = 0; f < m->nfrom; f++)
 		sb_add(&sum, "%s%s", f > 0 ? "," : "", dmarc_result_name(dm[f].result));
-	sb_add(&sum, " removed_ar=%u verdict=%s", m->removed,
+	sb_add(&sum, "%s removed_ar=%u verdict=%s", arc_override ? " arc_override=yes" : "",
+	       m->removed,
 	       m->verdict == AUTH_REJECT       ? "reject"
 	       : m->verdict == AUTH_QUARANTINE ? "quarantine"
 					       : "accept");

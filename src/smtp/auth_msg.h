@@ -45,6 +45,7 @@ struct auth_params {
 	const char *data_dir;     /* DKIM keys */
 	const char *dns_resolver; /* [dns] resolver */
 	const char *dmarc_reject; /* [policy] dmarc_reject: reject|quarantine|mark */
+	const char *arc_trusted;  /* [policy] arc_trusted_sealers */
 	/* the SMTP transaction */
 	struct sockaddr_storage client;
 	const char *helo;

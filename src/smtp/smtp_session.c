@@ -727,6 +727,7 @@ static void message_begin(struct smtp_session *s)
 	    .data_dir = s->cfg->data_dir,
 	    .dns_resolver = s->cfg->dns_resolver,
 	    .dmarc_reject = s->cfg->dmarc_reject,
+	    .arc_trusted = s->cfg->arc_trusted_sealers,
 	    .client = s->sa,
 	    .helo = s->helo,
 	    .mail_from = s->env.sender,
