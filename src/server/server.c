@@ -32,6 +32,7 @@
 #include <grp.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -84,6 +85,10 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 {
 	struct listener *l = arg;
 	struct server *srv = l->server;
+	/* replies go out at once: without this a response split over two TLS
+	   records waits for the peer's delayed ACK (~40 ms) */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	switch (l->kind) {
 	case L_SMTP:
 		smtp_session_start(&srv->smtp, fd, sa, (socklen_t)salen, SMTP_LISTENER_SMTP);
