@@ -3261,6 +3261,8 @@ int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest
 	}
 	size_t nsrc_kw = 0;
 	char **src_kw = kw_load(box->path, &nsrc_kw, NULL);
+	uint32_t kw_map[MBOX_MAX_KEYWORDS] = {0};
+	bool kw_mapped[MBOX_MAX_KEYWORDS] = {0};
 	s = prep(db,
 	         "SELECT filename, in_new, flags, keywords, phys_size FROM messages "
 	         "WHERE folder_id = ?1 AND uid = ?2",
@@ -3284,16 +3286,18 @@ int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest
 		uint32_t skw = (uint32_t)sqlite3_column_int64(s, 3);
 		x->phys = (uint64_t)sqlite3_column_int64(s, 4);
 		total += x->phys;
-		/* keywords by name in the destination */
+		/* keywords by name in the destination (each looked up once per call) */
 		for (size_t k = 0; k < nsrc_kw; k++)
 			if (skw & (1u << k)) {
-				const char *nm1[1] = {src_kw[k]};
-				uint32_t b = 0;
-				if (kw_bits(db, path, nm1, 1, &b, error_r) < 0) {
-					kw_free(src_kw, nsrc_kw);
-					goto out;
+				if (!kw_mapped[k]) {
+					const char *nm1[1] = {src_kw[k]};
+					if (kw_bits(db, path, nm1, 1, &kw_map[k], error_r) < 0) {
+						kw_free(src_kw, nsrc_kw);
+						goto out;
+					}
+					kw_mapped[k] = true;
 				}
-				x->kw |= b;
+				x->kw |= kw_map[k];
 			}
 		char *from =
 		    xasprintf("%s/%s/%s", box->path, sqlite3_column_int(s, 1) ? "new" : "cur",
