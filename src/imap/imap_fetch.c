@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #define MAX_FETCH_ITEMS 64
+#define FETCH_BATCH 512 /* messages whose cache records are read in one index scan */
 
 /* ------------------------------------------------------------------ */
 /* sets */
@@ -633,7 +634,8 @@ static void write_binary(struct imap_session *s, struct evbuffer *out, const str
 }
 
 /* One message's FETCH response. 0, or -1 if the message vanished meanwhile. */
-static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, bool add_flags)
+static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, bool add_flags,
+		     struct mbox_cache *preloaded)
 {
 	struct imap_session *s = j->s;
 	const struct mbox_msg *m = &s->view.msgs[idx];
@@ -642,7 +644,11 @@ static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, bool add_f
 	struct loaded l = {0};
 	bool have_body = false;
 	char *err = NULL;
-	if (f->need_cache) {
+	if (f->need_cache && preloaded != NULL && preloaded->envelope != NULL) {
+		cache = *preloaded; /* taken over: cleared below */
+		memset(preloaded, 0, sizeof(*preloaded));
+		have_cache = true;
+	} else if (f->need_cache) {
 		if (mbox_msg_cache(s->view.box, m->uid, &cache, &err) < 0) {
 			free(err);
 			return -1;
@@ -843,13 +849,35 @@ void imap_cmd_fetch(struct imap_job *j)
 		imap_seqset_free(&within);
 	}
 	bool vanished = false;
-	for (size_t i = 0; i < n; i++) {
-		const struct mbox_msg *m = &s->view.msgs[idx[i]];
-		if (f.has_changedsince && m->modseq <= f.changedsince)
-			continue;
-		if (fetch_one(j, &f, idx[i], seen_added != NULL && seen_added[idx[i]]) < 0)
-			vanished = true;
+	/* ENVELOPE/BODYSTRUCTURE of a range: read in index scans of FETCH_BATCH messages */
+	struct mbox_cache *pre = f.need_cache ? xcalloc(FETCH_BATCH, sizeof(*pre)) : NULL;
+	uint32_t *batch_uids = f.need_cache ? xmalloc(FETCH_BATCH * sizeof(uint32_t)) : NULL;
+	for (size_t start = 0; start < n; start += FETCH_BATCH) {
+		size_t end = start + FETCH_BATCH < n ? start + FETCH_BATCH : n;
+		bool have_pre = false;
+		if (pre != NULL) {
+			for (size_t i = start; i < end; i++)
+				batch_uids[i - start] = s->view.msgs[idx[i]].uid;
+			char *cerr = NULL;
+			have_pre = mbox_msg_caches(s->view.box, batch_uids, end - start,
+						   MBOX_CACHE_ENVELOPE | MBOX_CACHE_BODYSTRUCTURE,
+						   pre, &cerr) == 0;
+			free(cerr);
+		}
+		for (size_t i = start; i < end; i++) {
+			const struct mbox_msg *m = &s->view.msgs[idx[i]];
+			if (f.has_changedsince && m->modseq <= f.changedsince)
+				continue;
+			if (fetch_one(j, &f, idx[i], seen_added != NULL && seen_added[idx[i]],
+				      have_pre ? &pre[i - start] : NULL) < 0)
+				vanished = true;
+		}
+		if (have_pre)
+			for (size_t i = 0; i < end - start; i++)
+				mbox_cache_clear(&pre[i]);
 	}
+	free(pre);
+	free(batch_uids);
 	free(seen_added);
 	free(idx);
 	fetch_free(&f);

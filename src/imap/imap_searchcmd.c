@@ -25,6 +25,10 @@ struct search_state {
 	struct imap_session *s;
 	struct mbox_cache cache;
 	uint32_t cache_uid; /* 0: none loaded */
+	/* the header caches of the whole view, read in one index scan the first
+	   time a key needs one (one query per message costs ~10x more) */
+	struct mbox_cache *all;
+	bool all_tried;
 	unsigned char *data;
 	size_t len;
 	uint32_t data_uid;
@@ -39,6 +43,27 @@ static int kw_index(void *arg, const char *name)
 static const struct mbox_cache *get_cache(void *arg, const struct mbox_msg *msg)
 {
 	struct search_state *st = arg;
+	struct imap_view *v = &st->s->view;
+	if (!st->all_tried) {
+		st->all_tried = true;
+		uint32_t *uids = xmalloc((v->n + 1) * sizeof(uint32_t));
+		for (size_t i = 0; i < v->n; i++)
+			uids[i] = v->msgs[i].uid;
+		st->all = xcalloc(v->n + 1, sizeof(*st->all));
+		char *err = NULL;
+		if (mbox_msg_caches(v->box, uids, v->n, MBOX_CACHE_HEADERS, st->all, &err) < 0) {
+			free(err);
+			free(st->all);
+			st->all = NULL;
+		}
+		free(uids);
+	}
+	if (st->all != NULL && msg >= v->msgs && msg < v->msgs + v->n) {
+		struct mbox_cache *c = &st->all[msg - v->msgs];
+		if (c->subject != NULL)
+			return c;
+		/* no cache row (expunged meanwhile, or never cached): one by one below */
+	}
 	if (st->cache_uid == msg->uid)
 		return &st->cache;
 	mbox_cache_clear(&st->cache);
@@ -93,6 +118,11 @@ static void state_clear(struct search_state *st)
 {
 	mbox_cache_clear(&st->cache);
 	free(st->data);
+	if (st->all != NULL) {
+		for (size_t i = 0; i < st->s->view.n; i++)
+			mbox_cache_clear(&st->all[i]);
+		free(st->all);
+	}
 }
 
 /* Run the program over the view: indexes of the matching messages (allocated). */
@@ -240,13 +270,26 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 	struct imap_view *v = &s->view;
 	struct mbox_cache *caches = xcalloc(n + 1, sizeof(*caches));
 	struct imap_sort_msg *msgs = xcalloc(n + 1, sizeof(*msgs));
+	uint32_t *uids = xmalloc((n + 1) * sizeof(uint32_t));
+	for (size_t i = 0; i < n; i++)
+		uids[i] = v->msgs[hits[i]].uid;
+	char *cerr = NULL;
+	if (mbox_msg_caches(v->box, uids, n, MBOX_CACHE_HEADERS, caches, &cerr) < 0) {
+		/* the index failed: every message sorts as one without headers */
+		free(cerr);
+		memset(caches, 0, n * sizeof(*caches));
+	}
+	free(uids);
 	for (size_t i = 0; i < n; i++) {
 		const struct mbox_msg *m = &v->msgs[hits[i]];
-		char *cerr = NULL;
-		if (mbox_msg_cache(v->box, m->uid, &caches[i], &cerr) < 0) {
-			/* expunged meanwhile: sorts as a message without headers */
-			free(cerr);
-			memset(&caches[i], 0, sizeof(caches[i]));
+		if (caches[i].subject == NULL) {
+			/* no cache row: one by one (computed from the file if needed) */
+			mbox_cache_clear(&caches[i]);
+			if (mbox_msg_cache(v->box, m->uid, &caches[i], &cerr) < 0) {
+				free(cerr);
+				cerr = NULL;
+				memset(&caches[i], 0, sizeof(caches[i]));
+			}
 		}
 		imap_sort_msg_fill(&msgs[i], (uint32_t)(hits[i] + 1), m, &caches[i]);
 	}
