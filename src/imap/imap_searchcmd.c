@@ -60,7 +60,7 @@ static const struct mbox_cache *get_cache(void *arg, const struct mbox_msg *msg)
 	}
 	if (st->all != NULL && msg >= v->msgs && msg < v->msgs + v->n) {
 		struct mbox_cache *c = &st->all[msg - v->msgs];
-		if (c->subject != NULL)
+		if (c->found)
 			return c;
 		/* no cache row (expunged meanwhile, or never cached): one by one below */
 	}
@@ -270,11 +270,21 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 	struct imap_view *v = &s->view;
 	struct mbox_cache *caches = xcalloc(n + 1, sizeof(*caches));
 	struct imap_sort_msg *msgs = xcalloc(n + 1, sizeof(*msgs));
+	/* only what the criteria need: ARRIVAL and SIZE come from the view, DATE
+	   needs the date alone, the others the header values */
+	unsigned fields = thread ? MBOX_CACHE_HEADERS : 0;
+	for (size_t k = 0; !thread && k < prog.n; k++) {
+		enum imap_sort_key key = prog.crit[k].key;
+		if (key == IMAP_SORT_DATE)
+			fields |= MBOX_CACHE_DATE;
+		else if (key != IMAP_SORT_ARRIVAL && key != IMAP_SORT_SIZE)
+			fields |= MBOX_CACHE_HEADERS;
+	}
 	uint32_t *uids = xmalloc((n + 1) * sizeof(uint32_t));
 	for (size_t i = 0; i < n; i++)
 		uids[i] = v->msgs[hits[i]].uid;
 	char *cerr = NULL;
-	if (mbox_msg_caches(v->box, uids, n, MBOX_CACHE_HEADERS, caches, &cerr) < 0) {
+	if (fields != 0 && mbox_msg_caches(v->box, uids, n, fields, caches, &cerr) < 0) {
 		/* the index failed: every message sorts as one without headers */
 		free(cerr);
 		memset(caches, 0, n * sizeof(*caches));
@@ -282,7 +292,7 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 	free(uids);
 	for (size_t i = 0; i < n; i++) {
 		const struct mbox_msg *m = &v->msgs[hits[i]];
-		if (caches[i].subject == NULL) {
+		if (fields != 0 && !caches[i].found) {
 			/* no cache row: one by one (computed from the file if needed) */
 			mbox_cache_clear(&caches[i]);
 			if (mbox_msg_cache(v->box, m->uid, &caches[i], &cerr) < 0) {

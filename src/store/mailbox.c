@@ -3546,6 +3546,7 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 			*v[i] = col_dup(s, (int)i);
 		c->date = sqlite3_column_int64(s, (int)ARRAY_SIZE(v));
 		c->date_tz = sqlite3_column_int(s, (int)ARRAY_SIZE(v) + 1);
+		c->found = true;
 		sqlite3_reset(s); /* ends the read transaction */
 		return 0;
 	}
@@ -3566,6 +3567,7 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 		mbox_cache_compute(map, (size_t)sb.st_size, c, &vsize);
 		munmap(map, (size_t)sb.st_size);
 	}
+	c->found = true;
 	return 0;
 }
 
@@ -3579,7 +3581,7 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 	if (db == NULL)
 		return -1;
 	bool env = fields & MBOX_CACHE_ENVELOPE, bs = fields & MBOX_CACHE_BODYSTRUCTURE,
-	     hd = fields & MBOX_CACHE_HEADERS;
+	     hd = fields & MBOX_CACHE_HEADERS, dt = hd || (fields & MBOX_CACHE_DATE);
 	char *sql = xasprintf(
 	    "SELECT uid, %s, %s, %s, %s FROM msgcache WHERE folder_id = ?1 AND uid >= ?2 AND "
 	    "uid <= ?3 ORDER BY uid",
@@ -3587,7 +3589,7 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 	    hd ? "subject, hfrom, hto, hcc, hbcc, message_id, in_reply_to, refs, sort_from, "
 	         "sort_to, sort_cc, display_from, display_to"
 	       : "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
-	    hd ? "date, date_tz" : "0, 0");
+	    dt ? "date, date_tz" : "0, 0");
 	sqlite3_stmt *s = prep(db, sql, error_r);
 	free(sql);
 	if (s == NULL)
@@ -3615,6 +3617,7 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 				*v[k] = col_dup(s, (int)k + 1);
 		c->date = sqlite3_column_int64(s, (int)ARRAY_SIZE(v) + 1);
 		c->date_tz = sqlite3_column_int(s, (int)ARRAY_SIZE(v) + 2);
+		c->found = true;
 		i++;
 	}
 	sqlite3_finalize(s);

@@ -260,6 +260,7 @@ struct mbox_cache {
 	char *display_from, *display_to;     /* SORT=DISPLAY */
 	int64_t date;        /* Date: header in seconds since the epoch (0 if absent/bad) */
 	int date_tz;         /* its zone offset in minutes */
+	bool found;          /* filled from a cache row (mbox_msg_caches: false = no row) */
 };
 void mbox_cache_clear(struct mbox_cache *c);
 
@@ -270,6 +271,7 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c_r, char 
 #define MBOX_CACHE_ENVELOPE 0x01      /* envelope */
 #define MBOX_CACHE_BODYSTRUCTURE 0x02 /* bodystructure and body */
 #define MBOX_CACHE_HEADERS 0x04       /* the header values, sort keys and date */
+#define MBOX_CACHE_DATE 0x08          /* only date and date_tz (SORT by DATE) */
 
 /*
  * The cache records of many messages in one index scan (SEARCH, SORT,
