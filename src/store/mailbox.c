@@ -15,7 +15,8 @@
  *
  * The index is a cache. Folder rows record the mtimes (ns) of new/ and cur/
  * as of the last scan, so a sync with nothing changed is two stat() calls
- * and one SELECT; a directory whose mtime is within a second of now is not
+ * and one SELECT; a directory whose mtime is within 100 ms of now (a second on a
+ * file system with whole-second timestamps) is not
  * trusted (a change in the same clock tick would go unseen) and is scanned
  * again next time. A scan runs inside BEGIN IMMEDIATE, which also
  * serialises UID allocation between threads and processes.
@@ -1600,8 +1601,12 @@ static int64_t mtime_to_store(int64_t mtime_ns)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	/* a change later in the same clock tick would leave the mtime as it is: distrust it */
-	return ts_ns(&now) - mtime_ns < 1000000000 ? -1 : mtime_ns;
+	/* a change later in the same clock tick would leave the mtime as it is: distrust it
+	   until that tick is surely over. Timestamps come from the kernel's coarse clock
+	   (one jiffy, at most 10 ms); a file system with whole-second timestamps (the
+	   nanoseconds are 0) gets a whole second. */
+	int64_t tick = mtime_ns % 1000000000 == 0 ? 1000000000 : 100000000;
+	return ts_ns(&now) - mtime_ns < tick ? -1 : mtime_ns;
 }
 
 static void dents_free(struct dent *d, size_t n)
