@@ -63,6 +63,7 @@ struct imap_session {
 	struct bufferevent *bev;
 	struct event *wake;       /* IDLE: a watched folder changed */
 	struct event *close_timer;
+	struct event *login_timer; /* not logged in within idle_timeout: closed, however busy */
 	unsigned close_tries;
 	enum imap_state state;
 	char ip[64];

@@ -122,6 +122,9 @@ static void session_destroy(struct imap_session *s)
 	if (s->close_timer != NULL)
 		event_free(s->close_timer);
 	s->close_timer = NULL;
+	if (s->login_timer != NULL)
+		event_free(s->login_timer);
+	s->login_timer = NULL;
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
 	s->bev = NULL;
@@ -389,6 +392,8 @@ static void login_done(struct imap_session *s, struct imap_job *j)
 		s->acct = j->new_acct;
 		j->new_acct = NULL;
 		s->state = IMAP_AUTH;
+		if (s->login_timer != NULL)
+			event_del(s->login_timer);
 		reader_limits(s);
 		set_timeout(s);
 		log_info("event=imap_login client=%s user=%s tls=%s", s->ip, s->user,
@@ -1004,6 +1009,19 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	session_destroy(s);
 }
 
+/* Slowloris: the read timeout is re-armed by every byte, so a client that
+   dribbles a never-ending line would stay forever. Before login there is a
+   deadline for the whole of it, as Dovecot's login processes have. */
+static void on_login_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct imap_session *s = arg;
+	if (s->dead || s->state != IMAP_NOT_AUTH)
+		return;
+	log_info("event=imap_timeout client=%s reason=no_login", s->ip);
+	imap_reply(output(s), "* BYE Login timeout");
+	session_close(s);
+}
+
 static void refuse(evutil_socket_t fd, const char *msg, const char *ip, const char *reason)
 {
 	/* best effort: the socket is fresh, the line fits in its buffer */
@@ -1066,6 +1084,9 @@ void imap_session_start(struct imap_server *srv, evutil_socket_t fd, const struc
 	snprintf(s->ip, sizeof(s->ip), "%s", ip);
 	reader_limits(s);
 	s->wake = event_new(srv->base, -1, 0, on_wake, s);
+	s->login_timer = evtimer_new(srv->base, on_login_timeout, s);
+	struct timeval ltv = {(time_t)cfg->idle_timeout, 0};
+	evtimer_add(s->login_timer, &ltv);
 	s->next = srv->sessions;
 	if (srv->sessions != NULL)
 		srv->sessions->prev = s;
