@@ -483,7 +483,7 @@ def test_bad_input_never_crashes(server, raw_factory):
     r.line()
     # a literal larger than allowed before login is refused without reading it
     lines = r.cmd("a", "LOGIN {999999999}")
-    assert any("BAD" in ln for ln in lines) or True
+    assert lines[-1].startswith("a BAD [TOOBIG]"), lines
     r.send("b NOOP\r\n")
     assert r.until_tagged("b")[-1].startswith("b OK")
     r.send("c " + "x" * 20000 + "\r\n")
@@ -551,7 +551,7 @@ def test_condstore_and_qresync(server, raw_factory):
     lines = r2.cmd("l", "NOOP")
     assert "* VANISHED 3" in lines, lines
     lines = r2.cmd("m", "UID FETCH 1:* (FLAGS) (CHANGEDSINCE %d VANISHED)" % modseq0)
-    assert any(ln.startswith("* VANISHED (EARLIER)") for ln in lines) or True
+    assert "* VANISHED (EARLIER) 2:3" in lines, lines
 
 
 def test_esearch_and_searchres(server, raw_factory):
