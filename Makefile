@@ -9,7 +9,7 @@ JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 FUZZ_SECONDS ?= 10
 POSTERN      = $(BUILD)/postern
 
-.PHONY: all build run check unit fuzz-check integration fuzz bench clean deps
+.PHONY: all build run check unit fuzz-check integration fuzz bench soak clean deps
 
 all: build
 
@@ -61,6 +61,13 @@ bench:
 	$(PYTHON) bench/smtp-ingest --postern $(CURDIR)/$(POSTERN)
 	@cmake --build $(BUILD) -j $(JOBS) --target bench-imap-load
 	$(PYTHON) bench/imap-bench --postern $(CURDIR)/$(POSTERN)
+
+# The fault tests with longer runs (more kill -9 rounds, bigger loads): POSTERN_SOAK=1.
+soak:
+	@scripts/deps.sh check
+	cmake -S . -B $(CHECK_BUILD) -DCMAKE_BUILD_TYPE=Debug -DPOSTERN_SANITIZE=ON -DPOSTERN_WERROR=ON >/dev/null
+	cmake --build $(CHECK_BUILD) -j $(JOBS) --target postern
+	POSTERN_SOAK=1 POSTERN_BIN=$(CURDIR)/$(CHECK_BUILD)/postern $(PYTHON) -m pytest -q -p no:cacheprovider tests/fault
 
 clean:
 	rm -rf $(BUILD) $(CHECK_BUILD) $(FUZZ_BUILD)

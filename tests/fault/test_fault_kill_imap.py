@@ -8,6 +8,7 @@ times at moments when all of that is in flight. After each restart:
   - the index agrees with the files (IMAP lists exactly the messages the Maildir holds).
 """
 import imaplib
+import os
 import re
 import threading
 import time
@@ -15,7 +16,7 @@ import time
 from conftest import DOMAIN, PASSWORD, RawSMTP, make_message, tls_client_context
 
 USER = "a@" + DOMAIN
-ROUNDS = 3
+ROUNDS = 20 if os.environ.get("POSTERN_SOAK") else 3  # make soak: many more kills
 TOKEN_RE = re.compile(rb"Subject: (k[ai]-\d+-\d+)")
 
 
