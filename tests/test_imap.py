@@ -787,3 +787,30 @@ def test_slowloris_before_login_is_cut(postern_factory):
     c = imaps(p)
     assert c.select("INBOX")[0] == "OK"
     c.logout()
+
+
+def test_multiappend_and_literal8(server, raw_factory):
+    user = fresh_user(server, "multi2")
+    r = login_raw(server, user, raw_factory)
+    m1 = b"Subject: one\r\n\r\nfirst\r\n"
+    m2 = b"Subject: two\r\n\r\nsecond \x00 with a NUL\r\n"
+    r.send(b"a APPEND Archive {%d+}\r\n%s (\\Seen) ~{%d+}\r\n%s\r\n" % (len(m1), m1, len(m2), m2))
+    lines = r.until_tagged("a")
+    m = re.match(r"a OK \[APPENDUID (\d+) (\d+):(\d+)\]", lines[-1])
+    assert m and int(m.group(3)) == int(m.group(2)) + 1, lines
+    # all or nothing: a bad second message stores neither
+    r.send(b"b APPEND Archive {%d+}\r\n%s (\\Bogus) {%d+}\r\n%s\r\n" % (len(m1), m1, len(m1), m1))
+    assert r.until_tagged("b")[-1].startswith("b BAD")
+    lines = r.cmd("c", "STATUS Archive (MESSAGES)")
+    assert '* STATUS "Archive" (MESSAGES 2)' in lines, lines
+    lines = r.cmd("d", "SELECT Archive")
+    r.send(b"e FETCH 2 (FLAGS BINARY.PEEK[])\r\n")
+    data = b""
+    deadline = time.time() + 10
+    while b"e OK" not in data and time.time() < deadline:
+        r.s.settimeout(1)
+        try:
+            data += r.s.recv(65536)
+        except socket.timeout:
+            pass
+    assert b"~{%d}\r\n%s" % (len(m2), m2) in r.buf + data, data

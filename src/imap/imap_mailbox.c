@@ -1248,10 +1248,10 @@ void imap_cmd_append(struct imap_job *j)
 			log_info("event=imap_append user=%s folder=\"%s\" messages=%zu", s->user,
 				 name, n);
 			imap_view_sync(s, j->out, j->expunge_ok);
-			evbuffer_add_printf(j->out, "%s OK [APPENDUID %u ", j->tag, uidvalidity);
-			for (size_t i = 0; i < n; i++)
-				evbuffer_add_printf(j->out, "%s%u", i > 0 ? "," : "", uids[i]);
-			imap_reply(j->out, "] APPEND completed");
+			char *set = imap_seqset_format(uids, n);
+			imap_reply(j->out, "%s OK [APPENDUID %u %s] APPEND completed", j->tag,
+				   uidvalidity, set);
+			free(set);
 		}
 		free(uids);
 	}
