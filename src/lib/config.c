@@ -162,9 +162,9 @@ static const struct knob knobs[] = {
 	{"limits", "max_messages_per_session", K_UINT, F(max_messages_per_session), "100", 1,
 	 1000000, NULL, "Messages per SMTP connection before 421"},
 	{"limits", "max_connections", K_UINT, F(max_connections), "1000", 1, 1000000, NULL,
-	 "Concurrent SMTP connections in total"},
+	 "Concurrent connections in total, for each of SMTP, IMAP and POP3"},
 	{"limits", "max_connections_per_ip", K_UINT, F(max_connections_per_ip), "20", 1, 1000000,
-	 NULL, "Concurrent SMTP connections from one client IP"},
+	 NULL, "Concurrent connections from one client IP, for each of SMTP, IMAP and POP3"},
 	{"limits", "messages_per_ip_per_minute", K_UINT, F(messages_per_ip_per_minute), "60", 1,
 	 10000000, NULL,
 	 "Messages accepted per client IP per minute (trusted networks and authenticated users "
