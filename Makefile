@@ -61,6 +61,8 @@ bench:
 	$(PYTHON) bench/smtp-ingest --postern $(CURDIR)/$(POSTERN)
 	@cmake --build $(BUILD) -j $(JOBS) --target bench-imap-load
 	$(PYTHON) bench/imap-bench --postern $(CURDIR)/$(POSTERN)
+	@cmake --build $(BUILD) -j $(JOBS) --target bench-smtp-load
+	$(PYTHON) bench/smtp-relay --postern $(CURDIR)/$(POSTERN)
 
 # The fault tests with longer runs (more kill -9 rounds, bigger loads): POSTERN_SOAK=1.
 soak:
