@@ -156,6 +156,8 @@ def test_spf_dkim_dmarc_pass(env):
     assert re.search(r"spf=pass .*smtp\.mailfrom=alice@auth\.test", ar[0]), ar
     assert re.search(r"dkim=pass .*header\.d=auth\.test header\.s=sel header\.b=\S{8}", ar[0]), ar
     assert re.search(r"dmarc=pass \(p=reject dis=none\) header\.from=auth\.test", ar[0]), ar
+    # the HELO identity is checked too (client.example.test: no SPF record there)
+    assert re.search(r"spf=none .*smtp\.helo=client\.example\.test", ar[0]), ar
     # the client's FCrDNS (127.0.0.1 -> client.auth.test -> 127.0.0.1)
     assert "iprev=pass (client.auth.test) policy.iprev=127.0.0.1" in ar[0], ar
     # above our Received header, which is above the sender's signature
