@@ -16,6 +16,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
@@ -81,6 +83,10 @@ struct smtpc *smtpc_connect(const struct sockaddr *sa, socklen_t salen, unsigned
 		*error_r = strerror(errno);
 		return NULL;
 	}
+	/* the end of DATA (".\r\n", a write of its own) must not wait for the peer's
+	   delayed ACK under Nagle: ~40 ms per message (found by bench/smtp-relay) */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct smtpc *c = xcalloc(1, sizeof(*c));
 	c->fd = fd;
 	c->command_ms = command_ms;
