@@ -46,4 +46,44 @@ enum arc_result arc_verifier_finish(struct arc_verifier *v, struct arc_outcome *
 void arc_outcome_clear(struct arc_outcome *out);
 void arc_verifier_free(struct arc_verifier **v);
 
+/* ---- sealing (RFC 8617 5.1) ---- */
+
+/*
+ * Adds an ARC set when we forward a message: ARC-Authentication-Results,
+ * ARC-Message-Signature (relaxed/relaxed, no l=, never signing ARC-Seal)
+ * and ARC-Seal, instance N = the newest instance the message carries + 1.
+ * The message is pushed as it will be forwarded (CRLF or LF), without the
+ * header fields the caller prepends itself; the header section is buffered
+ * (bounded as for DKIM), the body is hashed as it streams.
+ */
+struct arc_seal_params {
+	const char *domain;   /* d= */
+	const char *selector; /* s= */
+	const char *key_pem;  /* private key, RSA (>= 1024 bits) or Ed25519, PEM */
+	time_t timestamp;     /* t= */
+};
+
+struct arc_sealer;
+
+/* Returns NULL with *error_r set (static string) on a bad key, domain or selector. */
+struct arc_sealer *arc_sealer_new(const struct arc_seal_params *p, const char **error_r);
+/* Feed message bytes. Returns 0, or -1 when the header section is too large. */
+int arc_sealer_push(struct arc_sealer *s, const void *data, size_t len);
+/*
+ * End of message. `auth_results`: the results we computed for the message,
+ * either an Authentication-Results value ("authserv-id; spf=pass ...") or
+ * whole fields ("Authentication-Results: ...\r\n", the first one is used).
+ * `cv`: what our own validation of the arriving chain found (ignored when
+ * the message carries no ARC field: cv=none). A chain we found failed is
+ * sealed cv=fail, its seal covering only the new set (RFC 8617 5.1.2).
+ * Returns "ARC-Seal: ...\r\nARC-Message-Signature: ...\r\n
+ * ARC-Authentication-Results: ...\r\n" to prepend (xmalloc'd), or NULL with
+ * *error_r set: the header section is too large, the chain already has
+ * ARC_MAX_INSTANCES sets, its newest seal already says cv=fail (nothing
+ * to add, RFC 8617 5.1.2), no results were given, or signing failed.
+ */
+char *arc_sealer_finish(struct arc_sealer *s, const char *auth_results, enum arc_result cv,
+			const char **error_r);
+void arc_sealer_free(struct arc_sealer **s);
+
 #endif
