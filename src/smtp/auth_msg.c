@@ -71,6 +71,8 @@ struct auth_msg {
 	struct dkim_key_resolver keyres;
 	struct dkim_verifier *verifier;
 	struct arc_verifier *arc;
+	struct arc_sealer *sealer; /* forwarded: our ARC set (RFC 8617 5.1) */
+	char *seal_name;           /* "domain/selector" for the log */
 
 	/* signing */
 	struct dkim_signer *signers[MAX_SIGNERS];
@@ -198,6 +200,7 @@ struct auth_msg *auth_msg_new(enum auth_mode mode, const struct auth_params *p,
 	m->p.dns_resolver = xstrdup(p->dns_resolver != NULL ? p->dns_resolver : "");
 	m->p.dmarc_reject = xstrdup(p->dmarc_reject != NULL ? p->dmarc_reject : "reject");
 	m->p.arc_trusted = xstrdup(p->arc_trusted != NULL ? p->arc_trusted : "");
+	m->p.arc_seal_domain = p->arc_seal_domain != NULL ? xstrdup(p->arc_seal_domain) : NULL;
 	m->p.helo = xstrdup(p->helo != NULL ? p->helo : "");
 	m->p.mail_from = xstrdup(p->mail_from != NULL ? p->mail_from : "");
 	m->p.iprev = p->iprev != NULL ? xstrdup(p->iprev) : NULL;
@@ -224,6 +227,7 @@ void auth_msg_free(struct auth_msg **mp)
 	free((char *)m->p.dns_resolver);
 	free((char *)m->p.dmarc_reject);
 	free((char *)m->p.arc_trusted);
+	free((char *)m->p.arc_seal_domain);
 	free((char *)m->p.helo);
 	free((char *)m->p.mail_from);
 	free((char *)m->p.iprev);
@@ -234,6 +238,8 @@ void auth_msg_free(struct auth_msg **mp)
 	if (m->verifier != NULL)
 		dkim_verifier_free(&m->verifier);
 	arc_verifier_free(&m->arc);
+	arc_sealer_free(&m->sealer);
+	free(m->seal_name);
 	for (size_t i = 0; i < m->nsigners; i++) {
 		dkim_signer_free(&m->signers[i]);
 		free(m->sign_names[i]);
@@ -252,6 +258,8 @@ static void emit(struct auth_msg *m, const char *data, size_t len)
 	m->write(m->ctx, data, len);
 	for (size_t i = 0; i < m->nsigners; i++)
 		dkim_signer_push(m->signers[i], data, len);
+	if (m->sealer != NULL)
+		arc_sealer_push(m->sealer, data, len);
 }
 
 static bool name_is(const char *f, size_t name_len, const char *name)
@@ -365,6 +373,48 @@ static void start_signers(struct auth_msg *m)
 	}
 }
 
+/*
+ * The ARC sealer for a forwarded message: the forwarding domain's active
+ * key, RSA when it has one (what every ARC verifier understands today),
+ * else Ed25519. No usable key: not sealed (logged).
+ */
+static void start_sealer(struct auth_msg *m)
+{
+	const char *dom = m->p.arc_seal_domain;
+	if (!dkimkeys_name_ok(dom, DMARC_MAX_DOMAIN))
+		return;
+	struct dkimkey_list keys = {0};
+	char *err = NULL;
+	if (dkimkeys_load_active(m->p.data_dir, dom, &keys, &err) < 0) {
+		log_error("event=arc_seal_keys_failed domain=%s error=\"%s\"", dom, err);
+		free(err);
+		return;
+	}
+	const struct dkimkey *k = NULL;
+	for (size_t i = 0; i < keys.n; i++)
+		if (k == NULL ||
+		    (k->alg != DKIM_KEYGEN_RSA2048 && keys.v[i].alg == DKIM_KEYGEN_RSA2048))
+			k = &keys.v[i];
+	if (k == NULL) {
+		log_info("event=arc_seal_skipped domain=%s reason=\"no active DKIM key\"", dom);
+	} else {
+		struct arc_seal_params sp = {
+		    .domain = k->domain,
+		    .selector = k->selector,
+		    .key_pem = k->pem,
+		    .timestamp = time(NULL),
+		};
+		const char *e = NULL;
+		m->sealer = arc_sealer_new(&sp, &e);
+		if (m->sealer == NULL)
+			log_error("event=arc_seal_key_unusable domain=%s selector=%s error=\"%s\"",
+				  k->domain, k->selector, e != NULL ? e : "?");
+		else
+			m->seal_name = xasprintf("%s/%s", k->domain, k->selector);
+	}
+	dkimkey_list_free(&keys);
+}
+
 /* The header section is complete (hdr holds it, with its empty line if any). */
 static void header_done(struct auth_msg *m)
 {
@@ -387,6 +437,8 @@ static void header_done(struct auth_msg *m)
 	}
 	if (m->mode == AUTH_MODE_SIGN)
 		start_signers(m);
+	else if (m->p.arc_seal_domain != NULL)
+		start_sealer(m);
 	if (m->verifier != NULL)
 		dkim_verifier_push(m->verifier, m->hdr, m->hdr_len);
 	if (m->arc != NULL)
@@ -725,10 +777,25 @@ static void verify_work(struct auth_msg *m)
 					   "of %s (p=%s)",
 					   tok, dmarc_policy_name(dm[worst].policy));
 	}
+	/* forwarded outside: our ARC set, sealing these results (RFC 8617 5.1), above them and
+	   below the quarantine mark (which must stay the first line) */
+	char *set = NULL;
+	if (m->sealer != NULL && m->verdict != AUTH_REJECT) {
+		const char *e = NULL;
+		set = arc_sealer_finish(m->sealer, ar.s, arc.result, &e);
+		const char *cv = set != NULL ? strstr(set, " cv=") : NULL;
+		if (set != NULL)
+			log_info("event=arc_sealed key=%s cv=%.4s", m->seal_name,
+				 cv != NULL ? cv + 4 : "?");
+		else
+			log_info("event=arc_seal_skipped key=%s reason=\"%s\"", m->seal_name,
+				 e != NULL ? e : "?");
+	}
 	struct strbuf pre = {0};
 	if (m->verdict == AUTH_QUARANTINE)
 		sb_add(&pre, "X-Postern-Quarantine: dmarc policy=%s domain=%s\r\n", why, tok);
-	sb_add(&pre, "%s", ar.s);
+	sb_add(&pre, "%s%s", set != NULL ? set : "", ar.s);
+	free(set);
 	m->prefix = pre.s;
 	free(ar.s);
 

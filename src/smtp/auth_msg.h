@@ -46,6 +46,8 @@ struct auth_params {
 	const char *dns_resolver; /* [dns] resolver */
 	const char *dmarc_reject; /* [policy] dmarc_reject: reject|quarantine|mark */
 	const char *arc_trusted;  /* [policy] arc_trusted_sealers */
+	const char *arc_seal_domain; /* verify mode: forwarded outside, add an ARC set (RFC 8617
+				      5.1) signed with this domain's DKIM key; NULL: none */
 	/* the SMTP transaction */
 	struct sockaddr_storage client;
 	const char *helo;

@@ -121,6 +121,7 @@ struct smtp_session {
 	char queue_id[QUEUE_ID_MAX];
 	struct spool_msg *msg;
 	struct auth_msg *auth; /* SPF/DKIM/DMARC or DKIM signing of this message */
+	char *arc_domain;      /* an accepted alias of it forwards outside: ARC-seal as it */
 	struct smtp_data data;
 	char *dbuf;          /* DATA decode output, 2 * DATA_CHUNK + 4; only during DATA */
 	uint64_t size;       /* message octets after our Received header */
@@ -217,6 +218,7 @@ static void transaction_reset(struct smtp_session *s)
 	memset(&s->mail, 0, sizeof(s->mail));
 	spool_msg_free(&s->msg);
 	auth_msg_free(&s->auth);
+	xfree(&s->arc_domain);
 	s->queue_id[0] = '\0';
 	s->size = 0;
 	s->too_big = s->write_failed = s->bdat_started = s->bdat_last = false;
@@ -438,6 +440,10 @@ static void rcpt_done(void *arg)
 			s->quota[s->nquota++] = (struct quota_check){acc->id, acc->quota, acc->used};
 		}
 		rcpt_add(s, j->address, &j->args, j->res.naccounts > 0);
+		/* forwarded outside: the copies carry an ARC set of the alias's domain */
+		const char *at = strrchr(j->address, '@');
+		if (j->res.nexternal > 0 && s->arc_domain == NULL && at != NULL)
+			s->arc_domain = str_lower(xstrdup(at + 1));
 		log_info("event=rcpt client=%s to=%s local=%s", s->ip, qa,
 			 j->res.naccounts > 0 ? "yes" : "no");
 		reply(s, "250 2.1.5 Ok");
@@ -728,6 +734,7 @@ static void message_begin(struct smtp_session *s)
 	    .dns_resolver = s->cfg->dns_resolver,
 	    .dmarc_reject = s->cfg->dmarc_reject,
 	    .arc_trusted = s->cfg->arc_trusted_sealers,
+	    .arc_seal_domain = inbound(s) ? s->arc_domain : NULL,
 	    .client = s->sa,
 	    .helo = s->helo,
 	    .mail_from = s->env.sender,
