@@ -63,6 +63,8 @@ bench:
 	$(PYTHON) bench/imap-bench --postern $(CURDIR)/$(POSTERN)
 	@cmake --build $(BUILD) -j $(JOBS) --target bench-smtp-load
 	$(PYTHON) bench/smtp-relay --postern $(CURDIR)/$(POSTERN)
+	@cmake --build $(BUILD) -j $(JOBS) --target bench-dkim
+	$(PYTHON) bench/dkim-bench --bench $(CURDIR)/$(BUILD)/bench-dkim
 
 # The fault tests with longer runs (more kill -9 rounds, bigger loads): POSTERN_SOAK=1.
 soak:
