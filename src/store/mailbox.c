@@ -284,10 +284,41 @@ static sqlite3_stmt *prep(sqlite3 *db, const char *sql, char **error_r)
 	return s;
 }
 
+/*
+ * The index has one write lock. Our own threads queue for it on a mutex,
+ * taken by BEGIN and given back once the transaction has ended (COMMIT,
+ * ROLLBACK, or a failed BEGIN): a thread waiting in SQLite's busy handler
+ * would sleep in steps of up to 100 ms instead of being woken when the lock
+ * is free. Other processes (the CLI) still meet SQLite's busy timeout.
+ */
+static pthread_mutex_t index_write_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local bool index_write_held;
+
+static void index_write_release(sqlite3 *db)
+{
+	if (index_write_held && sqlite3_get_autocommit(db)) {
+		index_write_held = false;
+		pthread_mutex_unlock(&index_write_mu);
+	}
+}
+
 static int exec(sqlite3 *db, const char *sql, char **error_r)
 {
-	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-		return fail_db(error_r, db, sql);
+	if (strncmp(sql, "BEGIN", 5) == 0 && !index_write_held) {
+		pthread_mutex_lock(&index_write_mu);
+		index_write_held = true;
+	}
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	if (rc != SQLITE_OK) {
+		fail_db(error_r, db, sql);
+		/* a COMMIT that failed leaves the transaction open: end it here, so that
+		   no path can keep the write lock */
+		if (strcmp(sql, "COMMIT") == 0 && !sqlite3_get_autocommit(db))
+			sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		index_write_release(db);
+		return -1;
+	}
+	index_write_release(db);
 	return 0;
 }
 
@@ -295,6 +326,7 @@ static void rollback(sqlite3 *db)
 {
 	if (!sqlite3_get_autocommit(db))
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	index_write_release(db);
 }
 
 static char *col_dup(sqlite3_stmt *s, int i)
@@ -1243,6 +1275,73 @@ static int kw_index_dir(sqlite3 *db, const char *dir, const char *name, bool cre
 	return ret;
 }
 
+/* ---- folder locks ---- */
+
+/*
+ * One mutex per folder (by path), for this process's threads: held by whoever
+ * changes a folder's files or its uidlist — a scan, an append, a store, an
+ * expunge — so that the slow part of an append (the uidlist and directory
+ * fsyncs) runs outside the index's write lock, which is one for the whole
+ * server, while no other thread of ours sees the folder half done. Taken
+ * before the index write lock, never after it. Other processes (the CLI) are
+ * kept in order by the index write lock alone, as before.
+ */
+struct folder_lock {
+	struct folder_lock *next;
+	char *path;
+	unsigned refs;
+	pthread_mutex_t mu;
+};
+
+#define FOLDER_LOCK_BUCKETS 64
+static pthread_mutex_t folder_locks_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct folder_lock *folder_locks[FOLDER_LOCK_BUCKETS];
+
+static struct folder_lock **folder_lock_bucket(const char *path)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)path; *p != '\0'; p++)
+		h = (h ^ *p) * 16777619u;
+	return &folder_locks[h % FOLDER_LOCK_BUCKETS];
+}
+
+static struct folder_lock *folder_lock(const char *path)
+{
+	pthread_mutex_lock(&folder_locks_mu);
+	struct folder_lock **b = folder_lock_bucket(path), *l = *b;
+	while (l != NULL && strcmp(l->path, path) != 0)
+		l = l->next;
+	if (l == NULL) {
+		l = xcalloc(1, sizeof(*l));
+		l->path = xstrdup(path);
+		pthread_mutex_init(&l->mu, NULL);
+		l->next = *b;
+		*b = l;
+	}
+	l->refs++;
+	pthread_mutex_unlock(&folder_locks_mu);
+	pthread_mutex_lock(&l->mu);
+	return l;
+}
+
+static void folder_unlock(struct folder_lock *l)
+{
+	if (l == NULL)
+		return;
+	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_lock(&folder_locks_mu);
+	if (--l->refs == 0) {
+		struct folder_lock **pp = folder_lock_bucket(l->path);
+		while (*pp != l)
+			pp = &(*pp)->next;
+		*pp = l->next;
+		pthread_mutex_destroy(&l->mu);
+		free(l->path);
+		free(l);
+	}
+	pthread_mutex_unlock(&folder_locks_mu);
+}
+
 /* ---- folder rows and sync ---- */
 
 struct frow {
@@ -1597,16 +1696,81 @@ static void bind_cache(sqlite3_stmt *s, int first, const struct mbox_cache *c)
 	"(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "  \
 	"?20)"
 
-static int64_t mtime_to_store(int64_t mtime_ns)
+/*
+ * A change later in the same clock tick would leave a directory's mtime as it
+ * is. Timestamps come from the kernel's coarse clock (one jiffy, at most
+ * 10 ms): a tick is surely over 100 ms later; a file system with whole-second
+ * timestamps (the nanoseconds are 0) gets a whole second.
+ */
+static bool mtime_settled(int64_t mtime_ns)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
-	/* a change later in the same clock tick would leave the mtime as it is: distrust it
-	   until that tick is surely over. Timestamps come from the kernel's coarse clock
-	   (one jiffy, at most 10 ms); a file system with whole-second timestamps (the
-	   nanoseconds are 0) gets a whole second. */
 	int64_t tick = mtime_ns % 1000000000 == 0 ? 1000000000 : 100000000;
-	return ts_ns(&now) - mtime_ns < tick ? -1 : mtime_ns;
+	return ts_ns(&now) - mtime_ns >= tick;
+}
+
+/* What a scan records: the mtime it saw, or -1 (scan again) while its tick may go on. */
+static int64_t mtime_to_store(int64_t mtime_ns)
+{
+	return mtime_settled(mtime_ns) ? mtime_ns : -1;
+}
+
+/*
+ * Does the recorded mtime `rec` vouch for a directory whose mtime is `m`?
+ * rec > 0: a scan saw the directory at rec, in a settled tick. rec < -1: our
+ * own change (store, expunge, append under the index write lock) left it at
+ * -rec with the index in step; trusted while that tick lasts, since only
+ * another program's change in the very same tick can hide behind it; once the
+ * tick is over the next sync scans once to make sure (and records a settled
+ * mtime). Own changes made one after another thus cost no scan at all.
+ */
+static bool mtime_vouches(int64_t rec, int64_t m)
+{
+	if (m <= 0)
+		return false;
+	if (rec == m)
+		return true;
+	return rec < -1 && -rec == m && !mtime_settled(m);
+}
+
+static int64_t dir_mtime(const char *path, const char *sub)
+{
+	char *d = xasprintf("%s/%s", path, sub);
+	struct stat sb;
+	int r = stat(d, &sb);
+	free(d);
+	return r == 0 ? ts_ns(&sb.st_mtim) : 0;
+}
+
+/*
+ * After our own change to cur/ (under the index write lock, the rows already
+ * changed to match): the value to record for cur/. If the index was in step
+ * with the directory before the change (rec vouched for `pre`), it still is;
+ * otherwise leave rec, and the next sync scans.
+ */
+static int64_t mtime_carry(int64_t rec, int64_t pre, int64_t post)
+{
+	if (post <= 0 || !mtime_vouches(rec, pre))
+		return rec;
+	return post == rec ? rec : -post;
+}
+
+/* mtime_carry() for changes that do not otherwise rewrite the folder row. */
+static int cur_carry(sqlite3 *db, int64_t folder_id, int64_t rec, int64_t pre, const char *path,
+                     char **error_r)
+{
+	int64_t v = mtime_carry(rec, pre, dir_mtime(path, "cur"));
+	if (v == rec)
+		return 0;
+	sqlite3_stmt *s = prep(db, "UPDATE folders SET cur_mtime = ?2 WHERE id = ?1", error_r);
+	if (s == NULL)
+		return -1;
+	sqlite3_bind_int64(s, 1, folder_id);
+	sqlite3_bind_int64(s, 2, v);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : fail_db(error_r, db, "folder update");
 }
 
 static void dents_free(struct dent *d, size_t n)
@@ -1701,6 +1865,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 	int64_t usage_delta = 0;
 	bool changed = false;
 	sqlite3_stmt *s = NULL;
+	struct folder_lock *flock = NULL;
 
 	if (stat(newdir, &sn) < 0 || stat(curdir, &sc) < 0) {
 		fail(error_r, errno == ENOENT ? ENOENT : EIO, "folder %s: %s", name,
@@ -1710,16 +1875,26 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 	int f = frow_get(db, a->id, name, row_r, error_r);
 	if (f < 0)
 		goto out;
-	if (f == 1 && !reindex && row_r->new_mtime == ts_ns(&sn.st_mtim) &&
-	    row_r->cur_mtime == ts_ns(&sc.st_mtim)) {
+	if (f == 1 && !reindex && mtime_vouches(row_r->new_mtime, ts_ns(&sn.st_mtim)) &&
+	    mtime_vouches(row_r->cur_mtime, ts_ns(&sc.st_mtim))) {
 		ret = 0; /* nothing changed: two stat() calls */
 		goto out;
 	}
+	flock = folder_lock(path);
 	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0)
 		goto out;
 	f = frow_get(db, a->id, name, row_r, error_r);
 	if (f < 0)
 		goto out;
+	/* another thread's change or scan, which we waited for, may have brought the
+	   index in step */
+	if (f == 1 && !reindex && stat(newdir, &sn) == 0 && stat(curdir, &sc) == 0 &&
+	    mtime_vouches(row_r->new_mtime, ts_ns(&sn.st_mtim)) &&
+	    mtime_vouches(row_r->cur_mtime, ts_ns(&sc.st_mtim))) {
+		rollback(db);
+		ret = 0;
+		goto out;
+	}
 	bool rebuild = f == 0;
 	if (rebuild && frow_create(db, a->id, name, path, row_r, error_r) < 0)
 		goto out;
@@ -2013,6 +2188,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 out:
 	if (ret < 0)
 		rollback(db);
+	folder_unlock(flock);
 	sqlite3_finalize(s);
 	free(newdir);
 	free(curdir);
@@ -2640,18 +2816,22 @@ static bool uid_in(const uint32_t *uids, size_t n, uint32_t uid)
 	return false;
 }
 
-static int folder_bump(sqlite3 *db, int64_t folder_id, uint64_t *modseq_r, char **error_r)
+/* Raise HIGHESTMODSEQ; *cur_mtime_r: the recorded mtime of cur/ (see mtime_carry()). */
+static int folder_bump(sqlite3 *db, int64_t folder_id, uint64_t *modseq_r, int64_t *cur_mtime_r,
+                       char **error_r)
 {
 	sqlite3_stmt *s = prep(db,
 	                       "UPDATE folders SET highestmodseq = highestmodseq + 1 "
-	                       "WHERE id = ?1 RETURNING highestmodseq",
+	                       "WHERE id = ?1 RETURNING highestmodseq, cur_mtime",
 	                       error_r);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, folder_id);
 	int rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
+	if (rc == SQLITE_ROW) {
 		*modseq_r = (uint64_t)sqlite3_column_int64(s, 0);
+		*cur_mtime_r = sqlite3_column_int64(s, 1);
+	}
 	sqlite3_finalize(s);
 	if (rc != SQLITE_ROW)
 		return fail(error_r, ENOENT, "folder vanished");
@@ -2668,13 +2848,20 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 	size_t nch = 0, chcap = 0, nfl = 0, flcap = 0;
 	flags &= ~(uint32_t)MBOX_F_RECENT;
 	sqlite3 *db = conn_db(box->acct->st, error_r);
-	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+	if (db == NULL)
 		return -1;
+	struct folder_lock *flock = folder_lock(box->path);
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0) {
+		folder_unlock(flock);
+		return -1;
+	}
 	uint64_t modseq;
+	int64_t cur_rec;
 	sqlite3_stmt *sel = NULL, *upd = NULL;
 	int ret = -1;
-	if (folder_bump(db, box->folder_id, &modseq, error_r) < 0)
+	if (folder_bump(db, box->folder_id, &modseq, &cur_rec, error_r) < 0)
 		goto out;
+	int64_t cur_pre = dir_mtime(box->path, "cur");
 	sel = prep(db,
 	           "SELECT filename, in_new, flags, keywords, modseq, size, internaldate, "
 	           "savedate, basename FROM messages WHERE folder_id = ?1 AND uid = ?2",
@@ -2718,9 +2905,11 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 		free(to);
 		if (r < 0) {
 			free(nfile);
-			if (saved == ENOENT)
-				continue; /* renamed or removed behind our back: the next sync sees
-				             it */
+			if (saved == ENOENT) {
+				/* renamed or removed behind our back: the next sync sees it */
+				cur_pre = 0;
+				continue;
+			}
 			fail(error_r, EIO, "rename: %s", strerror(saved));
 			goto out;
 		}
@@ -2750,6 +2939,8 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 	sqlite3_finalize(sel);
 	sqlite3_finalize(upd);
 	sel = upd = NULL;
+	if (nch > 0 && cur_carry(db, box->folder_id, cur_rec, cur_pre, box->path, error_r) < 0)
+		goto out;
 	/* nothing changed: leave HIGHESTMODSEQ alone */
 	if (exec(db, nch > 0 ? "COMMIT" : "ROLLBACK", error_r) < 0)
 		goto out;
@@ -2762,8 +2953,10 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 out:
 	sqlite3_finalize(sel);
 	sqlite3_finalize(upd);
-	if (ret < 0) {
+	if (ret < 0)
 		rollback(db);
+	folder_unlock(flock);
+	if (ret < 0) {
 		free(ch);
 		free(fl);
 		return -1;
@@ -2840,12 +3033,19 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 	int64_t freed = 0;
 	int ret = -1;
 	sqlite3 *db = conn_db(box->acct->st, error_r);
-	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+	if (db == NULL)
 		return -1;
+	struct folder_lock *flock = folder_lock(box->path);
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0) {
+		folder_unlock(flock);
+		return -1;
+	}
 	uint64_t modseq;
+	int64_t cur_rec;
 	sqlite3_stmt *sel = NULL, *del = NULL, *ins = NULL;
-	if (folder_bump(db, box->folder_id, &modseq, error_r) < 0)
+	if (folder_bump(db, box->folder_id, &modseq, &cur_rec, error_r) < 0)
 		goto out;
+	int64_t cur_pre = dir_mtime(box->path, "cur");
 	sel = prep(db,
 	           require_deleted ? "SELECT uid, filename, in_new, phys_size FROM messages WHERE "
 	                             "folder_id = ?1 AND (flags & 8) != 0 ORDER BY uid"
@@ -2873,6 +3073,8 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 			fail(error_r, EIO, "unlink: %s", strerror(saved));
 			goto out;
 		}
+		if (r < 0)
+			cur_pre = 0; /* gone behind our back: the next sync scans */
 		freed += sqlite3_column_int64(sel, 3);
 		sqlite3_reset(del);
 		sqlite3_bind_int64(del, 1, box->folder_id);
@@ -2888,6 +3090,8 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 		out = xgrow(out, &cap, nout + 1, sizeof(*out));
 		out[nout++] = uid;
 	}
+	if (nout > 0 && cur_carry(db, box->folder_id, cur_rec, cur_pre, box->path, error_r) < 0)
+		goto out;
 	if (exec(db, nout > 0 ? "COMMIT" : "ROLLBACK", error_r) < 0)
 		goto out;
 	ret = 0;
@@ -2898,6 +3102,7 @@ out:
 	if (ret < 0) {
 		/* files already unlinked are found missing by the next sync */
 		rollback(db);
+		folder_unlock(flock);
 		free(out);
 		return -1;
 	}
@@ -2906,8 +3111,10 @@ out:
 		box->status.highestmodseq = modseq;
 		box->synced = false;
 		uidlist_compact(box, db);
-		mbox_notify(box->acct->maildir, box->name);
 	}
+	folder_unlock(flock);
+	if (nout > 0)
+		mbox_notify(box->acct->maildir, box->name);
 	if (expunged_r != NULL)
 		*expunged_r = out;
 	else
@@ -2963,10 +3170,17 @@ static void newmsgs_free(struct newmsg *m, size_t n, const char *path, bool unli
 }
 
 /*
- * The files are in dest tmp/ (and fsync'd): give them UIDs (uidlist
- * first), move them into cur/ and index them, all under the index write
- * lock, so that no sync sees them in cur/ without their rows. `src_folder`
- * > 0: copy the cache rows from there.
+ * The files are in dest tmp/ (and fsync'd): give them UIDs, move them into
+ * cur/ and index them, under the folder's lock, so that no scan of ours sees
+ * them in cur/ without their rows. Three steps, so that the fsyncs do not
+ * hold the index write lock (one for the whole server) for other folders:
+ * (1) a short transaction raises UIDNEXT past the new UIDs; (2) outside it,
+ * the uidlist lines are appended and fsync'd (a UID is never handed out before
+ * its line is on disk), the files renamed into cur/ and cur/ fsync'd; (3) a
+ * second short transaction adds the rows. A crash between the steps leaves
+ * unused UIDs (a gap, allowed) and files the next scan indexes under the UIDs
+ * their uidlist lines give them. `src_folder` > 0: copy the cache rows from
+ * there.
  */
 static int index_new(struct mbox_account *a, const char *canon, const char *path, struct newmsg *m,
                      size_t n, int64_t src_folder, uint32_t *uidvalidity_r, uint32_t *uids_r,
@@ -2976,15 +3190,21 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 	if (folder_sync(a, canon, path, false, &r, error_r) < 0)
 		return -1;
 	sqlite3 *db = conn_db(a->st, error_r);
-	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+	if (db == NULL)
 		return -1;
+	struct folder_lock *flock = folder_lock(path);
 	int ret = -1;
 	char *buf = NULL;
 	sqlite3_stmt *s = NULL, *sc = NULL;
+
+	/* (1) the UIDs */
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		goto out;
 	if (frow_get(db, a->id, canon, &r, error_r) <= 0) {
 		fail(error_r, ENOENT, "folder %s vanished", canon);
 		goto out;
 	}
+	int64_t cur_rec = r.cur_mtime, cur_pre = dir_mtime(path, "cur");
 	size_t cap = 0, len = 0;
 	uint32_t hdr_next = r.uidnext;
 	for (size_t i = 0; i < n; i++) {
@@ -2992,6 +3212,21 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 		buf = xgrow(buf, &cap, len + strlen(m[i].base) + 16, 1);
 		len += (size_t)sprintf(buf + len, "%u %s\n", uids_r[i], m[i].base);
 	}
+	s = prep(db, "UPDATE folders SET uidnext = ?2 WHERE id = ?1", error_r);
+	if (s == NULL)
+		goto out;
+	sqlite3_bind_int64(s, 1, r.id);
+	sqlite3_bind_int64(s, 2, r.uidnext);
+	if (sqlite3_step(s) != SQLITE_DONE) {
+		fail_db(error_r, db, "folder update");
+		goto out;
+	}
+	sqlite3_finalize(s);
+	s = NULL;
+	if (exec(db, "COMMIT", error_r) < 0)
+		goto out;
+
+	/* (2) the uidlist and the files, no index lock held */
 	char *ul = xasprintf("%s/" UIDLIST_NAME, path);
 	int64_t size;
 	int w = uidlist_append(ul, r.uidvalidity, hdr_next, buf, len, &size);
@@ -3001,9 +3236,7 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 		     strerror(errno));
 		goto out;
 	}
-	/* the uidlist grew by our lines only if nobody else appended: else re-read it next time */
-	if (r.uidlist_off + (int64_t)len == size)
-		r.uidlist_off = size;
+	int64_t ul_before = r.uidlist_off;
 	for (size_t i = 0; i < n; i++) {
 		char *from = xasprintf("%s/tmp/%s", path, m[i].base);
 		char *to = xasprintf("%s/cur/%s", path, m[i].file);
@@ -3020,6 +3253,21 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 	}
 	if (fsync_cur(path, error_r) < 0)
 		goto out;
+	int64_t cur_post = dir_mtime(path, "cur");
+
+	/* (3) the rows */
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		goto out;
+	if (frow_get(db, a->id, canon, &r, error_r) <= 0) {
+		fail(error_r, ENOENT, "folder %s vanished", canon);
+		goto out;
+	}
+	/* the uidlist grew by our lines only if nobody else appended: else re-read it next time */
+	if (r.uidlist_off == ul_before && ul_before + (int64_t)len == size)
+		r.uidlist_off = size;
+	/* nobody else recorded a scan meanwhile (the folder lock keeps our threads out) */
+	if (r.cur_mtime == cur_rec)
+		r.cur_mtime = mtime_carry(cur_rec, cur_pre, cur_post);
 	r.hms++;
 	time_t now = time(NULL);
 	if (src_folder > 0) {
@@ -3087,9 +3335,21 @@ out:
 	sqlite3_finalize(s);
 	sqlite3_finalize(sc);
 	free(buf);
-	if (ret < 0)
+	if (ret < 0) {
 		rollback(db);
-	else
+		/* out of cur/ again before any scan of ours can index them (their UIDs stay
+		   unused) */
+		for (size_t i = 0; i < n; i++) {
+			if (!m[i].placed)
+				continue;
+			char *p = xasprintf("%s/cur/%s", path, m[i].file);
+			unlink(p);
+			free(p);
+			m[i].placed = false;
+		}
+	}
+	folder_unlock(flock);
+	if (ret == 0)
 		mbox_notify(a->maildir, canon);
 	return ret;
 }
@@ -3514,7 +3774,18 @@ int mbox_msg_open(struct mbox *box, uint32_t uid, int *fd_r, char **error_r)
 		}
 		if (saved != ENOENT)
 			return fail(error_r, EIO, "open: %s", strerror(saved));
-		/* renamed behind our back (another program changed its flags): sync and retry */
+		/* renamed behind our back (another program changed its flags): scan and retry;
+		   the recorded mtimes may vouch for the directory (a change in the tick of our
+		   own), so they are forgotten first */
+		sqlite3_stmt *u =
+		    prep(db, "UPDATE folders SET cur_mtime = 0 WHERE id = ?1", error_r);
+		if (u == NULL)
+			return -1;
+		sqlite3_bind_int64(u, 1, box->folder_id);
+		int rc = sqlite3_step(u);
+		sqlite3_finalize(u);
+		if (rc != SQLITE_DONE)
+			return fail_db(error_r, db, "folder update");
 		struct frow r;
 		if (folder_sync(box->acct, box->name, box->path, box->readonly, &r, error_r) < 0)
 			return -1;

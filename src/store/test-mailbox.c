@@ -984,6 +984,88 @@ static void test_threads(void **state)
 	user_free(&u);
 }
 
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+	nanosleep(&ts, NULL);
+}
+
+static uint32_t flags_of(struct mbox *box, uint32_t uid)
+{
+	struct mbox_msg *m;
+	size_t n;
+	uint32_t f = UINT32_MAX;
+	OK(mbox_messages(box, &m, &n, &error_));
+	for (size_t i = 0; i < n; i++)
+		if (m[i].uid == uid)
+			f = m[i].flags & ~MBOX_F_RECENT;
+	free(m);
+	return f;
+}
+
+/*
+ * Our own changes keep the index in step with cur/ without a scan; another
+ * program's change made right after one of ours (in the same clock tick, where
+ * the directory's mtime cannot show it) is still found once the tick is over.
+ */
+static void test_own_changes(void **state)
+{
+	struct user u;
+	user_make(&u, "own@example.test", 0);
+	deliver(&u, 4, 1);
+	struct mbox *box;
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	sleep_ms(150);
+	OK(mbox_sync(box, &error_));
+	char *curdir = xasprintf("%s/cur", u.maildir);
+	static const uint32_t pairs[][2] = {{1, 2}, {3, 4}, {2, 1}};
+	for (int round = 0; round < 3; round++) {
+		uint32_t mine = pairs[round][0], theirs = pairs[round][1];
+		uint32_t uid[] = {mine};
+		OK(mbox_store(box, uid, 1, round % 2 ? MBOX_STORE_REMOVE : MBOX_STORE_ADD,
+		              MBOX_F_FLAGGED, 0, 0, NULL, NULL, NULL, NULL, &error_));
+		/* another program sets \Seen on the next message, at once */
+		char needle[16];
+		snprintf(needle, sizeof(needle), "Q%u.", theirs);
+		char *f = find_file(curdir, needle);
+		assert_non_null(f);
+		const char *fl = strstr(f, ":2,");
+		assert_non_null(fl);
+		assert_null(strchr(fl, 'S'));
+		char *from = xasprintf("%s/%s", curdir, f);
+		char *to = xasprintf("%s/%sS", curdir, f);
+		assert_int_equal(rename(from, to), 0);
+		free(from);
+		free(to);
+		free(f);
+		/* ours shows at once; theirs at the latest once the tick is surely over */
+		OK(mbox_sync(box, &error_));
+		assert_int_equal(flags_of(box, mine) & MBOX_F_FLAGGED,
+		                 round % 2 ? 0 : MBOX_F_FLAGGED);
+		sleep_ms(150);
+		OK(mbox_sync(box, &error_));
+		assert_true(flags_of(box, theirs) & MBOX_F_SEEN);
+	}
+	/* an append followed at once by another program's unlink */
+	static const char msg[] = "Subject: x\r\n\r\nbody\r\n";
+	struct mbox_append a = {.data = msg, .len = sizeof(msg) - 1};
+	uint32_t uv, nu;
+	OK(mbox_append(u.acct, "INBOX", &a, 1, &uv, &nu, &error_));
+	char *f = find_file(curdir, "Q4.");
+	assert_non_null(f);
+	char *gone = xasprintf("%s/%s", curdir, f);
+	assert_int_equal(unlink(gone), 0);
+	free(gone);
+	free(f);
+	sleep_ms(150);
+	OK(mbox_sync(box, &error_));
+	assert_int_equal(flags_of(box, 4), UINT32_MAX); /* expunged */
+	assert_true(flags_of(box, nu) != UINT32_MAX);
+	free(curdir);
+	mbox_close(&box);
+	user_free(&u);
+}
+
 static double ms_since(const struct timespec *t0)
 {
 	struct timespec t1;
@@ -1161,7 +1243,7 @@ int main(void)
 	    cmocka_unit_test(test_folders),       cmocka_unit_test(test_quota),
 	    cmocka_unit_test(test_retention),     cmocka_unit_test(test_watch_two_sessions),
 	    cmocka_unit_test(test_dovecot_copy),  cmocka_unit_test(test_threads),
-	    cmocka_unit_test(test_large_folder),
+	    cmocka_unit_test(test_large_folder),  cmocka_unit_test(test_own_changes),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
