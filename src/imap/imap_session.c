@@ -393,7 +393,8 @@ static void login_done(struct imap_session *s, struct imap_job *j)
 		j->new_acct = NULL;
 		s->state = IMAP_AUTH;
 		if (s->login_timer != NULL)
-			event_del(s->login_timer);
+			event_free(s->login_timer); /* not needed after login */
+		s->login_timer = NULL;
 		reader_limits(s);
 		set_timeout(s);
 		log_info("event=imap_login client=%s user=%s tls=%s", s->ip, s->user,
@@ -482,6 +483,44 @@ static void cmd_logout(struct imap_session *s, struct imap_command *c)
 	session_close(s);
 }
 
+/*
+ * STARTTLS hands the socket over: once the plaintext OK has left, the plain
+ * bufferevent is freed without closing the socket and an OpenSSL socket
+ * bufferevent takes the descriptor, as for the imaps port. Not a filter over
+ * the plain one: a filter keeps two bufferevents, and after every read
+ * libevent's filter reserves another 16 KiB input chain (do_read from
+ * consider_reading on the drain callback), which an idle connection then
+ * holds for as long as it is open: 32 KiB of 50 per idle session.
+ */
+static void starttls_flushed(struct bufferevent *bev, void *arg)
+{
+	struct imap_session *s = arg;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return; /* called again when the rest has gone */
+	evutil_socket_t fd = bufferevent_getfd(bev);
+	SSL *ssl = SSL_new(s->conf->tls);
+	struct bufferevent *tls = NULL;
+	if (ssl != NULL)
+		tls =
+		    bufferevent_openssl_socket_new(s->srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		                                   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tls == NULL) {
+		if (ssl != NULL)
+			SSL_free(ssl);
+		session_destroy(s); /* closes the socket with the plain bufferevent */
+		return;
+	}
+	/* the socket belongs to tls now: freeing bev must not close it */
+	bufferevent_setfd(bev, -1);
+	bufferevent_free(bev);
+	s->bev = tls;
+	bufferevent_setcb(tls, on_read, on_write, on_event, s);
+	bufferevent_setwatermark(tls, EV_READ, 0, INPUT_HIGH_WATER);
+	bufferevent_setwatermark(tls, EV_WRITE, 64 * 1024, 0);
+	set_timeout(s);
+	bufferevent_enable(tls, EV_READ | EV_WRITE);
+}
+
 static void cmd_starttls(struct imap_session *s, struct imap_command *c)
 {
 	struct evbuffer *out = output(s);
@@ -494,7 +533,10 @@ static void cmd_starttls(struct imap_session *s, struct imap_command *c)
 		return;
 	}
 	imap_reply(out, "%s OK Begin TLS negotiation now", c->tag);
-	/* anything pipelined after STARTTLS in plaintext is discarded */
+	/* anything pipelined after STARTTLS in plaintext is discarded; nothing
+	   more is read from the socket in plaintext (the ClientHello waits in
+	   the kernel for the TLS bufferevent) */
+	bufferevent_disable(s->bev, EV_READ);
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	size_t junk = evbuffer_get_length(in);
 	if (junk > 0) {
@@ -502,26 +544,13 @@ static void cmd_starttls(struct imap_session *s, struct imap_command *c)
 		evbuffer_drain(in, junk);
 	}
 	imap_reader_reset(&s->reader);
-	SSL *ssl = SSL_new(s->conf->tls);
-	if (ssl == NULL) {
-		session_destroy(s);
-		return;
-	}
-	struct bufferevent *tls = bufferevent_openssl_filter_new(
-		s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (tls == NULL) {
-		SSL_free(ssl);
-		session_destroy(s);
-		return;
-	}
-	s->bev = tls;
-	bufferevent_setcb(tls, on_read, on_write, on_event, s);
-	bufferevent_setwatermark(tls, EV_READ, 0, INPUT_HIGH_WATER);
-	bufferevent_setwatermark(tls, EV_WRITE, 64 * 1024, 0);
-	set_timeout(s);
-	bufferevent_enable(tls, EV_READ | EV_WRITE);
 	s->suspended = true; /* until the handshake completes */
+	/* wait for the OK to leave (a client that does not read it meets the
+	   write timeout), then hand the socket over */
+	bufferevent_setcb(s->bev, NULL, starttls_flushed, on_event, s);
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	bufferevent_set_timeouts(s->bev, NULL, &(struct timeval){(time_t)s->cfg->idle_timeout, 0});
+	bufferevent_enable(s->bev, EV_WRITE);
 }
 
 /* RFC 4978: the OK goes out plain, everything after it compressed. */
@@ -742,8 +771,20 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	job_submit(j);
 }
 
+/* An idle session holds its view for as long as it idles: without the slack
+   of the array it was built in (SELECT grows it by doubling, up to half of it
+   unused). The store's array is 48 bytes a message. */
+static void view_trim(struct imap_view *v)
+{
+	if (v->msgs == NULL || v->n == 0)
+		return;
+	v->msgs = xrealloc(v->msgs, v->n * sizeof(*v->msgs));
+	v->cap = v->n;
+}
+
 static void cmd_idle(struct imap_session *s, struct imap_command *c)
 {
+	view_trim(&s->view);
 	s->idling = true;
 	free(s->idle_tag);
 	s->idle_tag = xstrdup(c->tag);
