@@ -38,11 +38,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DRAIN_TIMEOUT_S 30
 #define LISTEN_BACKLOG 511
+/* Out of descriptors (EMFILE/ENFILE) or another accept() error: every listener pauses this
+   long instead of spinning on a listening socket that stays readable. */
+#define ACCEPT_BACKOFF_MS 200
+/* Still out of descriptors after a pause: at most this many waiting connections per listener
+   and pause are accepted on the reserve descriptor and refused with a temporary error. */
+#define ACCEPT_REFUSE_MAX 64
+/* At most one warning per this many seconds about accept() failing. */
+#define ACCEPT_LOG_EVERY_S 10
 
 enum listener_kind {
 	L_SMTP,
@@ -73,6 +83,16 @@ struct server {
 	struct listener *listeners;
 	struct event *sig_term, *sig_int, *sig_hup, *drain_timer, *retention_timer;
 	int exit_code;
+	/* accept() failing (out of descriptors): listeners paused, see on_accept_error() */
+	struct event *accept_timer; /* ends a pause */
+	int reserve_fd;             /* /dev/null, given up to accept-and-refuse when out of fds */
+	bool accept_paused;         /* listeners disabled until accept_timer fires */
+	bool accept_retried;        /* a pause of this episode has ended and accept failed again */
+	uint64_t episode_start_ms;  /* first failure of the episode (0: accept works) */
+	bool episode_logged;        /* its start was logged: log its end too */
+	uint64_t last_warn_ms;      /* rate limit of the accept_failed warning */
+	uint64_t refused;           /* connections refused on the reserve fd, this episode */
+	uint64_t failures_unlogged; /* failed accepts not yet reported in a warning */
 };
 
 static const char *kind_name(enum listener_kind k)
@@ -80,11 +100,33 @@ static const char *kind_name(enum listener_kind k)
 	return kind_names[k];
 }
 
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* An accept succeeded: a descriptor shortage, if there was one, is over. */
+static void accept_episode_end(struct server *srv)
+{
+	if (srv->episode_logged)
+		log_info("event=accept_resumed paused_ms=%llu refused=%llu",
+			 (unsigned long long)(now_ms() - srv->episode_start_ms),
+			 (unsigned long long)srv->refused);
+	srv->episode_start_ms = 0;
+	srv->episode_logged = false;
+	srv->accept_retried = false;
+	srv->refused = 0;
+}
+
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		      int salen, void *arg)
 {
 	struct listener *l = arg;
 	struct server *srv = l->server;
+	if (srv->episode_start_ms != 0)
+		accept_episode_end(srv);
 	/* replies go out at once: without this a response split over two TLS
 	   records waits for the peer's delayed ACK (~40 ms) */
 	int one = 1;
@@ -118,10 +160,122 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd, struct soc
 	}
 }
 
+/* What a connection refused for want of a descriptor is told; NULL on the implicit-TLS
+   listeners, which cannot be answered in plain text (they are just closed). */
+static const char *busy_reply(enum listener_kind kind)
+{
+	switch (kind) {
+	case L_SMTP:
+	case L_SUBMISSION:
+		return "421 4.3.2 Server busy, try again later\r\n";
+	case L_IMAP:
+		return "* BYE [UNAVAILABLE] Server busy, try again later\r\n";
+	case L_POP3:
+		return "-ERR [SYS/TEMP] Server busy, try again later\r\n";
+	default:
+		return NULL;
+	}
+}
+
+/* Accept up to ACCEPT_REFUSE_MAX connections waiting on one listener, tell each it is
+   refused for now and close it; stops early when none is waiting (EAGAIN) or the free slot
+   is gone (EMFILE). */
+static void refuse_waiting_on(struct server *srv, struct listener *l)
+{
+	evutil_socket_t lfd = evconnlistener_get_fd(l->lev);
+	const char *text = busy_reply(l->kind);
+	for (int i = 0; i < ACCEPT_REFUSE_MAX; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sslen = sizeof(ss);
+		int fd = accept4(lfd, (struct sockaddr *)&ss, &sslen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			break;
+		if (text != NULL) {
+			ssize_t w = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
+			(void)w;
+		}
+		char ip[64];
+		sockaddr_ntop((struct sockaddr *)&ss, ip, sizeof(ip));
+		log_debug("event=reject client=%s listener=%s reason=out_of_descriptors", ip,
+			  kind_name(l->kind));
+		close(fd);
+		srv->refused++;
+	}
+}
+
+/* Out of descriptors for longer than one pause: give up the reserve descriptor, refuse the
+   connections waiting on every listener with it, then take the reserve back. Clients get a
+   temporary error at once instead of hanging in the backlog until their own timeout (libuv
+   and others do the same). A worker thread may take the freed slot first: then accept()
+   fails again, nobody is refused this time, and the reserve is retaken after the next pause. */
+static void refuse_waiting(struct server *srv)
+{
+	if (srv->reserve_fd >= 0) {
+		close(srv->reserve_fd);
+		srv->reserve_fd = -1;
+	}
+	for (struct listener *l = srv->listeners; l != NULL; l = l->next)
+		refuse_waiting_on(srv, l);
+	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+static void pause_listeners(struct server *srv)
+{
+	for (struct listener *l = srv->listeners; l != NULL; l = l->next)
+		evconnlistener_disable(l->lev);
+	if (!srv->accept_paused) {
+		srv->accept_paused = true;
+		struct timeval tv = {0, ACCEPT_BACKOFF_MS * 1000};
+		evtimer_add(srv->accept_timer, &tv);
+	}
+}
+
+static void on_accept_backoff(evutil_socket_t fd, short what, void *arg)
+{
+	struct server *srv = arg;
+	srv->accept_paused = false;
+	if (srv->smtp.draining)
+		return;
+	if (srv->reserve_fd < 0)
+		srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	/* a failure after this pause refuses waiting clients instead of keeping them */
+	srv->accept_retried = true;
+	for (struct listener *l = srv->listeners; l != NULL; l = l->next)
+		evconnlistener_enable(l->lev);
+}
+
+/*
+ * accept() failed with something other than EAGAIN/EINTR/ECONNABORTED (libevent retries
+ * those itself). The listening socket stays readable, so returning here would make libevent
+ * call accept() again at once, forever: 100 % CPU and a log line per try while the process is
+ * out of descriptors. Instead every listener pauses for ACCEPT_BACKOFF_MS (connections wait
+ * in the kernel's backlog); if accept() still fails after a pause, the waiting connections are
+ * refused through the reserve descriptor. One warning per episode, at most one per
+ * ACCEPT_LOG_EVERY_S; the episode ends with the next accepted connection.
+ */
 static void on_accept_error(struct evconnlistener *lev, void *arg)
 {
 	int e = EVUTIL_SOCKET_ERROR();
-	log_warn("event=accept_failed error=\"%s\"", evutil_socket_error_to_string(e));
+	struct listener *l = arg;
+	struct server *srv = l->server;
+	uint64_t now = now_ms();
+	bool out_of_fds = e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;
+	srv->failures_unlogged++;
+	if (srv->episode_start_ms == 0)
+		srv->episode_start_ms = now;
+	if (srv->last_warn_ms == 0 || now - srv->last_warn_ms >= ACCEPT_LOG_EVERY_S * 1000) {
+		log_warn("event=accept_failed proto=%s error=\"%s\" failures=%llu "
+			 "effect=\"listeners paused %d ms at a time%s\"",
+			 kind_name(l->kind), evutil_socket_error_to_string(e),
+			 (unsigned long long)srv->failures_unlogged, ACCEPT_BACKOFF_MS,
+			 out_of_fds ? ", waiting clients refused with a temporary error" : "");
+		srv->last_warn_ms = now;
+		srv->failures_unlogged = 0;
+		srv->episode_logged = true;
+	}
+	if (out_of_fds && srv->accept_retried)
+		refuse_waiting(srv);
+	pause_listeners(srv);
 }
 
 /* Bind one address; 0 ok, -1 with a logged error. */
@@ -420,6 +574,7 @@ int server_run(struct config *cfg)
 {
 	struct server *srv = xcalloc(1, sizeof(*srv));
 	int ret = 1;
+	srv->reserve_fd = -1;
 	signal(SIGPIPE, SIG_IGN);
 	apply_log_level(cfg);
 	evthread_use_pthreads();
@@ -514,6 +669,8 @@ int server_run(struct config *cfg)
 					 .limits = srv->smtp.limits};
 	/* } POP3 */
 	retention_start(srv);
+	srv->accept_timer = evtimer_new(srv->smtp.base, on_accept_backoff, srv);
+	srv->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
 	log_info("event=started hostname=%s data_dir=%s version=%s", cfg->hostname, cfg->data_dir,
 		 POSTERN_VERSION);
@@ -543,6 +700,10 @@ out:
 	}
 	if (srv->drain_timer != NULL)
 		event_free(srv->drain_timer);
+	if (srv->accept_timer != NULL)
+		event_free(srv->accept_timer);
+	if (srv->reserve_fd >= 0)
+		close(srv->reserve_fd);
 	ratelimit_free(&srv->smtp.limits);
 	smtp_conf_unref(&srv->smtp.conf);
 	event_base_free(srv->smtp.base);
