@@ -790,6 +790,45 @@ static void capa(struct pop3_session *s)
 	reply_raw(s, "IMPLEMENTATION Postern\r\n.\r\n");
 }
 
+/*
+ * STLS hands the socket over, as IMAP's STARTTLS does (see there): the plain
+ * bufferevent is freed without closing the socket and an OpenSSL socket
+ * bufferevent takes the descriptor, as for pop3s. Not a filter over the plain
+ * one: libevent's filter keeps two bufferevents and holds empty 16 KiB input
+ * chains for as long as the connection is idle.
+ */
+static void stls_flushed(struct bufferevent *bev, void *arg)
+{
+	struct pop3_session *s = arg;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return; /* called again when the rest has gone */
+	SSL *ssl = SSL_new(s->conf->tls);
+	if (ssl == NULL) {
+		log_error("event=tls_failed client=%s reason=SSL_new", s->ip);
+		session_destroy(s);
+		return;
+	}
+	struct bufferevent *tls = bufferevent_openssl_socket_new(
+	    s->srv->base, bufferevent_getfd(bev), ssl, BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tls == NULL) {
+		SSL_free(ssl);
+		log_error("event=tls_failed client=%s reason=bufferevent", s->ip);
+		session_destroy(s);
+		return;
+	}
+	/* the socket belongs to tls now: freeing bev must not close it */
+	bufferevent_setfd(bev, -1);
+	bufferevent_free(bev);
+	s->bev = tls;
+	bufferevent_setcb(tls, on_read, on_write, on_event, s);
+	bufferevent_setwatermark(tls, EV_READ, 0, INPUT_HIGH_WATER);
+	bufferevent_setwatermark(tls, EV_WRITE, OUTPUT_LOW, 0);
+	bufferevent_set_timeouts(tls, &(struct timeval){POP3_AUTOLOGOUT, 0},
+	                         &(struct timeval){POP3_AUTOLOGOUT, 0});
+	bufferevent_enable(tls, EV_READ | EV_WRITE);
+}
+
 static void stls(struct pop3_session *s)
 {
 	if (s->tls) {
@@ -806,6 +845,7 @@ static void stls(struct pop3_session *s)
 	 * RFC 2595 / CVE-2011-0411: anything sent after STLS in plaintext must
 	 * never be read as if it came over TLS: discard it.
 	 */
+	bufferevent_disable(s->bev, EV_READ); /* the ClientHello waits in the kernel */
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	size_t extra = evbuffer_get_length(in);
 	if (extra > 0) {
@@ -814,28 +854,12 @@ static void stls(struct pop3_session *s)
 	}
 	line_reader_init(&s->lr, POP3_SASL_LINE_MAX);
 	reply(s, "+OK Begin TLS negotiation");
-	SSL *ssl = SSL_new(s->conf->tls);
-	if (ssl == NULL) {
-		log_error("event=tls_failed client=%s reason=SSL_new", s->ip);
-		session_destroy(s);
-		return;
-	}
-	struct bufferevent *tls = bufferevent_openssl_filter_new(
-		s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (tls == NULL) {
-		SSL_free(ssl);
-		log_error("event=tls_failed client=%s reason=filter", s->ip);
-		session_destroy(s);
-		return;
-	}
-	s->bev = tls;
-	bufferevent_setcb(tls, on_read, on_write, on_event, s);
-	bufferevent_setwatermark(tls, EV_READ, 0, INPUT_HIGH_WATER);
-	bufferevent_setwatermark(tls, EV_WRITE, OUTPUT_LOW, 0);
-	bufferevent_set_timeouts(tls, &(struct timeval){POP3_AUTOLOGOUT, 0},
-				 &(struct timeval){POP3_AUTOLOGOUT, 0});
-	bufferevent_enable(tls, EV_READ | EV_WRITE);
+	/* once the +OK has left (a client that does not read it meets the write
+	   timeout), stls_flushed hands the socket over */
+	bufferevent_setcb(s->bev, NULL, stls_flushed, on_event, s);
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	bufferevent_set_timeouts(s->bev, NULL, &(struct timeval){POP3_AUTOLOGOUT, 0});
+	bufferevent_enable(s->bev, EV_WRITE);
 	/* RFC 2595 4: forget what the client said before TLS */
 	if (s->user != NULL) {
 		explicit_bzero(s->user, strlen(s->user));
@@ -1328,7 +1352,7 @@ static void flush_now(struct pop3_session *s)
 		/* STLS: encrypt into the socket bufferevent below */
 		bufferevent_flush(s->bev, EV_WRITE, BEV_FLUSH);
 		send_queued(under);
-	} else if (!s->implicit_tls) {
+	} else if (bufferevent_openssl_get_ssl(s->bev) == NULL) {
 		send_queued(s->bev);
 	} else {
 		/* pop3s: the SSL object writes to the socket itself */
