@@ -221,9 +221,33 @@ void dkim_verifier_free(struct dkim_verifier **v);
 
 /* ---- signing ---- */
 
+/*
+ * A parsed private key: RSA (>= DKIM_MIN_RSA_BITS) or Ed25519. Immutable
+ * once made, so one key may sign on several threads at once; refcounted
+ * (a signer or a key cache holds a reference). Parsing PEM costs more than
+ * an Ed25519 signature: a server parses each key once and keeps it.
+ */
+struct dkim_privkey;
+
+/* PKCS#8 or traditional PEM. Returns NULL with *error_r set (static string). */
+struct dkim_privkey *dkim_privkey_parse(const char *pem, const char **error_r);
+/* Another reference to `k` (thread-safe). */
+struct dkim_privkey *dkim_privkey_ref(struct dkim_privkey *k);
+/* Drop a reference (thread-safe); the last one frees the key. Sets *k to NULL. */
+void dkim_privkey_unref(struct dkim_privkey **k);
+bool dkim_privkey_is_ed25519(const struct dkim_privkey *k);
+/*
+ * Sign a SHA-256 `hash` as DKIM and ARC do (RSASSA-PKCS1-v1_5 with SHA-256,
+ * RFC 6376 3.3.1; PureEdDSA over the hash, RFC 8463 3). Returns 0 with
+ * *sig_r (xmalloc'd) and *sig_len_r, or -1.
+ */
+int dkim_privkey_sign(const struct dkim_privkey *k, const unsigned char *hash, size_t hash_len,
+                      unsigned char **sig_r, size_t *sig_len_r);
+
 struct dkim_sign_params {
-	const char *domain;   /* d= */
-	const char *selector; /* s= */
+	const char *domain;       /* d= */
+	const char *selector;     /* s= */
+	struct dkim_privkey *key; /* the private key, or NULL to parse key_pem */
 	const char
 	    *key_pem; /* PKCS#8 or traditional PEM private key: RSA (>= 1024 bits) or Ed25519 */
 	const char *identity; /* i=, NULL for none */
@@ -233,17 +257,34 @@ struct dkim_sign_params {
 
 struct dkim_signer;
 
-/* Returns NULL with *error_r set (static string) on a bad key or domain. */
+/* Returns NULL with *error_r set (static string) on a bad key or domain.
+   A `key` given is referenced, not copied. */
 struct dkim_signer *dkim_signer_new(const struct dkim_sign_params *params, const char **error_r);
+/*
+ * A signer whose keys are chosen once the message is complete (the From
+ * domain is known only at the end of the header section, the key lookup
+ * may touch the disk): feed it, then call dkim_signer_sign() once per key.
+ * The header section is buffered and the body hashed once for all keys
+ * (every signature is relaxed/relaxed SHA-256).
+ */
+struct dkim_signer *dkim_signer_new_unkeyed(void);
 /* Feed message bytes (as for the verifier). Returns 0, or -1 when the header
    section is too large. */
 int dkim_signer_push(struct dkim_signer *s, const void *data, size_t len);
 /*
  * End of message: returns the "DKIM-Signature: ...\r\n" field to prepend
- * (xmalloc'd, folded at 78 columns, relaxed/relaxed), or NULL with *error_r
- * set (no From header, header section too large, signing failed).
+ * (xmalloc'd, folded at 78 columns, relaxed/relaxed) made with the key of
+ * dkim_signer_new, or NULL with *error_r set (no From header, header
+ * section too large, signing failed, an unkeyed signer).
  */
 char *dkim_signer_finish(struct dkim_signer *s, const char **error_r);
+/*
+ * End of message (after the last push): the same with the key and names of
+ * `params`, which are checked as by dkim_signer_new. May be called several
+ * times, one signature per key.
+ */
+char *dkim_signer_sign(struct dkim_signer *s, const struct dkim_sign_params *params,
+                       const char **error_r);
 void dkim_signer_free(struct dkim_signer **s);
 
 /* ---- keys ---- */

@@ -3,8 +3,10 @@
  *
  * Input: a message we are about to send, pushed in chunks; the header
  * section is buffered (bounded), the body is canonicalized (relaxed) and
- * hashed as it arrives. Output: the DKIM-Signature field to prepend, folded
- * at 78 columns. The private key is the caller's; nothing here reads files.
+ * hashed as it arrives, once for every key that signs it. Output: the
+ * DKIM-Signature field to prepend, folded at 78 columns. The private key is
+ * the caller's, parsed once (struct dkim_privkey) and shared read-only
+ * between threads; nothing here reads files.
  */
 #include "mail/dkim.h"
 #include "mail/dkim-private.h"
@@ -18,6 +20,7 @@
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -47,16 +50,25 @@ static const char *const signed_headers[] = {
     "List-Archive",
 };
 
+struct dkim_privkey {
+	atomic_uint refs;
+	EVP_PKEY *pkey;
+	bool ed25519;
+};
+
 struct dkim_signer {
+	/* the key of dkim_signer_new; all NULL for an unkeyed signer */
 	char *domain, *selector, *identity;
 	time_t timestamp;
 	uint64_t expire;
-	EVP_PKEY *key;
-	bool ed25519;
+	struct dkim_privkey *key;
+	/* the message, shared by every signature made over it */
 	struct dkim_msg msg;
 	struct dkim_body_canon bc;
 	EVP_MD_CTX *bh_ctx;
-	bool headers_done;
+	bool ended; /* the body hash is final: bh */
+	unsigned char bh[EVP_MAX_MD_SIZE];
+	unsigned bh_len;
 };
 
 static bool plain_name(const char *s)
@@ -69,6 +81,91 @@ static bool plain_name(const char *s)
 	return true;
 }
 
+struct dkim_privkey *dkim_privkey_parse(const char *pem, const char **error_r)
+{
+	BIO *bio = pem != NULL ? BIO_new_mem_buf(pem, -1) : NULL;
+	EVP_PKEY *pkey = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	BIO_free(bio);
+	if (pkey == NULL) {
+		*error_r = "cannot read the private key";
+		return NULL;
+	}
+	int id = EVP_PKEY_get_base_id(pkey);
+	if (id != EVP_PKEY_ED25519 && id != EVP_PKEY_RSA) {
+		EVP_PKEY_free(pkey);
+		*error_r = "the key is neither RSA nor Ed25519";
+		return NULL;
+	}
+	if (id == EVP_PKEY_RSA && EVP_PKEY_get_bits(pkey) < DKIM_MIN_RSA_BITS) {
+		EVP_PKEY_free(pkey);
+		*error_r = "RSA key shorter than 1024 bits";
+		return NULL;
+	}
+	struct dkim_privkey *k = xcalloc(1, sizeof(*k));
+	atomic_init(&k->refs, 1);
+	k->pkey = pkey;
+	k->ed25519 = id == EVP_PKEY_ED25519;
+	return k;
+}
+
+struct dkim_privkey *dkim_privkey_ref(struct dkim_privkey *k)
+{
+	atomic_fetch_add_explicit(&k->refs, 1, memory_order_relaxed);
+	return k;
+}
+
+void dkim_privkey_unref(struct dkim_privkey **kp)
+{
+	struct dkim_privkey *k = *kp;
+	if (k == NULL)
+		return;
+	*kp = NULL;
+	if (atomic_fetch_sub_explicit(&k->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	EVP_PKEY_free(k->pkey);
+	free(k);
+}
+
+bool dkim_privkey_is_ed25519(const struct dkim_privkey *k)
+{
+	return k->ed25519;
+}
+
+int dkim_privkey_sign(const struct dkim_privkey *k, const unsigned char *hash, size_t hash_len,
+                      unsigned char **sig_r, size_t *sig_len_r)
+{
+	unsigned char *sig = NULL;
+	size_t sig_len = 0;
+	if (k->ed25519) {
+		EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+		if (mctx != NULL && EVP_DigestSignInit(mctx, NULL, NULL, NULL, k->pkey) == 1 &&
+		    EVP_DigestSign(mctx, NULL, &sig_len, hash, hash_len) == 1) {
+			sig = xmalloc(sig_len);
+			if (EVP_DigestSign(mctx, sig, &sig_len, hash, hash_len) != 1)
+				sig_len = 0;
+		}
+		EVP_MD_CTX_free(mctx);
+	} else {
+		EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new(k->pkey, NULL);
+		if (pctx != NULL && EVP_PKEY_sign_init(pctx) == 1 &&
+		    EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) == 1 &&
+		    EVP_PKEY_CTX_set_signature_md(pctx, EVP_sha256()) == 1 &&
+		    EVP_PKEY_sign(pctx, NULL, &sig_len, hash, hash_len) == 1) {
+			sig = xmalloc(sig_len);
+			if (EVP_PKEY_sign(pctx, sig, &sig_len, hash, hash_len) != 1)
+				sig_len = 0;
+		}
+		EVP_PKEY_CTX_free(pctx);
+	}
+	if (sig_len == 0) {
+		free(sig);
+		return -1;
+	}
+	*sig_r = sig;
+	*sig_len_r = sig_len;
+	return 0;
+}
+
 static void sign_emit(void *ctx, const char *data, size_t len)
 {
 	struct dkim_signer *s = ctx;
@@ -76,58 +173,53 @@ static void sign_emit(void *ctx, const char *data, size_t len)
 		fatal("EVP_DigestUpdate failed");
 }
 
-struct dkim_signer *dkim_signer_new(const struct dkim_sign_params *p, const char **error_r)
+/* The names of a signature: NULL, or the reason they cannot be used. */
+static const char *check_names(const struct dkim_sign_params *p)
 {
-	if (!plain_name(p->domain) || !plain_name(p->selector)) {
-		*error_r = "bad domain or selector";
-		return NULL;
-	}
+	if (!plain_name(p->domain) || !plain_name(p->selector))
+		return "bad domain or selector";
 	if (p->identity != NULL) {
 		const char *at = strrchr(p->identity, '@');
 		size_t dl = strlen(p->domain), il;
 		if (at == NULL || strchr(p->identity, ';') != NULL || (il = strlen(at + 1)) < dl ||
-		    strcasecmp(at + 1 + il - dl, p->domain) != 0 ||
-		    (il > dl && at[il - dl] != '.')) {
-			*error_r = "identity is not within the domain";
-			return NULL;
-		}
+		    strcasecmp(at + 1 + il - dl, p->domain) != 0 || (il > dl && at[il - dl] != '.'))
+			return "identity is not within the domain";
 		for (const char *c = p->identity; *c != '\0'; c++)
-			if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f || *c == '=') {
-				*error_r = "identity needs quoting";
-				return NULL;
-			}
+			if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f || *c == '=')
+				return "identity needs quoting";
 	}
-	BIO *bio = BIO_new_mem_buf(p->key_pem, -1);
-	EVP_PKEY *key = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-	BIO_free(bio);
-	if (key == NULL) {
-		*error_r = "cannot read the private key";
-		return NULL;
-	}
-	int id = EVP_PKEY_get_base_id(key);
-	if (id != EVP_PKEY_ED25519 && id != EVP_PKEY_RSA) {
-		EVP_PKEY_free(key);
-		*error_r = "the key is neither RSA nor Ed25519";
-		return NULL;
-	}
-	if (id == EVP_PKEY_RSA && EVP_PKEY_get_bits(key) < DKIM_MIN_RSA_BITS) {
-		EVP_PKEY_free(key);
-		*error_r = "RSA key shorter than 1024 bits";
-		return NULL;
-	}
+	return NULL;
+}
+
+struct dkim_signer *dkim_signer_new_unkeyed(void)
+{
 	struct dkim_signer *s = xcalloc(1, sizeof(*s));
+	dkim_msg_init(&s->msg);
+	dkim_body_canon_init(&s->bc, DKIM_CANON_RELAXED, sign_emit, s);
+	s->bh_ctx = EVP_MD_CTX_new();
+	if (s->bh_ctx == NULL || EVP_DigestInit_ex(s->bh_ctx, EVP_sha256(), NULL) != 1)
+		fatal("EVP_DigestInit_ex failed");
+	return s;
+}
+
+struct dkim_signer *dkim_signer_new(const struct dkim_sign_params *p, const char **error_r)
+{
+	const char *bad = check_names(p);
+	if (bad != NULL) {
+		*error_r = bad;
+		return NULL;
+	}
+	struct dkim_privkey *key =
+	    p->key != NULL ? dkim_privkey_ref(p->key) : dkim_privkey_parse(p->key_pem, error_r);
+	if (key == NULL)
+		return NULL;
+	struct dkim_signer *s = dkim_signer_new_unkeyed();
 	s->domain = xstrdup(p->domain);
 	s->selector = xstrdup(p->selector);
 	s->identity = p->identity ? xstrdup(p->identity) : NULL;
 	s->timestamp = p->timestamp;
 	s->expire = p->expire;
 	s->key = key;
-	s->ed25519 = id == EVP_PKEY_ED25519;
-	dkim_msg_init(&s->msg);
-	dkim_body_canon_init(&s->bc, DKIM_CANON_RELAXED, sign_emit, s);
-	s->bh_ctx = EVP_MD_CTX_new();
-	if (s->bh_ctx == NULL || EVP_DigestInit_ex(s->bh_ctx, EVP_sha256(), NULL) != 1)
-		fatal("EVP_DigestInit_ex failed");
 	return s;
 }
 
@@ -169,13 +261,15 @@ static void fold_add(char **out, size_t *len, size_t *cap, size_t *col, const ch
 	(*out)[*len] = '\0';
 }
 
-char *dkim_signer_finish(struct dkim_signer *s, const char **error_r)
+/* The signature of the whole message with `key` and the names of `p` (checked). */
+static char *sign_with(struct dkim_signer *s, const struct dkim_sign_params *p,
+                       const struct dkim_privkey *key, const char **error_r)
 {
 	struct dkim_msg *m = &s->msg;
 	char *f = NULL, *canon = NULL, *ret = NULL;
 	size_t flen = 0, fcap = 0, col = 0, clen = 0, ccap = 0;
-	unsigned char bh[EVP_MAX_MD_SIZE], hh[EVP_MAX_MD_SIZE], *sig = NULL;
-	unsigned bh_len, hh_len;
+	unsigned char hh[EVP_MAX_MD_SIZE], *sig = NULL;
+	unsigned hh_len;
 	char tmp[512];
 	EVP_MD_CTX *hctx = NULL;
 	bool *used = NULL;
@@ -193,27 +287,31 @@ char *dkim_signer_finish(struct dkim_signer *s, const char **error_r)
 		*error_r = "message has no From header";
 		return NULL;
 	}
-	dkim_body_canon_finish(&s->bc);
-	if (EVP_DigestFinal_ex(s->bh_ctx, bh, &bh_len) != 1)
-		fatal("EVP_DigestFinal_ex failed");
+	if (!s->ended) {
+		dkim_body_canon_finish(&s->bc);
+		if (EVP_DigestFinal_ex(s->bh_ctx, s->bh, &s->bh_len) != 1)
+			fatal("EVP_DigestFinal_ex failed");
+		s->ended = true;
+	}
 
 	/* the field without the b= value */
 	fold_add(&f, &flen, &fcap, &col, "DKIM-Signature:", false);
 	fold_add(&f, &flen, &fcap, &col, "v=1;", true);
-	fold_add(&f, &flen, &fcap, &col, s->ed25519 ? "a=ed25519-sha256;" : "a=rsa-sha256;", true);
+	fold_add(&f, &flen, &fcap, &col, key->ed25519 ? "a=ed25519-sha256;" : "a=rsa-sha256;",
+	         true);
 	fold_add(&f, &flen, &fcap, &col, "c=relaxed/relaxed;", true);
-	snprintf(tmp, sizeof(tmp), "d=%s;", s->domain);
+	snprintf(tmp, sizeof(tmp), "d=%s;", p->domain);
 	fold_add(&f, &flen, &fcap, &col, tmp, true);
-	snprintf(tmp, sizeof(tmp), "s=%s;", s->selector);
+	snprintf(tmp, sizeof(tmp), "s=%s;", p->selector);
 	fold_add(&f, &flen, &fcap, &col, tmp, true);
-	if (s->identity != NULL) {
-		snprintf(tmp, sizeof(tmp), "i=%s;", s->identity);
+	if (p->identity != NULL) {
+		snprintf(tmp, sizeof(tmp), "i=%s;", p->identity);
 		fold_add(&f, &flen, &fcap, &col, tmp, true);
 	}
-	snprintf(tmp, sizeof(tmp), "t=%" PRIu64 ";", (uint64_t)s->timestamp);
+	snprintf(tmp, sizeof(tmp), "t=%" PRIu64 ";", (uint64_t)p->timestamp);
 	fold_add(&f, &flen, &fcap, &col, tmp, true);
-	if (s->expire > 0) {
-		snprintf(tmp, sizeof(tmp), "x=%" PRIu64 ";", (uint64_t)s->timestamp + s->expire);
+	if (p->expire > 0) {
+		snprintf(tmp, sizeof(tmp), "x=%" PRIu64 ";", (uint64_t)p->timestamp + p->expire);
 		fold_add(&f, &flen, &fcap, &col, tmp, true);
 	}
 	/* h=: each name as often as it appears, From once more; folded at colons */
@@ -235,7 +333,7 @@ char *dkim_signer_finish(struct dkim_signer *s, const char **error_r)
 		fold_add(&f, &flen, &fcap, &col, tmp, i == 0);
 	}
 	char b64[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
-	base64_encode(bh, bh_len, b64);
+	base64_encode(s->bh, s->bh_len, b64);
 	snprintf(tmp, sizeof(tmp), "bh=%s;", b64);
 	fold_add(&f, &flen, &fcap, &col, tmp, true);
 	fold_add(&f, &flen, &fcap, &col, "b=", true);
@@ -265,28 +363,7 @@ char *dkim_signer_finish(struct dkim_signer *s, const char **error_r)
 		fatal("EVP_DigestFinal_ex failed");
 
 	size_t sig_len = 0;
-	if (s->ed25519) {
-		EVP_MD_CTX *mctx = EVP_MD_CTX_new();
-		if (mctx != NULL && EVP_DigestSignInit(mctx, NULL, NULL, NULL, s->key) == 1 &&
-		    EVP_DigestSign(mctx, NULL, &sig_len, hh, hh_len) == 1) {
-			sig = xmalloc(sig_len);
-			if (EVP_DigestSign(mctx, sig, &sig_len, hh, hh_len) != 1)
-				sig_len = 0;
-		}
-		EVP_MD_CTX_free(mctx);
-	} else {
-		EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new(s->key, NULL);
-		if (pctx != NULL && EVP_PKEY_sign_init(pctx) == 1 &&
-		    EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) == 1 &&
-		    EVP_PKEY_CTX_set_signature_md(pctx, EVP_sha256()) == 1 &&
-		    EVP_PKEY_sign(pctx, NULL, &sig_len, hh, hh_len) == 1) {
-			sig = xmalloc(sig_len);
-			if (EVP_PKEY_sign(pctx, sig, &sig_len, hh, hh_len) != 1)
-				sig_len = 0;
-		}
-		EVP_PKEY_CTX_free(pctx);
-	}
-	if (sig_len == 0) {
+	if (dkim_privkey_sign(key, hh, hh_len, &sig, &sig_len) < 0) {
 		*error_r = "signing failed";
 		goto out;
 	}
@@ -323,6 +400,40 @@ out:
 	return ret;
 }
 
+char *dkim_signer_finish(struct dkim_signer *s, const char **error_r)
+{
+	if (s->key == NULL) {
+		*error_r = "the signer has no key";
+		return NULL;
+	}
+	struct dkim_sign_params p = {
+	    .domain = s->domain,
+	    .selector = s->selector,
+	    .identity = s->identity,
+	    .timestamp = s->timestamp,
+	    .expire = s->expire,
+	};
+	return sign_with(s, &p, s->key, error_r);
+}
+
+char *dkim_signer_sign(struct dkim_signer *s, const struct dkim_sign_params *p,
+                       const char **error_r)
+{
+	const char *bad = check_names(p);
+	if (bad != NULL) {
+		*error_r = bad;
+		return NULL;
+	}
+	if (p->key != NULL)
+		return sign_with(s, p, p->key, error_r);
+	struct dkim_privkey *key = dkim_privkey_parse(p->key_pem, error_r);
+	if (key == NULL)
+		return NULL;
+	char *sig = sign_with(s, p, key, error_r);
+	dkim_privkey_unref(&key);
+	return sig;
+}
+
 void dkim_signer_free(struct dkim_signer **sp)
 {
 	struct dkim_signer *s = *sp;
@@ -331,7 +442,7 @@ void dkim_signer_free(struct dkim_signer **sp)
 	free(s->domain);
 	free(s->selector);
 	free(s->identity);
-	EVP_PKEY_free(s->key);
+	dkim_privkey_unref(&s->key);
 	EVP_MD_CTX_free(s->bh_ctx);
 	dkim_msg_clear(&s->msg);
 	free(s);
