@@ -57,16 +57,20 @@ void arc_verifier_free(struct arc_verifier **v);
  * (bounded as for DKIM), the body is hashed as it streams.
  */
 struct arc_seal_params {
-	const char *domain;   /* d= */
-	const char *selector; /* s= */
-	const char *key_pem;  /* private key, RSA (>= 1024 bits) or Ed25519, PEM */
-	time_t timestamp;     /* t= */
+	const char *domain;       /* d= */
+	const char *selector;     /* s= */
+	struct dkim_privkey *key; /* the private key (referenced), or NULL to parse key_pem */
+	const char *key_pem;      /* private key, RSA (>= 1024 bits) or Ed25519, PEM */
+	time_t timestamp;         /* t= */
 };
 
 struct arc_sealer;
 
 /* Returns NULL with *error_r set (static string) on a bad key, domain or selector. */
 struct arc_sealer *arc_sealer_new(const struct arc_seal_params *p, const char **error_r);
+/* A sealer whose key is given at the end, with arc_sealer_seal() (the key
+   lookup may touch the disk: it runs where the sealing does). */
+struct arc_sealer *arc_sealer_new_unkeyed(void);
 /* Feed message bytes. Returns 0, or -1 when the header section is too large. */
 int arc_sealer_push(struct arc_sealer *s, const void *data, size_t len);
 /*
@@ -84,6 +88,10 @@ int arc_sealer_push(struct arc_sealer *s, const void *data, size_t len);
  */
 char *arc_sealer_finish(struct arc_sealer *s, const char *auth_results, enum arc_result cv,
 			const char **error_r);
+/* The same with the key and names of `p` (checked as by arc_sealer_new), for
+   a sealer made by either constructor. Call one of the two once. */
+char *arc_sealer_seal(struct arc_sealer *s, const struct arc_seal_params *p,
+                      const char *auth_results, enum arc_result cv, const char **error_r);
 void arc_sealer_free(struct arc_sealer **s);
 
 #endif

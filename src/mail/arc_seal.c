@@ -14,10 +14,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
-#include <openssl/bio.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/rsa.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,10 +51,10 @@ static const char *const kind_names[K_KINDS] = {"ARC-Authentication-Results",
                                                 "ARC-Message-Signature", "ARC-Seal"};
 
 struct arc_sealer {
+	/* the key of arc_sealer_new; NULL for an unkeyed sealer */
 	char *domain, *selector;
 	time_t timestamp;
-	EVP_PKEY *key;
-	bool ed25519;
+	struct dkim_privkey *key;
 	struct dkim_msg msg;
 	struct dkim_body_canon bc;
 	EVP_MD_CTX *bh_ctx;
@@ -114,37 +111,39 @@ static void seal_emit(void *ctx, const char *data, size_t len)
 		fatal("EVP_DigestUpdate failed");
 }
 
-struct arc_sealer *arc_sealer_new(const struct arc_seal_params *p, const char **error_r)
+struct arc_sealer *arc_sealer_new_unkeyed(void)
 {
-	if (!plain_name(p->domain) || !plain_name(p->selector)) {
-		*error_r = "bad domain or selector";
-		return NULL;
-	}
-	BIO *bio = p->key_pem != NULL ? BIO_new_mem_buf(p->key_pem, -1) : NULL;
-	EVP_PKEY *key = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
-	BIO_free(bio);
-	if (key == NULL) {
-		*error_r = "cannot read the private key";
-		return NULL;
-	}
-	int id = EVP_PKEY_get_base_id(key);
-	if ((id != EVP_PKEY_ED25519 && id != EVP_PKEY_RSA) ||
-	    (id == EVP_PKEY_RSA && EVP_PKEY_get_bits(key) < DKIM_MIN_RSA_BITS)) {
-		EVP_PKEY_free(key);
-		*error_r = "the key is neither Ed25519 nor RSA of at least 1024 bits";
-		return NULL;
-	}
 	struct arc_sealer *s = xcalloc(1, sizeof(*s));
-	s->domain = str_lower(xstrdup(p->domain));
-	s->selector = xstrdup(p->selector);
-	s->timestamp = p->timestamp;
-	s->key = key;
-	s->ed25519 = id == EVP_PKEY_ED25519;
 	dkim_msg_init(&s->msg);
 	dkim_body_canon_init(&s->bc, DKIM_CANON_RELAXED, seal_emit, s);
 	s->bh_ctx = EVP_MD_CTX_new();
 	if (s->bh_ctx == NULL || EVP_DigestInit_ex(s->bh_ctx, EVP_sha256(), NULL) != 1)
 		fatal("EVP_DigestInit_ex failed");
+	return s;
+}
+
+/* The key of `p`: a new reference, or parsed from its PEM; NULL with *error_r. */
+static struct dkim_privkey *params_key(const struct arc_seal_params *p, const char **error_r)
+{
+	if (!plain_name(p->domain) || !plain_name(p->selector)) {
+		*error_r = "bad domain or selector";
+		return NULL;
+	}
+	if (p->key != NULL)
+		return dkim_privkey_ref(p->key);
+	return dkim_privkey_parse(p->key_pem, error_r);
+}
+
+struct arc_sealer *arc_sealer_new(const struct arc_seal_params *p, const char **error_r)
+{
+	struct dkim_privkey *key = params_key(p, error_r);
+	if (key == NULL)
+		return NULL;
+	struct arc_sealer *s = arc_sealer_new_unkeyed();
+	s->domain = str_lower(xstrdup(p->domain));
+	s->selector = xstrdup(p->selector);
+	s->timestamp = p->timestamp;
+	s->key = key;
 	return s;
 }
 
@@ -234,36 +233,13 @@ static unsigned field_instance(const struct dkim_msg *m, size_t fi, int kind,
 
 /* Sign the SHA-256 `hash` (RSA PKCS#1 v1.5 or Ed25519 over the hash, as DKIM) and append
    the base64 signature to the field, filling lines to 78 columns. */
-static int sign_append(struct arc_sealer *s, const unsigned char *hash, size_t hlen, struct buf *f,
-                       size_t *col)
+static int sign_append(const struct dkim_privkey *key, const unsigned char *hash, size_t hlen,
+                       struct buf *f, size_t *col)
 {
 	unsigned char *sig = NULL;
 	size_t sig_len = 0;
-	if (s->ed25519) {
-		EVP_MD_CTX *mctx = EVP_MD_CTX_new();
-		if (mctx != NULL && EVP_DigestSignInit(mctx, NULL, NULL, NULL, s->key) == 1 &&
-		    EVP_DigestSign(mctx, NULL, &sig_len, hash, hlen) == 1) {
-			sig = xmalloc(sig_len);
-			if (EVP_DigestSign(mctx, sig, &sig_len, hash, hlen) != 1)
-				sig_len = 0;
-		}
-		EVP_MD_CTX_free(mctx);
-	} else {
-		EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new(s->key, NULL);
-		if (pctx != NULL && EVP_PKEY_sign_init(pctx) == 1 &&
-		    EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PADDING) == 1 &&
-		    EVP_PKEY_CTX_set_signature_md(pctx, EVP_sha256()) == 1 &&
-		    EVP_PKEY_sign(pctx, NULL, &sig_len, hash, hlen) == 1) {
-			sig = xmalloc(sig_len);
-			if (EVP_PKEY_sign(pctx, sig, &sig_len, hash, hlen) != 1)
-				sig_len = 0;
-		}
-		EVP_PKEY_CTX_free(pctx);
-	}
-	if (sig_len == 0) {
-		free(sig);
+	if (dkim_privkey_sign(key, hash, hlen, &sig, &sig_len) < 0)
 		return -1;
-	}
 	char *b64 = xmalloc(4 * ((sig_len + 2) / 3) + 1);
 	size_t bl = base64_encode(sig, sig_len, b64);
 	for (size_t i = 0; i < bl;) {
@@ -312,8 +288,10 @@ static char *results_value(const char *ar)
 	return e > p ? xstrndup(p, (size_t)(e - p)) : NULL;
 }
 
-char *arc_sealer_finish(struct arc_sealer *s, const char *auth_results, enum arc_result cv,
-                        const char **error_r)
+/* The set for `auth_results` and `cv`, signed with `key` as `domain` (lowercase) and `selector`. */
+static char *seal_with(struct arc_sealer *s, const char *domain, const char *selector,
+                       time_t timestamp, const struct dkim_privkey *key, const char *auth_results,
+                       enum arc_result cv, const char **error_r)
 {
 	struct dkim_msg *m = &s->msg;
 	struct buf aar = {0}, ams = {0}, as = {0}, tmp = {0};
@@ -401,13 +379,14 @@ char *arc_sealer_finish(struct arc_sealer *s, const char *auth_results, enum arc
 	fold_add(&ams, &col, "ARC-Message-Signature:", false);
 	snprintf(piece, sizeof(piece), "i=%u;", n);
 	fold_add(&ams, &col, piece, true);
-	fold_add(&ams, &col, s->ed25519 ? "a=ed25519-sha256;" : "a=rsa-sha256;", true);
+	fold_add(&ams, &col, dkim_privkey_is_ed25519(key) ? "a=ed25519-sha256;" : "a=rsa-sha256;",
+	         true);
 	fold_add(&ams, &col, "c=relaxed/relaxed;", true);
-	snprintf(piece, sizeof(piece), "d=%s;", s->domain);
+	snprintf(piece, sizeof(piece), "d=%s;", domain);
 	fold_add(&ams, &col, piece, true);
-	snprintf(piece, sizeof(piece), "s=%s;", s->selector);
+	snprintf(piece, sizeof(piece), "s=%s;", selector);
 	fold_add(&ams, &col, piece, true);
-	snprintf(piece, sizeof(piece), "t=%" PRIu64 ";", (uint64_t)s->timestamp);
+	snprintf(piece, sizeof(piece), "t=%" PRIu64 ";", (uint64_t)timestamp);
 	fold_add(&ams, &col, piece, true);
 	const char *hnames[DKIM_MAX_H_ENTRIES];
 	size_t nh = 0;
@@ -446,7 +425,7 @@ char *arc_sealer_finish(struct arc_sealer *s, const char *auth_results, enum arc
 	hash_canon(ctx, ams.s, ams.len, false, &tmp);
 	if (EVP_DigestFinal_ex(ctx, hh, &hh_len) != 1)
 		fatal("EVP_DigestFinal_ex failed");
-	if (sign_append(s, hh, hh_len, &ams, &col) < 0) {
+	if (sign_append(key, hh, hh_len, &ams, &col) < 0) {
 		*error_r = "signing failed";
 		goto out;
 	}
@@ -456,14 +435,15 @@ char *arc_sealer_finish(struct arc_sealer *s, const char *auth_results, enum arc
 	fold_add(&as, &col, "ARC-Seal:", false);
 	snprintf(piece, sizeof(piece), "i=%u;", n);
 	fold_add(&as, &col, piece, true);
-	fold_add(&as, &col, s->ed25519 ? "a=ed25519-sha256;" : "a=rsa-sha256;", true);
+	fold_add(&as, &col, dkim_privkey_is_ed25519(key) ? "a=ed25519-sha256;" : "a=rsa-sha256;",
+	         true);
 	snprintf(piece, sizeof(piece), "cv=%s;", cvs);
 	fold_add(&as, &col, piece, true);
-	snprintf(piece, sizeof(piece), "d=%s;", s->domain);
+	snprintf(piece, sizeof(piece), "d=%s;", domain);
 	fold_add(&as, &col, piece, true);
-	snprintf(piece, sizeof(piece), "s=%s;", s->selector);
+	snprintf(piece, sizeof(piece), "s=%s;", selector);
 	fold_add(&as, &col, piece, true);
-	snprintf(piece, sizeof(piece), "t=%" PRIu64 ";", (uint64_t)s->timestamp);
+	snprintf(piece, sizeof(piece), "t=%" PRIu64 ";", (uint64_t)timestamp);
 	fold_add(&as, &col, piece, true);
 	fold_add(&as, &col, "b=", true);
 	if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
@@ -478,7 +458,7 @@ char *arc_sealer_finish(struct arc_sealer *s, const char *auth_results, enum arc
 	hash_canon(ctx, as.s, as.len, false, &tmp);
 	if (EVP_DigestFinal_ex(ctx, hh, &hh_len) != 1)
 		fatal("EVP_DigestFinal_ex failed");
-	if (sign_append(s, hh, hh_len, &as, &col) < 0) {
+	if (sign_append(key, hh, hh_len, &as, &col) < 0) {
 		*error_r = "signing failed";
 		goto out;
 	}
@@ -504,6 +484,30 @@ out:
 	return ret;
 }
 
+char *arc_sealer_finish(struct arc_sealer *s, const char *auth_results, enum arc_result cv,
+                        const char **error_r)
+{
+	if (s->key == NULL) {
+		*error_r = "the sealer has no key";
+		return NULL;
+	}
+	return seal_with(s, s->domain, s->selector, s->timestamp, s->key, auth_results, cv,
+	                 error_r);
+}
+
+char *arc_sealer_seal(struct arc_sealer *s, const struct arc_seal_params *p,
+                      const char *auth_results, enum arc_result cv, const char **error_r)
+{
+	struct dkim_privkey *key = params_key(p, error_r);
+	if (key == NULL)
+		return NULL;
+	char *domain = str_lower(xstrdup(p->domain));
+	char *set = seal_with(s, domain, p->selector, p->timestamp, key, auth_results, cv, error_r);
+	free(domain);
+	dkim_privkey_unref(&key);
+	return set;
+}
+
 void arc_sealer_free(struct arc_sealer **sp)
 {
 	struct arc_sealer *s = *sp;
@@ -512,7 +516,7 @@ void arc_sealer_free(struct arc_sealer **sp)
 	*sp = NULL;
 	free(s->domain);
 	free(s->selector);
-	EVP_PKEY_free(s->key);
+	dkim_privkey_unref(&s->key);
 	EVP_MD_CTX_free(s->bh_ctx);
 	dkim_msg_clear(&s->msg);
 	free(s);
