@@ -1,6 +1,7 @@
 /*
  * DKIM key storage: one directory per domain under DATA_DIR/dkim, a .pem
- * and a .key (metadata) file per selector. See dkimkeys.h.
+ * and a .key (metadata) file per selector, and the signer's cache of the
+ * parsed active keys of each domain. See dkimkeys.h.
  *
  * SECURITY: the private keys are created 0600 with O_EXCL in directories
  * made 0700; names are checked before they become paths; metadata is read
@@ -14,6 +15,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,12 +130,18 @@ static int write_file(const char *path, const char *data, bool exclusive, char *
 	return 0;
 }
 
-/* Read a whole small file; NULL with *error_r when missing, unreadable or too large. */
-static char *read_file(const char *path, size_t max, char **error_r)
+/* Read a whole small file, and its stat() data into *st_r when not NULL;
+   NULL with *error_r when missing, unreadable or too large. */
+static char *read_file_st(const char *path, size_t max, struct stat *st_r, char **error_r)
 {
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		*error_r = xasprintf("open %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	if (st_r != NULL && fstat(fd, st_r) < 0) {
+		*error_r = xasprintf("stat %s: %s", path, strerror(errno));
+		close(fd);
 		return NULL;
 	}
 	char *buf = xmalloc(max + 1);
@@ -158,8 +167,14 @@ static char *read_file(const char *path, size_t max, char **error_r)
 	return buf;
 fail:
 	close(fd);
+	explicit_bzero(buf, len); /* maybe a private key */
 	free(buf);
 	return NULL;
+}
+
+static char *read_file(const char *path, size_t max, char **error_r)
+{
+	return read_file_st(path, max, NULL, error_r);
 }
 
 static char *meta_text(const struct dkimkey *k)
@@ -462,4 +477,452 @@ void dkimkey_list_free(struct dkimkey_list *l)
 		dkimkey_clear(&l->v[i]);
 	free(l->v);
 	memset(l, 0, sizeof(*l));
+}
+
+/* ---- the signer's cache ---- */
+
+/* What stat() says of a file, enough to see it replaced or rewritten. */
+struct stamp {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtim, ctim;
+};
+
+struct watched {
+	char *path;
+	struct stamp st;
+};
+
+/* A dkimkeys_set with what it was read from. Immutable once made. */
+struct set_impl {
+	struct dkimkeys_set pub; /* first: a dkimkeys_set pointer is a set_impl pointer */
+	atomic_uint refs;
+	struct dkimkeys_signkey *keys;
+	bool dir_missing; /* no DATA_DIR/dkim/DOMAIN when read */
+	struct stamp dir;
+	struct watched *files; /* the .key files, and the .pem files of active keys */
+	size_t nfiles, files_cap;
+	bool stable;                    /* every time above was older than a clock tick when read */
+	atomic_int_fast64_t checked_ns; /* CLOCK_MONOTONIC of the last lookup that used it */
+};
+
+struct entry {
+	char *path; /* DATA_DIR/dkim/DOMAIN */
+	uint64_t hash;
+	struct set_impl *set;      /* the cache's reference */
+	struct entry *hnext;       /* hash chain */
+	struct entry *prev, *next; /* recency: head is the most recent */
+};
+
+struct dkimkeys_cache {
+	pthread_mutex_t lock;
+	size_t max, n, nbuckets;
+	struct entry **buckets;
+	struct entry *head, *tail;
+	atomic_uint_fast64_t hits, loads, evictions;
+};
+
+static void stamp_of(const struct stat *st, struct stamp *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->dev = st->st_dev;
+	out->ino = st->st_ino;
+	out->size = st->st_size;
+	out->mtim = st->st_mtim;
+	out->ctim = st->st_ctim;
+}
+
+static bool stamp_same(const struct stamp *a, const struct stamp *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtim.tv_sec == b->mtim.tv_sec && a->mtim.tv_nsec == b->mtim.tv_nsec &&
+	       a->ctim.tv_sec == b->ctim.tv_sec && a->ctim.tv_nsec == b->ctim.tv_nsec;
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return ts_ns(&t);
+}
+
+/* A change later in the same clock tick would leave the times as they are: a time
+   within a tick of `now` is not trusted yet (as src/store/mailbox.c does). Timestamps
+   come from the kernel's coarse clock (a jiffy, at most 10 ms); a file system with
+   whole-second timestamps (the nanoseconds are 0) gets a whole second. */
+static bool stamp_settled(const struct stamp *s, int64_t now)
+{
+	const struct timespec *t[2] = {&s->mtim, &s->ctim};
+	for (size_t i = 0; i < 2; i++) {
+		int64_t tick = t[i]->tv_nsec == 0 ? 1000000000 : 100000000;
+		if (now - ts_ns(t[i]) < tick)
+			return false;
+	}
+	return true;
+}
+
+static void watch(struct set_impl *set, const char *path, const struct stat *st)
+{
+	set->files = xgrow(set->files, &set->files_cap, set->nfiles + 1, sizeof(*set->files));
+	struct watched *w = &set->files[set->nfiles++];
+	w->path = xstrdup(path);
+	stamp_of(st, &w->st);
+}
+
+static void set_free(struct set_impl *set)
+{
+	for (size_t i = 0; i < set->pub.n; i++) {
+		free((char *)set->keys[i].domain);
+		free((char *)set->keys[i].selector);
+		dkim_privkey_unref(&set->keys[i].key);
+	}
+	free(set->keys);
+	for (size_t i = 0; i < set->nfiles; i++)
+		free(set->files[i].path);
+	free(set->files);
+	free(set);
+}
+
+static struct set_impl *set_ref(struct set_impl *set)
+{
+	atomic_fetch_add_explicit(&set->refs, 1, memory_order_relaxed);
+	return set;
+}
+
+static void set_unref(struct set_impl *set)
+{
+	if (set != NULL && atomic_fetch_sub_explicit(&set->refs, 1, memory_order_acq_rel) == 1)
+		set_free(set);
+}
+
+void dkimkeys_set_release(const struct dkimkeys_set **setp)
+{
+	const struct dkimkeys_set *set = *setp;
+	*setp = NULL;
+	if (set != NULL)
+		set_unref((struct set_impl *)set);
+}
+
+static int signkey_cmp(const void *a, const void *b)
+{
+	const struct dkimkeys_signkey *x = a, *y = b;
+	if (x->created != y->created)
+		return x->created < y->created ? -1 : 1;
+	return strcmp(x->selector, y->selector);
+}
+
+/*
+ * Read the active keys of `domain` in `dir_path` and parse their private
+ * keys, noting the stat() data of everything read. Returns the set (one
+ * reference), or NULL with *error_r.
+ */
+static struct set_impl *set_load(const char *dir_path, const char *domain, char **error_r)
+{
+	struct set_impl *set = xcalloc(1, sizeof(*set));
+	atomic_init(&set->refs, 1);
+	atomic_init(&set->checked_ns, mono_ns());
+	size_t keys_cap = 0;
+	struct stat st;
+	/* the directory first: a change after this is seen by the next check */
+	if (stat(dir_path, &st) < 0) {
+		if (errno == ENOENT) {
+			set->dir_missing = true;
+			set->stable = true;
+			return set;
+		}
+		*error_r = xasprintf("stat %s: %s", dir_path, strerror(errno));
+		set_free(set);
+		return NULL;
+	}
+	stamp_of(&st, &set->dir);
+	DIR *d = opendir(dir_path);
+	if (d == NULL) {
+		*error_r = xasprintf("open %s: %s", dir_path, strerror(errno));
+		set_free(set);
+		return NULL;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (!has_suffix(de->d_name, ".key"))
+			continue;
+		char *selector = xstrndup(de->d_name, strlen(de->d_name) - 4);
+		if (!dkimkeys_name_ok(selector, DKIMKEYS_MAX_SELECTOR)) {
+			free(selector); /* not one of ours */
+			continue;
+		}
+		char *path = xasprintf("%s/%s", dir_path, de->d_name);
+		char *text = read_file_st(path, DKIMKEYS_MAX_META, &st, error_r);
+		struct dkimkey k = {.domain = xstrdup(domain), .selector = selector};
+		if (text == NULL || meta_parse(text, &k, path, error_r) < 0) {
+			free(text);
+			free(path);
+			dkimkey_clear(&k);
+			goto fail;
+		}
+		free(text);
+		watch(set, path, &st);
+		free(path);
+		if (k.state != DKIMKEY_ACTIVE) {
+			dkimkey_clear(&k);
+			continue;
+		}
+		path = xasprintf("%s/%s.pem", dir_path, selector);
+		char *pem = read_file_st(path, 64 * 1024, &st, error_r);
+		if (pem == NULL) {
+			free(path);
+			dkimkey_clear(&k);
+			goto fail;
+		}
+		watch(set, path, &st);
+		free(path);
+		set->keys = xgrow(set->keys, &keys_cap, set->pub.n + 1, sizeof(*set->keys));
+		struct dkimkeys_signkey *sk = &set->keys[set->pub.n++];
+		memset(sk, 0, sizeof(*sk));
+		sk->alg = k.alg;
+		sk->created = k.created;
+		const char *perr = NULL;
+		sk->key = dkim_privkey_parse(pem, &perr);
+		sk->error = sk->key == NULL ? perr : NULL;
+		explicit_bzero(pem, strlen(pem));
+		free(pem);
+		/* the names move over; the rest of k goes */
+		sk->domain = k.domain;
+		sk->selector = k.selector;
+		k.domain = k.selector = NULL;
+		dkimkey_clear(&k);
+	}
+	closedir(d);
+	if (set->pub.n > 1)
+		qsort(set->keys, set->pub.n, sizeof(*set->keys), signkey_cmp);
+	set->pub.v = set->keys;
+	struct timespec now_ts;
+	clock_gettime(CLOCK_REALTIME, &now_ts);
+	int64_t now = ts_ns(&now_ts);
+	set->stable = stamp_settled(&set->dir, now);
+	for (size_t i = 0; i < set->nfiles && set->stable; i++)
+		set->stable = stamp_settled(&set->files[i].st, now);
+	return set;
+fail:
+	closedir(d);
+	set_free(set);
+	return NULL;
+}
+
+/* Whether `set` still says what the disk says (a few stat() calls). */
+static bool set_current(const struct set_impl *set, const char *dir_path)
+{
+	if (!set->stable)
+		return false;
+	struct stat st;
+	struct stamp now;
+	if (stat(dir_path, &st) < 0)
+		return set->dir_missing && errno == ENOENT;
+	if (set->dir_missing)
+		return false;
+	stamp_of(&st, &now);
+	if (!stamp_same(&now, &set->dir))
+		return false;
+	for (size_t i = 0; i < set->nfiles; i++) {
+		if (stat(set->files[i].path, &st) < 0)
+			return false;
+		stamp_of(&st, &now);
+		if (!stamp_same(&now, &set->files[i].st))
+			return false;
+	}
+	return true;
+}
+
+struct dkimkeys_cache *dkimkeys_cache_new(size_t max_domains)
+{
+	struct dkimkeys_cache *c = xcalloc(1, sizeof(*c));
+	pthread_mutex_init(&c->lock, NULL);
+	c->max = max_domains > 0 ? max_domains : DKIMKEYS_CACHE_DOMAINS;
+	c->nbuckets = 16;
+	while (c->nbuckets < c->max)
+		c->nbuckets *= 2;
+	c->buckets = xcalloc(c->nbuckets, sizeof(*c->buckets));
+	atomic_init(&c->hits, 0);
+	atomic_init(&c->loads, 0);
+	atomic_init(&c->evictions, 0);
+	return c;
+}
+
+void dkimkeys_cache_free(struct dkimkeys_cache **cp)
+{
+	struct dkimkeys_cache *c = *cp;
+	if (c == NULL)
+		return;
+	*cp = NULL;
+	for (struct entry *e = c->head, *next; e != NULL; e = next) {
+		next = e->next;
+		set_unref(e->set);
+		free(e->path);
+		free(e);
+	}
+	free(c->buckets);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static uint64_t path_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
+	}
+	return h;
+}
+
+/* With the lock held. */
+static struct entry *entry_find(struct dkimkeys_cache *c, const char *path, uint64_t h)
+{
+	for (struct entry *e = c->buckets[h & (c->nbuckets - 1)]; e != NULL; e = e->hnext)
+		if (e->hash == h && strcmp(e->path, path) == 0)
+			return e;
+	return NULL;
+}
+
+/* With the lock held: out of the recency list. */
+static void lru_unlink(struct dkimkeys_cache *c, struct entry *e)
+{
+	if (e->prev != NULL)
+		e->prev->next = e->next;
+	else
+		c->head = e->next;
+	if (e->next != NULL)
+		e->next->prev = e->prev;
+	else
+		c->tail = e->prev;
+	e->prev = e->next = NULL;
+}
+
+/* With the lock held: the most recent. */
+static void lru_front(struct dkimkeys_cache *c, struct entry *e)
+{
+	e->next = c->head;
+	e->prev = NULL;
+	if (c->head != NULL)
+		c->head->prev = e;
+	c->head = e;
+	if (c->tail == NULL)
+		c->tail = e;
+}
+
+/* With the lock held: drop the least recently used; returns its set to release. */
+static struct set_impl *evict_one(struct dkimkeys_cache *c)
+{
+	struct entry *e = c->tail;
+	lru_unlink(c, e);
+	struct entry **pp = &c->buckets[e->hash & (c->nbuckets - 1)];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	c->n--;
+	struct set_impl *set = e->set;
+	free(e->path);
+	free(e);
+	atomic_fetch_add_explicit(&c->evictions, 1, memory_order_relaxed);
+	return set;
+}
+
+int dkimkeys_cache_get(struct dkimkeys_cache *c, const char *data_dir, const char *domain,
+                       const struct dkimkeys_set **set_r, char **error_r)
+{
+	*set_r = NULL;
+	if (check_names(domain, NULL, error_r) < 0)
+		return -1;
+	char *path = xasprintf("%s/dkim/%s", data_dir, domain);
+	uint64_t h = path_hash(path);
+
+	pthread_mutex_lock(&c->lock);
+	struct entry *e = entry_find(c, path, h);
+	struct set_impl *set = NULL;
+	if (e != NULL) {
+		set = set_ref(e->set);
+		lru_unlink(c, e);
+		lru_front(c, e);
+	}
+	pthread_mutex_unlock(&c->lock);
+
+	/* the file system is looked at without the lock: one slow disk does not hold up
+	   lookups of other domains */
+	if (set != NULL && set_current(set, path)) {
+		atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
+		atomic_store_explicit(&set->checked_ns, mono_ns(), memory_order_relaxed);
+		*set_r = &set->pub;
+		free(path);
+		return 0;
+	}
+	set_unref(set);
+	set = set_load(path, domain, error_r);
+	if (set == NULL) {
+		free(path);
+		return -1;
+	}
+	atomic_fetch_add_explicit(&c->loads, 1, memory_order_relaxed);
+
+	/* publish it (a thread that loaded the same domain meanwhile: the later one stays) */
+	struct set_impl *old = NULL, *evicted = NULL;
+	pthread_mutex_lock(&c->lock);
+	e = entry_find(c, path, h);
+	if (e != NULL) {
+		old = e->set;
+		e->set = set_ref(set);
+		lru_unlink(c, e);
+		lru_front(c, e);
+	} else {
+		if (c->n >= c->max)
+			evicted = evict_one(c);
+		e = xcalloc(1, sizeof(*e));
+		e->path = path;
+		path = NULL;
+		e->hash = h;
+		e->set = set_ref(set);
+		struct entry **b = &c->buckets[h & (c->nbuckets - 1)];
+		e->hnext = *b;
+		*b = e;
+		lru_front(c, e);
+		c->n++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	set_unref(old);
+	set_unref(evicted);
+	free(path);
+	*set_r = &set->pub;
+	return 0;
+}
+
+bool dkimkeys_cache_known_keyless(struct dkimkeys_cache *c, const char *data_dir,
+                                  const char *domain, unsigned max_age_ms)
+{
+	char path[4096];
+	if (snprintf(path, sizeof(path), "%s/dkim/%s", data_dir, domain) >= (int)sizeof(path))
+		return false;
+	uint64_t h = path_hash(path);
+	bool keyless = false;
+	pthread_mutex_lock(&c->lock);
+	struct entry *e = entry_find(c, path, h);
+	if (e != NULL && e->set->pub.n == 0)
+		keyless =
+		    mono_ns() - atomic_load_explicit(&e->set->checked_ns, memory_order_relaxed) <
+		    (int64_t)max_age_ms * 1000000;
+	pthread_mutex_unlock(&c->lock);
+	return keyless;
+}
+
+void dkimkeys_cache_get_stats(struct dkimkeys_cache *c, struct dkimkeys_cache_stats *out)
+{
+	out->hits = atomic_load(&c->hits);
+	out->loads = atomic_load(&c->loads);
+	out->evictions = atomic_load(&c->evictions);
+	pthread_mutex_lock(&c->lock);
+	out->domains = c->n;
+	pthread_mutex_unlock(&c->lock);
 }

@@ -9,6 +9,9 @@
  *
  * The .pem file is written first, the .key file last (both through a
  * temporary file and rename), so a key without metadata is never used.
+ * The signer does not read these per message: it asks a dkimkeys_cache
+ * (below) for the domain's parsed keys, which checks them against the
+ * files' stat() data and reads them again only when they changed.
  * Directories are 0700. Giving the files to the service user is the
  * caller's business (the CLI runs as root).
  *
@@ -22,6 +25,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 /* Longest selector we create or accept (a DNS label is 63 octets). */
@@ -95,5 +99,75 @@ int dkimkeys_delete(const char *data_dir, const char *domain, const char *select
 
 void dkimkey_clear(struct dkimkey *k);
 void dkimkey_list_free(struct dkimkey_list *l);
+
+/* ---- the signer's cache of parsed keys ---- */
+
+/* Domains a cache holds at most; the least recently used goes first. */
+#define DKIMKEYS_CACHE_DOMAINS 1024
+
+/* One active key, parsed. */
+struct dkimkeys_signkey {
+	const char *domain, *selector;
+	enum dkim_keygen_alg alg; /* from the metadata */
+	time_t created;
+	struct dkim_privkey *key; /* NULL when the private key did not parse: */
+	const char *error;        /* why (static string), else NULL */
+};
+
+/*
+ * The active keys of one domain as of one reading of its directory, sorted
+ * by creation time then selector (as dkimkeys_load_active). Immutable and
+ * shared between threads: each holder has a reference.
+ */
+struct dkimkeys_set {
+	size_t n; /* 0: the domain has no active key */
+	const struct dkimkeys_signkey *v;
+};
+
+struct dkimkeys_cache;
+
+/* A cache of at most `max_domains` domains (0: DKIMKEYS_CACHE_DOMAINS). */
+struct dkimkeys_cache *dkimkeys_cache_new(size_t max_domains);
+/* Sets still referenced stay valid until released. */
+void dkimkeys_cache_free(struct dkimkeys_cache **c);
+
+/*
+ * The active keys of `domain` under `data_dir`, with their private keys
+ * parsed. A cached set is used while DATA_DIR/dkim/DOMAIN, every .key file
+ * in it and the .pem files of its active keys have the same inode, size,
+ * mtime and ctime (ns) as when they were read, and the set was read more
+ * than a clock tick after the last of those changed (100 ms; a second on a
+ * file system with whole-second timestamps: a change in the same tick would
+ * leave the times as they are); else the directory is read again. So a key
+ * added, retired or removed (`postern dkim`), or a file edited in place, is
+ * used from the next message on, without a restart.
+ *
+ * Blocks on the file system (at least a few stat() calls): call it on a
+ * worker thread, never on the event loop. Thread-safe.
+ *
+ * Returns 0 with *set_r (an empty set when the domain has no active key or
+ * no key directory; give it back with dkimkeys_set_release), or -1 with an
+ * allocated *error_r, as dkimkeys_load_active (an error is not cached).
+ */
+int dkimkeys_cache_get(struct dkimkeys_cache *c, const char *data_dir, const char *domain,
+                       const struct dkimkeys_set **set_r, char **error_r);
+void dkimkeys_set_release(const struct dkimkeys_set **set);
+
+/*
+ * From memory only (no file system access: fit for the event loop): true
+ * when a lookup of `domain` less than `max_age_ms` ago found no active key.
+ * The signer uses it to skip hashing messages nobody will sign; a key made
+ * since that lookup is not seen here (dkimkeys_cache_get sees it).
+ */
+bool dkimkeys_cache_known_keyless(struct dkimkeys_cache *c, const char *data_dir,
+                                  const char *domain, unsigned max_age_ms);
+
+struct dkimkeys_cache_stats {
+	uint64_t hits;      /* answered from the cache (after the stat() checks) */
+	uint64_t loads;     /* directory read and keys parsed */
+	uint64_t evictions; /* domains dropped for room */
+	size_t domains;     /* held now */
+};
+void dkimkeys_cache_get_stats(struct dkimkeys_cache *c, struct dkimkeys_cache_stats *out);
 
 #endif
