@@ -34,6 +34,9 @@
    failure" at once, so a slow or hostile DNS holds a worker (and shutdown) this long at most. */
 #define DNS_BUDGET_MS 6000
 #define DNS_TIMEOUT_MS 3000 /* each lookup */
+/* A lookup that found a domain without DKIM keys spares the hashing of its next messages for
+   this long (known_keyless). */
+#define KEYLESS_TRUST_MS 1000
 
 /* A worker's resolver for one message: its dns_sync and the message's deadline. */
 struct budget_dns {
@@ -71,13 +74,10 @@ struct auth_msg {
 	struct dkim_key_resolver keyres;
 	struct dkim_verifier *verifier;
 	struct arc_verifier *arc;
-	struct arc_sealer *sealer; /* forwarded: our ARC set (RFC 8617 5.1) */
-	char *seal_name;           /* "domain/selector" for the log */
+	struct arc_sealer *sealer; /* forwarded: our ARC set (RFC 8617 5.1), keyed at the end */
 
-	/* signing */
-	struct dkim_signer *signers[MAX_SIGNERS];
-	char *sign_names[MAX_SIGNERS]; /* "domain/selector" for the log */
-	size_t nsigners;
+	/* signing: the message hashed once; the keys are chosen at the end (sign_work) */
+	struct dkim_signer *signer;
 
 	/* results */
 	enum auth_verdict verdict;
@@ -239,11 +239,7 @@ void auth_msg_free(struct auth_msg **mp)
 		dkim_verifier_free(&m->verifier);
 	arc_verifier_free(&m->arc);
 	arc_sealer_free(&m->sealer);
-	free(m->seal_name);
-	for (size_t i = 0; i < m->nsigners; i++) {
-		dkim_signer_free(&m->signers[i]);
-		free(m->sign_names[i]);
-	}
+	dkim_signer_free(&m->signer);
 	free(m->reject_text);
 	free(m->prefix);
 	free(m->summary);
@@ -256,8 +252,8 @@ static void emit(struct auth_msg *m, const char *data, size_t len)
 	if (len == 0)
 		return;
 	m->write(m->ctx, data, len);
-	for (size_t i = 0; i < m->nsigners; i++)
-		dkim_signer_push(m->signers[i], data, len);
+	if (m->signer != NULL)
+		dkim_signer_push(m->signer, data, len);
 	if (m->sealer != NULL)
 		arc_sealer_push(m->sealer, data, len);
 }
@@ -328,98 +324,78 @@ static void note_from(struct auth_msg *m, const char *v, size_t len)
 	mime_address_free(&list);
 }
 
-/* Signers for the first From domain with active keys, else the envelope domain. */
-static void start_signers(struct auth_msg *m)
+/* ---- our keys ---- */
+
+/* The parsed DKIM keys of every domain, shared by the worker threads; made on first use. */
+static struct dkimkeys_cache *key_cache;
+static pthread_once_t key_cache_once = PTHREAD_ONCE_INIT;
+
+static void key_cache_make(void)
 {
-	const char *cands[AUTH_MAX_FROM + 1];
-	size_t nc = 0;
+	key_cache = dkimkeys_cache_new(DKIMKEYS_CACHE_DOMAINS);
+}
+
+/* The active keys of `domain` (worker thread: may read the key files); NULL on error
+   (logged with `event`). */
+static const struct dkimkeys_set *domain_keys(const struct auth_msg *m, const char *domain,
+                                              const char *event)
+{
+	pthread_once(&key_cache_once, key_cache_make);
+	const struct dkimkeys_set *set = NULL;
+	char *err = NULL;
+	if (dkimkeys_cache_get(key_cache, m->p.data_dir, domain, &set, &err) < 0) {
+		log_error("event=%s domain=%s error=\"%s\"", event, domain, err);
+		free(err);
+		return NULL;
+	}
+	return set;
+}
+
+/* The domains that may sign the message, in order: the first From domain, then the envelope
+   domain (lowercase; names that cannot have keys left out). */
+static size_t sign_domains(const struct auth_msg *m, char out[2][DMARC_MAX_DOMAIN + 1])
+{
+	const char *cands[2];
+	size_t nc = 0, n = 0;
 	if (m->nfrom > 0)
 		cands[nc++] = m->from[0];
 	const char *at = strrchr(m->p.mail_from, '@');
 	if (at != NULL && at[1] != '\0')
 		cands[nc++] = at + 1;
-	for (size_t c = 0; c < nc && m->nsigners == 0; c++) {
-		char dom[DMARC_MAX_DOMAIN + 1];
-		snprintf(dom, sizeof(dom), "%s", cands[c]);
-		str_lower(dom);
-		if (!dkimkeys_name_ok(dom, DMARC_MAX_DOMAIN))
+	for (size_t c = 0; c < nc; c++) {
+		if (strlen(cands[c]) > DMARC_MAX_DOMAIN)
 			continue;
-		struct dkimkey_list keys = {0};
-		char *err = NULL;
-		if (dkimkeys_load_active(m->p.data_dir, dom, &keys, &err) < 0) {
-			log_error("event=dkim_keys_failed domain=%s error=\"%s\"", dom, err);
-			free(err);
-			continue;
-		}
-		for (size_t i = 0; i < keys.n && m->nsigners < MAX_SIGNERS; i++) {
-			struct dkim_sign_params sp = {
-			    .domain = keys.v[i].domain,
-			    .selector = keys.v[i].selector,
-			    .key_pem = keys.v[i].pem,
-			    .timestamp = time(NULL),
-			};
-			const char *e = NULL;
-			struct dkim_signer *s = dkim_signer_new(&sp, &e);
-			if (s == NULL) {
-				log_error("event=dkim_key_unusable domain=%s selector=%s error=\"%s\"",
-					  keys.v[i].domain, keys.v[i].selector, e != NULL ? e : "?");
-				continue;
-			}
-			m->sign_names[m->nsigners] =
-			    xasprintf("%s/%s", keys.v[i].domain, keys.v[i].selector);
-			m->signers[m->nsigners++] = s;
-		}
-		dkimkey_list_free(&keys);
+		snprintf(out[n], sizeof(out[n]), "%s", cands[c]);
+		str_lower(out[n]);
+		if (dkimkeys_name_ok(out[n], DMARC_MAX_DOMAIN))
+			n++;
 	}
+	return n;
 }
 
 /*
- * The ARC sealer for a forwarded message: the forwarding domain's active
- * key, RSA when it has one (what every ARC verifier understands today),
- * else Ed25519. No usable key: not sealed (logged).
+ * On the loop thread, from memory: true when every domain in `doms` was
+ * found without keys by a lookup less than KEYLESS_TRUST_MS ago, so hashing
+ * the message for a signature is wasted work (mail of a server or a
+ * trusted relay without DKIM keys). The lookup at the end still runs and
+ * keeps that answer fresh; a domain's first key appearing in between goes
+ * unused for the messages already under way (logged).
  */
-static void start_sealer(struct auth_msg *m)
+static bool known_keyless(const struct auth_msg *m, char doms[][DMARC_MAX_DOMAIN + 1], size_t n)
 {
-	const char *dom = m->p.arc_seal_domain;
-	if (!dkimkeys_name_ok(dom, DMARC_MAX_DOMAIN))
-		return;
-	struct dkimkey_list keys = {0};
-	char *err = NULL;
-	if (dkimkeys_load_active(m->p.data_dir, dom, &keys, &err) < 0) {
-		log_error("event=arc_seal_keys_failed domain=%s error=\"%s\"", dom, err);
-		free(err);
-		return;
-	}
-	const struct dkimkey *k = NULL;
-	for (size_t i = 0; i < keys.n; i++)
-		if (k == NULL ||
-		    (k->alg != DKIM_KEYGEN_RSA2048 && keys.v[i].alg == DKIM_KEYGEN_RSA2048))
-			k = &keys.v[i];
-	if (k == NULL) {
-		log_info("event=arc_seal_skipped domain=%s reason=\"no active DKIM key\"", dom);
-	} else {
-		struct arc_seal_params sp = {
-		    .domain = k->domain,
-		    .selector = k->selector,
-		    .key_pem = k->pem,
-		    .timestamp = time(NULL),
-		};
-		const char *e = NULL;
-		m->sealer = arc_sealer_new(&sp, &e);
-		if (m->sealer == NULL)
-			log_error("event=arc_seal_key_unusable domain=%s selector=%s error=\"%s\"",
-				  k->domain, k->selector, e != NULL ? e : "?");
-		else
-			m->seal_name = xasprintf("%s/%s", k->domain, k->selector);
-	}
-	dkimkey_list_free(&keys);
+	pthread_once(&key_cache_once, key_cache_make);
+	for (size_t i = 0; i < n; i++)
+		if (!dkimkeys_cache_known_keyless(key_cache, m->p.data_dir, doms[i],
+		                                  KEYLESS_TRUST_MS))
+			return false;
+	return true;
 }
 
 /* The header section is complete (hdr holds it, with its empty line if any). */
 static void header_done(struct auth_msg *m)
 {
 	m->in_header = false;
-	/* pass 1: From domains (the signers need them before the first byte) */
+	/* pass 1: From domains (DMARC's, and the signing domain's candidates) */
 	size_t i = 0;
 	while (i < m->hdr_len) {
 		size_t fs = i, colon = 0;
@@ -435,10 +411,20 @@ static void header_done(struct auth_msg *m)
 		if (fs + colon < i && name_is(m->hdr + fs, colon, "From"))
 			note_from(m, m->hdr + fs + colon + 1, i - fs - colon - 1);
 	}
-	if (m->mode == AUTH_MODE_SIGN)
-		start_signers(m);
-	else if (m->p.arc_seal_domain != NULL)
-		start_sealer(m);
+	/* the keys are looked up at the end, on the worker (they may need the disk, and
+	   which domain signs is known only now); the message is hashed meanwhile, unless
+	   no domain that may sign has keys */
+	char doms[2][DMARC_MAX_DOMAIN + 1];
+	if (m->mode == AUTH_MODE_SIGN) {
+		size_t n = sign_domains(m, doms);
+		if (n > 0 && !known_keyless(m, doms, n))
+			m->signer = dkim_signer_new_unkeyed();
+	} else if (m->p.arc_seal_domain != NULL &&
+	           dkimkeys_name_ok(m->p.arc_seal_domain, DMARC_MAX_DOMAIN)) {
+		snprintf(doms[0], sizeof(doms[0]), "%s", m->p.arc_seal_domain);
+		if (!known_keyless(m, doms, 1))
+			m->sealer = arc_sealer_new_unkeyed();
+	}
 	if (m->verifier != NULL)
 		dkim_verifier_push(m->verifier, m->hdr, m->hdr_len);
 	if (m->arc != NULL)
@@ -552,26 +538,118 @@ static void sb_add(struct strbuf *b, const char *fmt, ...)
 	free(t);
 }
 
+/*
+ * DKIM signatures with the active keys of the first From domain that has a
+ * usable one, else of the envelope domain (RFC 8463: Ed25519 and RSA sign
+ * together). The keys come from the cache here, on the worker, where the
+ * signing is: the loop thread never reads a key file.
+ */
 static void sign_work(struct auth_msg *m)
 {
 	struct strbuf out = {0};
-	struct strbuf sum = {0};
+	struct strbuf names = {0};
 	sb_add(&out, "%s", "");
-	sb_add(&sum, "dkim_signed=%zu", m->nsigners);
-	for (size_t i = 0; i < m->nsigners; i++) {
-		const char *err = NULL;
-		char *sig = dkim_signer_finish(m->signers[i], &err);
-		if (sig == NULL) {
-			log_warn("event=dkim_sign_failed key=%s error=\"%s\"", m->sign_names[i],
-				 err != NULL ? err : "?");
-			continue;
+	sb_add(&names, "%s", "");
+	char doms[2][DMARC_MAX_DOMAIN + 1];
+	size_t nd = sign_domains(m, doms);
+	time_t now = time(NULL);
+	size_t nkeys = 0; /* keys that made a signer (signing may still fail) */
+	for (size_t c = 0; c < nd && nkeys == 0; c++) {
+		const char *dom = doms[c];
+		const struct dkimkeys_set *keys = domain_keys(m, dom, "dkim_keys_failed");
+		if (keys != NULL && keys->n > 0 && m->signer == NULL) {
+			/* known_keyless() said none at the end of the header section */
+			log_info("event=dkim_unsigned domain=%s reason=\"its first key appeared "
+			         "while the message was received\"",
+			         dom);
+			dkimkeys_set_release(&keys);
+			break;
 		}
-		sb_add(&out, "%s", sig);
-		sb_add(&sum, " key=%s", m->sign_names[i]);
-		free(sig);
+		for (size_t i = 0; keys != NULL && i < keys->n && nkeys < MAX_SIGNERS; i++) {
+			const struct dkimkeys_signkey *k = &keys->v[i];
+			if (k->key == NULL) {
+				log_error(
+				    "event=dkim_key_unusable domain=%s selector=%s error=\"%s\"",
+				    k->domain, k->selector, k->error != NULL ? k->error : "?");
+				continue;
+			}
+			nkeys++;
+			struct dkim_sign_params sp = {
+			    .domain = k->domain,
+			    .selector = k->selector,
+			    .key = k->key,
+			    .timestamp = now,
+			};
+			const char *err = NULL;
+			char *sig = dkim_signer_sign(m->signer, &sp, &err);
+			if (sig == NULL) {
+				log_warn("event=dkim_sign_failed key=%s/%s error=\"%s\"", k->domain,
+				         k->selector, err != NULL ? err : "?");
+				continue;
+			}
+			sb_add(&out, "%s", sig);
+			sb_add(&names, " key=%s/%s", k->domain, k->selector);
+			free(sig);
+		}
+		dkimkeys_set_release(&keys);
 	}
+	struct strbuf sum = {0};
+	sb_add(&sum, "dkim_signed=%zu%s", nkeys, names.s);
+	free(names.s);
 	m->prefix = out.s;
 	m->summary = sum.s;
+}
+
+/*
+ * Our ARC set for a forwarded message: the forwarding domain's active key,
+ * RSA when it has one (what every ARC verifier understands today), else
+ * Ed25519. No usable key: not sealed (logged). NULL when not sealed.
+ */
+static char *seal_work(struct auth_msg *m, const char *results, enum arc_result cv)
+{
+	const char *dom = m->p.arc_seal_domain;
+	const struct dkimkeys_set *keys = domain_keys(m, dom, "arc_seal_keys_failed");
+	if (keys == NULL)
+		return NULL;
+	const struct dkimkeys_signkey *k = NULL;
+	for (size_t i = 0; i < keys->n; i++) {
+		const struct dkimkeys_signkey *c = &keys->v[i];
+		if (c->key == NULL) {
+			log_error("event=arc_seal_key_unusable domain=%s selector=%s error=\"%s\"",
+			          c->domain, c->selector, c->error != NULL ? c->error : "?");
+			continue;
+		}
+		if (k == NULL ||
+		    (dkim_privkey_is_ed25519(k->key) && !dkim_privkey_is_ed25519(c->key)))
+			k = c;
+	}
+	char *set = NULL;
+	if (k == NULL) {
+		log_info("event=arc_seal_skipped domain=%s reason=\"no active DKIM key\"", dom);
+	} else if (m->sealer == NULL) {
+		/* known_keyless() said none at the end of the header section */
+		log_info("event=arc_seal_skipped domain=%s reason=\"its first key appeared while "
+		         "the message was received\"",
+		         dom);
+	} else {
+		struct arc_seal_params sp = {
+		    .domain = k->domain,
+		    .selector = k->selector,
+		    .key = k->key,
+		    .timestamp = time(NULL),
+		};
+		const char *e = NULL;
+		set = arc_sealer_seal(m->sealer, &sp, results, cv, &e);
+		const char *cvs = set != NULL ? strstr(set, " cv=") : NULL;
+		if (set != NULL)
+			log_info("event=arc_sealed key=%s/%s cv=%.4s", k->domain, k->selector,
+			         cvs != NULL ? cvs + 4 : "?");
+		else
+			log_info("event=arc_seal_skipped key=%s/%s reason=\"%s\"", k->domain,
+			         k->selector, e != NULL ? e : "?");
+	}
+	dkimkeys_set_release(&keys);
+	return set;
 }
 
 /* `domain` is one of the comma or space separated names of `list` (case-insensitive). */
@@ -780,17 +858,9 @@ static void verify_work(struct auth_msg *m)
 	/* forwarded outside: our ARC set, sealing these results (RFC 8617 5.1), above them and
 	   below the quarantine mark (which must stay the first line) */
 	char *set = NULL;
-	if (m->sealer != NULL && m->verdict != AUTH_REJECT) {
-		const char *e = NULL;
-		set = arc_sealer_finish(m->sealer, ar.s, arc.result, &e);
-		const char *cv = set != NULL ? strstr(set, " cv=") : NULL;
-		if (set != NULL)
-			log_info("event=arc_sealed key=%s cv=%.4s", m->seal_name,
-				 cv != NULL ? cv + 4 : "?");
-		else
-			log_info("event=arc_seal_skipped key=%s reason=\"%s\"", m->seal_name,
-				 e != NULL ? e : "?");
-	}
+	if (m->p.arc_seal_domain != NULL && m->verdict != AUTH_REJECT &&
+	    dkimkeys_name_ok(m->p.arc_seal_domain, DMARC_MAX_DOMAIN))
+		set = seal_work(m, ar.s, arc.result);
 	struct strbuf pre = {0};
 	if (m->verdict == AUTH_QUARANTINE)
 		sb_add(&pre, "X-Postern-Quarantine: dmarc policy=%s domain=%s\r\n", why, tok);

@@ -16,6 +16,13 @@
  * a blocking resolver of that thread (dns_sync); the session is suspended
  * meanwhile. The loop thread then reads the verdict and the header fields
  * to put on top of the spooled message.
+ *
+ * Our own keys (DKIM signing, ARC sealing) are looked up there too, in a
+ * process-wide cache of parsed keys (dkimkeys_cache, src/store/dkimkeys.h):
+ * the signing domain is known only at the end of the header section, and
+ * no key is needed before the end of the message (the signer and the sealer
+ * hash the message without one), so the loop thread never reads a key file
+ * or decodes a PEM key.
  */
 #ifndef POSTERN_SMTP_AUTH_MSG_H
 #define POSTERN_SMTP_AUTH_MSG_H
