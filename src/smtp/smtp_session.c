@@ -1809,6 +1809,9 @@ static void process_input(struct smtp_session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	bool line_done = false;
+	/* a QUIT whose reply went out at once destroys the session inside the loop:
+	   the struct stays until the loop has looked at it */
+	s->pending++;
 	/* bounded: each round consumes input or stops */
 	while (!s->dead && !s->suspended && s->state != STATE_CLOSING) {
 		if (s->state == STATE_DATA) {
@@ -1838,9 +1841,14 @@ static void process_input(struct smtp_session *s)
 		}
 		handle_line(s, s->line, len);
 	}
+	if (--s->pending == 0 && s->dead) {
+		session_free(s);
+		return;
+	}
+	if (s->dead)
+		return;
 	line_timer_update(s, line_done);
-	if (!s->dead)
-		flush(s);
+	flush(s);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
