@@ -637,7 +637,10 @@ int server_run(struct config *cfg)
 		free(err);
 		goto out;
 	}
-	srv->smtp.workers = worker_pool_new(srv->smtp.base, 4);
+	/* SMTP AUTH hashing and every IMAP/POP3 command run on this pool; IMAP jobs
+	   wait on fsyncs (APPEND) and on the index write lock, so more threads than
+	   cores keep readers going while some wait (4 made the IMAP mix queue here) */
+	srv->smtp.workers = worker_pool_new(srv->smtp.base, 16);
 	/* FCrDNS of clients on the loop, cancellable: a dead DNS server delays nothing */
 	struct dns_options dopts = {.resolver = cfg->dns_resolver, .timeout_ms = 5000};
 	const char *derr = NULL;
