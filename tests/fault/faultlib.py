@@ -103,3 +103,37 @@ def still_serves(p, source=None, port=None):
         c.cmd("QUIT")
     finally:
         c.close()
+
+
+def limit_nofile(p, n):
+    """Make `p` (a Postern not yet started) run `postern` with RLIMIT_NOFILE = n (soft and hard):
+    a wrapper script that sets the limit and execs the binary, so the limit applies to the server
+    alone (the test process keeps its own; prlimit on the running server is refused once it
+    has dropped to the service user, and we lack CAP_SYS_RESOURCE)."""
+    wrapper = os.path.join(p.dir, "postern-nofile-%d" % n)
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nulimit -n %d || exit 99\nexec %s \"$@\"\n" % (n, p.bin))
+    os.chmod(wrapper, 0o755)
+    p.bin = wrapper
+    return p
+
+
+def nofile_limit_of(pid):
+    """The soft RLIMIT_NOFILE of a running process, from /proc/PID/limits."""
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise AssertionError("no open-files limit for pid %d" % pid)
+
+
+def open_fds(pid):
+    """How many descriptors a process has open."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def cpu_seconds(pid):
+    """User + system CPU time a process has used, in seconds (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
