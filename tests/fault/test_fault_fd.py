@@ -252,8 +252,10 @@ def test_fd_exhaustion(postern_factory, monkeypatch):
         try:
             typ, data = imap.fetch("1", "(BODY.PEEK[])")
             assert typ in ("OK", "NO"), (typ, data)
+            imap_fetch = typ
         except imaplib.IMAP4.error as e:      # a tagged NO
             assert "BAD" not in str(e), e
+            imap_fetch = "NO (%s)" % e
         assert imap.noop()[0] == "OK"
         try:
             typ, data = imap_later.login(USER, PASSWORD)
@@ -264,10 +266,13 @@ def test_fd_exhaustion(postern_factory, monkeypatch):
         assert pop.stat()[0] == 2
         try:
             pop.retr(1)
+            pop_retr = "+OK"
         except poplib.error_proto as e:
             assert str(e).startswith("b'-ERR"), e
-        print("at the limit: SMTP codes %s %s, STARTTLS %d, IMAP login %s" % (
-            codes, notes, r.code, "ok" if later_ok else "refused"))
+            pop_retr = str(e)
+        print("at the limit: SMTP codes %s %s, STARTTLS %d, IMAP login %s, IMAP FETCH %s, "
+              "POP3 RETR %s" % (codes, notes, r.code, "ok" if later_ok else "refused",
+                                imap_fetch, pop_retr))
 
         # the flood goes away: new clients served within a bound
         flood.close()
