@@ -38,6 +38,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* What to write for one recipient row after this round. */
@@ -229,10 +230,37 @@ static void load_rows(sqlite3 *db, const char *id, bool include_deferred, struct
    header of that name further down is the sender's and means nothing. */
 #define QUARANTINE_MARK "X-Postern-Quarantine:"
 
-static bool spool_quarantined(int fd)
+/* The message to copy: in memory from the commit (src->mem), else the spool file (src->fd). */
+struct source {
+	const struct deliver_item *mem;
+	int fd;
+};
+
+static bool spool_quarantined(const struct source *src)
 {
 	char b[sizeof(QUARANTINE_MARK) - 1];
-	return pread(fd, b, sizeof(b), 0) == (ssize_t)sizeof(b) && memcmp(b, QUARANTINE_MARK, sizeof(b)) == 0;
+	if (src->mem == NULL)
+		return pread(src->fd, b, sizeof(b), 0) == (ssize_t)sizeof(b) &&
+		       memcmp(b, QUARANTINE_MARK, sizeof(b)) == 0;
+	const struct deliver_item *m = src->mem;
+	size_t n = m->prefix_len < sizeof(b) ? m->prefix_len : sizeof(b);
+	memcpy(b, m->prefix, n);
+	size_t more = m->body_len < sizeof(b) - n ? m->body_len : sizeof(b) - n;
+	memcpy(b + n, m->body, more);
+	return n + more == sizeof(b) && memcmp(b, QUARANTINE_MARK, sizeof(b)) == 0;
+}
+
+static int write_copy(struct maildir_delivery *md, const char *maildir, const char *unique,
+		      time_t received, const char *prefix, const struct source *src)
+{
+	if (src->mem == NULL)
+		return maildir_write(md, maildir, unique, received, prefix, NULL, 0, src->fd);
+	struct iovec iov[3] = {
+	    {.iov_base = (void *)prefix, .iov_len = strlen(prefix)},
+	    {.iov_base = src->mem->prefix, .iov_len = src->mem->prefix_len},
+	    {.iov_base = src->mem->body, .iov_len = src->mem->body_len},
+	};
+	return maildir_writev(md, maildir, unique, received, iov, 3);
 }
 
 /*
@@ -241,13 +269,13 @@ static bool spool_quarantined(int fd)
  * round, or -1 when recovery found the copy already there. 0 / -1 errno.
  */
 static int start_copy(struct round *rd, const char *id, time_t received, const char *prefix,
-		      int fd, const struct account *acct, const char *rcpt, bool recheck,
-		      ssize_t *copy_r)
+		      const struct source *src, const struct account *acct, const char *rcpt,
+		      bool recheck, ssize_t *copy_r)
 {
 	char unique[QUEUE_ID_MAX + 24];
 	snprintf(unique, sizeof(unique), "%s.%lld", id, (long long)acct->id);
 	*copy_r = -1;
-	char *junk = spool_quarantined(fd) ? xasprintf("%s/.Junk", acct->maildir) : NULL;
+	char *junk = spool_quarantined(src) ? xasprintf("%s/.Junk", acct->maildir) : NULL;
 	const char *maildir = junk != NULL ? junk : acct->maildir;
 	if (recheck) {
 		int h = maildir_has(maildir, unique);
@@ -260,13 +288,12 @@ static int start_copy(struct round *rd, const char *id, time_t received, const c
 		}
 	}
 	struct maildir_delivery md;
-	int r = maildir_write(&md, maildir, unique, received, prefix, NULL, 0, fd);
+	int r = write_copy(&md, maildir, unique, received, prefix, src);
 	if (r < 0 && errno == ENOENT) {
 		/* the Maildir went missing (restored backup, manual cleanup): recreate it */
 		maildir_delivery_clear(&md);
 		if (maildir_create(maildir) == 0)
-			r = maildir_write(&md, maildir, unique, received, prefix, NULL, 0,
-					  fd);
+			r = write_copy(&md, maildir, unique, received, prefix, src);
 		else
 			md.error = ENOENT;
 	}
@@ -328,9 +355,11 @@ static void defer_row(struct queue *q, struct round *rd, const char *id, time_t 
 	note_outcome(q, false);
 }
 
-static void deliver_message(struct queue *q, struct round *rd, const char *id, bool recovering,
+static void deliver_message(struct queue *q, struct round *rd, const struct deliver_item *item,
 			    bool include_deferred)
 {
+	const char *id = item->id;
+	bool recovering = item->recovering;
 	sqlite3 *db = q->deliver_db;
 	sqlite3_stmt *st = NULL;
 	char *sender = NULL;
@@ -359,11 +388,17 @@ static void deliver_message(struct queue *q, struct round *rd, const char *id, b
 		return;
 	}
 
-	char *path = xasprintf("%s/%s", q->spool_dir, id);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	int open_errno = errno;
-	free(path);
-	struct directory *dir = fd >= 0 ? directory_thread(q->data_dir) : NULL;
+	/* the bytes: still in memory from the commit, else the spool file */
+	struct source src = {.mem = item->in_memory ? item : NULL, .fd = -1};
+	int open_errno = 0;
+	if (src.mem == NULL) {
+		char *path = xasprintf("%s/%s", q->spool_dir, id);
+		src.fd = open(path, O_RDONLY | O_CLOEXEC);
+		open_errno = errno;
+		free(path);
+	}
+	bool have_src = src.mem != NULL || src.fd >= 0;
+	struct directory *dir = have_src ? directory_thread(q->data_dir) : NULL;
 	int64_t *done_ids = NULL; /* accounts this message reaches, and their copy (-1: there already) */
 	ssize_t *done_copy = NULL;
 	size_t ndone = 0, cap_done = 0, cap_done_copy = 0;
@@ -372,7 +407,7 @@ static void deliver_message(struct queue *q, struct round *rd, const char *id, b
 		struct rcpt_row *row = &rows[i];
 		char to[512];
 		log_quote(to, sizeof(to), row->address, 256);
-		if (fd < 0) {
+		if (!have_src) {
 			if (open_errno == ENOENT) {
 				add_update(rd, row->row, "failed", "spool file missing", false,
 					   false, row->attempts);
@@ -416,7 +451,7 @@ static void deliver_message(struct queue *q, struct round *rd, const char *id, b
 				if (k < ndone) {
 					/* an earlier recipient of this message leads there too */
 					ci = done_copy[k];
-				} else if (start_copy(rd, id, received, prefix, fd, acct,
+				} else if (start_copy(rd, id, received, prefix, &src, acct,
 						      row->address, recheck, &ci) < 0) {
 					int err = errno != 0 ? errno : EIO;
 					log_error("event=maildir_write_failed queue_id=%s account=%s "
@@ -480,8 +515,8 @@ static void deliver_message(struct queue *q, struct round *rd, const char *id, b
 			break;
 		}
 	}
-	if (fd >= 0)
-		close(fd);
+	if (src.fd >= 0)
+		close(src.fd);
 	free(done_ids);
 	free(done_copy);
 	for (size_t i = 0; i < nrows; i++) {
@@ -700,7 +735,7 @@ static void run_batch(struct queue *q, struct deliver_item *batch, bool include_
 		n++;
 	struct round rd = {0};
 	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
-		deliver_message(q, &rd, d->id, d->recovering, include_deferred);
+		deliver_message(q, &rd, d, include_deferred);
 	}
 	/* every copy durable (file and new/ entry) before any row says delivered */
 	finish_copies(&rd);
@@ -742,15 +777,6 @@ static struct deliver_item *due_messages(struct queue *q, bool all_deferred, boo
 	return head;
 }
 
-static void free_items(struct deliver_item *d)
-{
-	while (d != NULL) {
-		struct deliver_item *next = d->next;
-		free(d);
-		d = next;
-	}
-}
-
 void *queue_deliver_main(void *arg)
 {
 	struct queue *q = arg;
@@ -783,7 +809,7 @@ void *queue_deliver_main(void *arg)
 
 		if (batch != NULL)
 			run_batch(q, batch, false);
-		free_items(batch);
+		queue_deliver_items_free(q, batch);
 		if (kicked || now >= next_scan) {
 			bool queued = q->deliver_retry_queued;
 			q->deliver_retry_queued = false;
@@ -796,7 +822,7 @@ void *queue_deliver_main(void *arg)
 				due = p->next;
 				p->next = NULL;
 				run_batch(q, chunk, true);
-				free_items(chunk);
+				queue_deliver_items_free(q, chunk);
 			}
 			next_scan = time(NULL) + RETRY_SCAN_INTERVAL;
 		}

@@ -52,7 +52,18 @@ struct deliver_item {
 	struct deliver_item *next;
 	char id[QUEUE_ID_MAX];
 	bool recovering; /* a crash or failure may have delivered some copies already */
+	/*
+	 * The spool file's bytes, still in memory from the commit (prefix, then
+	 * body), so that delivery need not read the file back; else in_memory
+	 * is false and delivery reads spool/ID.
+	 */
+	bool in_memory;
+	char *prefix, *body;
+	size_t prefix_len, body_len;
 };
+
+/* Bytes of message bodies the delivery queue may hold in memory (beyond: read from spool/) */
+#define DELIVER_MEM_MAX (32 * 1024 * 1024)
 
 struct queue {
 	char *data_dir;
@@ -70,6 +81,7 @@ struct queue {
 	struct commit_item *wait_head, *wait_tail; /* waiting for the commit thread */
 	struct commit_item *done_head, *done_tail; /* waiting for the event loop */
 	struct deliver_item *dl_head, *dl_tail;    /* committed, waiting for delivery */
+	size_t dl_mem; /* bytes held by deliver_items in memory (DELIVER_MEM_MAX) */
 	bool stopping, kicked;
 	bool deliver_retry_queued; /* delivery thread only: a round failed, rescan 'queued' rows */
 	struct queue_stats stats;
@@ -99,6 +111,10 @@ int spool_msg_placed(struct spool_msg *msg, int fd, int sync_error);
 int queue_db_exec(sqlite3 *db, const char *sql);
 sqlite3 *queue_db_open(const char *path, char **error_r);
 void queue_deliver_push(struct queue *q, const char *id, bool recovering);
+/* queue_deliver_push() of a message just committed, taking its bytes from msg when it may */
+void queue_deliver_push_msg(struct queue *q, struct spool_msg *msg);
+/* Free a list of deliver_items (and the memory they hold). */
+void queue_deliver_items_free(struct queue *q, struct deliver_item *d);
 int fsync_path(const char *path);
 
 /* queue_admin.c */

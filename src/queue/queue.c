@@ -168,12 +168,29 @@ int fsync_path(const char *path)
 	return r;
 }
 
-void queue_deliver_push(struct queue *q, const char *id, bool recovering)
+static void deliver_push(struct queue *q, const char *id, bool recovering, struct spool_msg *msg)
 {
 	struct deliver_item *d = xcalloc(1, sizeof(*d));
 	snprintf(d->id, sizeof(d->id), "%s", id);
 	d->recovering = recovering;
 	pthread_mutex_lock(&q->lock);
+	/*
+	 * A message placed from memory: its bytes go along (no copy), so the
+	 * delivery thread need not open and read the spool file it was written
+	 * to a moment ago. Bounded: past DELIVER_MEM_MAX it reads the file.
+	 */
+	size_t bytes = msg != NULL ? (size_t)msg->size : 0;
+	if (msg != NULL && msg->fd < 0 && msg->buf != NULL && msg->size >= msg->prefix_len &&
+	    q->dl_mem + bytes <= DELIVER_MEM_MAX) {
+		d->in_memory = true;
+		d->prefix = msg->prefix;
+		d->prefix_len = msg->prefix_len;
+		d->body = msg->buf;
+		d->body_len = (size_t)(msg->size - msg->prefix_len);
+		msg->prefix = msg->buf = NULL;
+		msg->prefix_len = msg->cap = 0;
+		q->dl_mem += bytes;
+	}
 	if (q->dl_tail != NULL)
 		q->dl_tail->next = d;
 	else
@@ -182,6 +199,35 @@ void queue_deliver_push(struct queue *q, const char *id, bool recovering)
 	q->stats.pending++;
 	pthread_cond_signal(&q->deliver_cond);
 	pthread_mutex_unlock(&q->lock);
+}
+
+void queue_deliver_push(struct queue *q, const char *id, bool recovering)
+{
+	deliver_push(q, id, recovering, NULL);
+}
+
+void queue_deliver_push_msg(struct queue *q, struct spool_msg *msg)
+{
+	deliver_push(q, msg->id, false, msg);
+}
+
+void queue_deliver_items_free(struct queue *q, struct deliver_item *d)
+{
+	size_t bytes = 0;
+	while (d != NULL) {
+		struct deliver_item *next = d->next;
+		if (d->in_memory)
+			bytes += d->prefix_len + d->body_len;
+		free(d->prefix);
+		free(d->body);
+		free(d);
+		d = next;
+	}
+	if (bytes > 0) {
+		pthread_mutex_lock(&q->lock);
+		q->dl_mem -= bytes;
+		pthread_mutex_unlock(&q->lock);
+	}
 }
 
 /* ---- recovery ---- */
@@ -564,7 +610,7 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 		log_info("event=committed queue_id=%s from=%s nrcpt=%zu size=%llu", it->msg->id,
 			 log_quote(sender, sizeof(sender), it->env->sender, 256), it->env->nrcpts,
 			 (unsigned long long)it->msg->size);
-		queue_deliver_push(q, it->msg->id, false);
+		queue_deliver_push_msg(q, it->msg);
 	}
 	log_debug("event=group_commit batch=%zu ok=%zu", n, nok);
 
@@ -781,11 +827,8 @@ void queue_close(struct queue **qp)
 		run_done(q);
 	}
 	/* committed but undelivered messages are picked up again by recovery */
-	while (q->dl_head != NULL) {
-		struct deliver_item *d = q->dl_head;
-		q->dl_head = d->next;
-		free(d);
-	}
+	queue_deliver_items_free(q, q->dl_head);
+	q->dl_head = q->dl_tail = NULL;
 	if (q->ev != NULL)
 		event_free(q->ev);
 	if (q->efd >= 0)

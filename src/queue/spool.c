@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,11 +30,26 @@ static void base32_40(uint64_t v, char *out)
 	}
 }
 
+/* getpid() is a system call each time (glibc caches nothing): once per process */
+static pid_t cached_pid; /* under queue_id_new's lock; 0 after a fork */
+
+static void pid_forget(void)
+{
+	cached_pid = 0;
+}
+
+static void pid_once_init(void)
+{
+	pthread_atfork(NULL, NULL, pid_forget);
+}
+
 void queue_id_new(char id[QUEUE_ID_MAX])
 {
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
 	static uint64_t last_us;
 	static unsigned counter;
+	pthread_once(&pid_once, pid_once_init);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
@@ -48,9 +64,11 @@ void queue_id_new(char id[QUEUE_ID_MAX])
 	}
 	us = last_us;
 	unsigned c = counter;
+	if (cached_pid == 0)
+		cached_pid = getpid();
+	uint64_t pid = (uint64_t)cached_pid & 0x3fffff;
 	pthread_mutex_unlock(&lock);
 
-	uint64_t pid = (uint64_t)getpid() & 0x3fffff;
 	uint64_t hi = (us >> 12) & 0xffffffffffULL;
 	uint64_t lo = ((us & 0xfff) << 28) | (pid << 6) | c;
 	base32_40(hi, id);
@@ -138,6 +156,39 @@ void spool_msg_prepend(struct spool_msg *msg, const void *data, size_t len)
 	msg->prefix = p;
 	msg->prefix_len += len;
 	msg->size += len;
+}
+
+/* a, then b, to fd with one writev() (more only after a short write). 0 / -1 errno. */
+static int write_two(int fd, const char *a, size_t alen, const char *b, size_t blen)
+{
+	struct iovec iov[2] = {{.iov_base = (void *)a, .iov_len = alen},
+			       {.iov_base = (void *)b, .iov_len = blen}};
+	struct iovec *v = iov;
+	int n = 2;
+	while (n > 0) {
+		if (v->iov_len == 0) {
+			v++;
+			n--;
+			continue;
+		}
+		ssize_t w = writev(fd, v, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		size_t left = (size_t)w;
+		while (n > 0 && left >= v->iov_len) {
+			left -= v->iov_len;
+			v++;
+			n--;
+		}
+		if (n > 0) {
+			v->iov_base = (char *)v->iov_base + left;
+			v->iov_len -= left;
+		}
+	}
+	return 0;
 }
 
 /* Spilled message with a prefix: the final file is the prefix, then the spilled file. */
@@ -246,8 +297,8 @@ int spool_msg_place(struct spool_msg *msg, const char *spool_dir)
 			e = errno;
 			goto out;
 		}
-		if (write_full(fd, msg->prefix, msg->prefix_len) < 0 ||
-		    write_full(fd, msg->buf, (size_t)(msg->size - msg->prefix_len)) < 0) {
+		if (write_two(fd, msg->prefix, msg->prefix_len, msg->buf,
+			      (size_t)(msg->size - msg->prefix_len)) < 0) {
 			e = errno;
 			close(fd);
 			fd = -1;
@@ -277,8 +328,7 @@ int spool_msg_placed(struct spool_msg *msg, int fd, int sync_error)
 		return -1;
 	}
 	xfree(&msg->tmp_path); /* it is the spool file now */
-	xfree(&msg->buf);
-	msg->cap = 0;
+	/* msg->buf stays: queue_deliver_push_msg() may hand it to the delivery thread */
 	return 0;
 }
 

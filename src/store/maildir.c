@@ -36,7 +36,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static const char *const std_folders[] = {"Drafts", "Sent", "Junk", "Trash", "Archive"};
@@ -292,8 +294,37 @@ static bool unique_ok(const char *unique)
 	return true;
 }
 
-int maildir_write(struct maildir_delivery *d, const char *path, const char *unique, time_t when,
-		  const char *prefix, const void *data, size_t len, int fd)
+/* All of iov[0..n) to fd, resuming after short writes. 0 / -1 errno. */
+static int writev_full(int fd, struct iovec *iov, int n)
+{
+	while (n > 0) {
+		ssize_t w = writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		size_t left = (size_t)w;
+		while (n > 0 && left >= iov->iov_len) {
+			left -= iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + left;
+			iov->iov_len -= left;
+		}
+	}
+	return 0;
+}
+
+/*
+ * The file in tmp/, then the data: iov[0..niov) when fd < 0 (written with
+ * one writev(), the bytes of the parts one after the other), else iov[0]
+ * followed by the contents of fd from offset 0.
+ */
+static int write_parts(struct maildir_delivery *d, const char *path, const char *unique,
+		       time_t when, const struct iovec *iov, int niov, int fd)
 {
 	memset(d, 0, sizeof(*d));
 	d->fd = -1;
@@ -319,16 +350,17 @@ int maildir_write(struct maildir_delivery *d, const char *path, const char *uniq
 		d->error = errno;
 		goto out;
 	}
+	struct iovec v[MAILDIR_IOV_MAX];
 	uint64_t size = 0;
-	size_t plen = prefix != NULL ? strlen(prefix) : 0;
-	if (write_full(out, prefix, plen) < 0)
+	int nv = 0;
+	for (int i = 0; i < niov && i < (fd >= 0 ? 1 : MAILDIR_IOV_MAX); i++)
+		if (iov[i].iov_len > 0) {
+			v[nv++] = iov[i];
+			size += iov[i].iov_len;
+		}
+	if (writev_full(out, v, nv) < 0)
 		goto fail_tmp;
-	size += plen;
-	if (data != NULL) {
-		if (write_full(out, data, len) < 0)
-			goto fail_tmp;
-		size += len;
-	} else {
+	if (fd >= 0) {
 		uint64_t copied;
 		if (copy_fd(out, fd, &copied) < 0)
 			goto fail_tmp;
@@ -350,6 +382,35 @@ out:
 		return -1;
 	}
 	return 0;
+}
+
+int maildir_write(struct maildir_delivery *d, const char *path, const char *unique, time_t when,
+		  const char *prefix, const void *data, size_t len, int fd)
+{
+	struct iovec iov[2] = {
+	    {.iov_base = (void *)prefix, .iov_len = prefix != NULL ? strlen(prefix) : 0},
+	    {.iov_base = (void *)data, .iov_len = data != NULL ? len : 0},
+	};
+	if (data == NULL && fd < 0) {
+		memset(d, 0, sizeof(*d));
+		d->fd = -1;
+		d->error = errno = EBADF;
+		return -1;
+	}
+	return write_parts(d, path, unique, when, iov, data != NULL ? 2 : 1,
+			   data != NULL ? -1 : fd);
+}
+
+int maildir_writev(struct maildir_delivery *d, const char *path, const char *unique, time_t when,
+		   const struct iovec *iov, int niov)
+{
+	if (niov < 0 || niov > MAILDIR_IOV_MAX) {
+		memset(d, 0, sizeof(*d));
+		d->fd = -1;
+		d->error = errno = EINVAL;
+		return -1;
+	}
+	return write_parts(d, path, unique, when, iov, niov, -1);
 }
 
 static void delivery_fail(struct maildir_delivery *d, int error, const char *remove)

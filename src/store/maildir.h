@@ -69,6 +69,15 @@ struct maildir_delivery {
 /* 0 / -1 errno (d->error set too; nothing left behind). Arguments as for maildir_deliver(). */
 int maildir_write(struct maildir_delivery *d, const char *path, const char *unique, time_t when,
 		  const char *prefix, const void *data, size_t len, int fd);
+/*
+ * maildir_write() of the parts iov[0..niov) one after the other (at most
+ * MAILDIR_IOV_MAX), with a single writev(): a message held in pieces in
+ * memory costs no copy and one system call.
+ */
+#define MAILDIR_IOV_MAX 8
+struct iovec;
+int maildir_writev(struct maildir_delivery *d, const char *path, const char *unique, time_t when,
+		   const struct iovec *iov, int niov);
 /* Deliveries with error != 0 on entry are skipped. Returns how many failed (in all). */
 size_t maildir_finish(struct maildir_delivery *d, size_t n);
 void maildir_delivery_clear(struct maildir_delivery *d);
