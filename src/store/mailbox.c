@@ -116,11 +116,28 @@ static int fail_db(char **error_r, sqlite3 *db, const char *what)
 
 /* ---- the index: one connection per thread ---- */
 
+/*
+ * Statements are prepared once per connection and kept (prep() / unprep()):
+ * parsing the SQL was a sixth of the CPU of an IMAP command. An entry in use
+ * is not handed out again (a statement nested in a loop over the same one gets
+ * a fresh, uncached one).
+ */
+#define STMT_CACHE 64
+
+struct stmt_ent {
+	sqlite3_stmt *s;
+	const char *sql; /* sqlite3_sql(s) */
+	uint32_t hash;
+	bool in_use;
+};
+
 struct conn {
 	char *data_dir;
 	sqlite3 *db;
 	/* statements run once per message by FETCH, SEARCH and SORT: prepared once */
 	sqlite3_stmt *cache_sel;
+	struct stmt_ent stmts[STMT_CACHE];
+	size_t nstmts;
 };
 
 static pthread_key_t conn_key;
@@ -132,6 +149,8 @@ static void conn_free(void *p)
 	if (c == NULL)
 		return;
 	sqlite3_finalize(c->cache_sel);
+	for (size_t i = 0; i < c->nstmts; i++)
+		sqlite3_finalize(c->stmts[i].s);
 	sqlite3_close_v2(c->db);
 	free(c->data_dir);
 	free(c);
@@ -230,6 +249,8 @@ static int schema_setup(sqlite3 *db)
 	"envelope, bodystructure, body, subject, hfrom, hto, hcc, hbcc, message_id, in_reply_to, " \
 	"refs, sort_from, sort_to, sort_cc, display_from, display_to, date, date_tz"
 
+static int index_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
+
 static sqlite3 *index_open(const char *data_dir, char **error_r)
 {
 	char *path = xasprintf("%s/index.db", data_dir);
@@ -244,6 +265,7 @@ static sqlite3 *index_open(const char *data_dir, char **error_r)
 		return NULL;
 	}
 	sqlite3_busy_timeout(db, 10000);
+	sqlite3_wal_hook(db, index_wal_hook, NULL);
 	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
 	                 NULL) != SQLITE_OK ||
 	    schema_setup(db) < 0) {
@@ -274,14 +296,63 @@ static sqlite3 *conn_db(struct mbox_store *st, char **error_r)
 	return db;
 }
 
+static struct conn *conn_of(sqlite3 *db)
+{
+	pthread_once(&conn_once, conn_key_init);
+	struct conn *c = pthread_getspecific(conn_key);
+	return c != NULL && c->db == db ? c : NULL;
+}
+
+static uint32_t sql_hash(const char *sql)
+{
+	uint32_t h = 2166136261u;
+	for (const unsigned char *p = (const unsigned char *)sql; *p != '\0'; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+/* A prepared statement for `sql`, from the connection's cache; give it back with unprep(). */
 static sqlite3_stmt *prep(sqlite3 *db, const char *sql, char **error_r)
 {
+	struct conn *c = conn_of(db);
+	uint32_t h = sql_hash(sql);
+	if (c != NULL)
+		for (size_t i = 0; i < c->nstmts; i++) {
+			struct stmt_ent *e = &c->stmts[i];
+			if (e->hash == h && !e->in_use && strcmp(e->sql, sql) == 0) {
+				e->in_use = true;
+				return e->s;
+			}
+		}
 	sqlite3_stmt *s = NULL;
-	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
+	bool keep = c != NULL && c->nstmts < STMT_CACHE;
+	if (sqlite3_prepare_v3(db, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, &s, NULL) !=
+	    SQLITE_OK) {
+		sqlite3_finalize(s);
 		fail_db(error_r, db, "prepare");
 		return NULL;
 	}
+	if (keep)
+		c->stmts[c->nstmts++] =
+		    (struct stmt_ent){.s = s, .sql = sqlite3_sql(s), .hash = h, .in_use = true};
 	return s;
+}
+
+/* Done with a statement from prep(): reset and kept, or finalized if it was not cached. */
+static void unprep(sqlite3_stmt *s)
+{
+	if (s == NULL)
+		return;
+	struct conn *c = conn_of(sqlite3_db_handle(s));
+	if (c != NULL)
+		for (size_t i = 0; i < c->nstmts; i++)
+			if (c->stmts[i].s == s) {
+				sqlite3_reset(s);
+				sqlite3_clear_bindings(s);
+				c->stmts[i].in_use = false;
+				return;
+			}
+	sqlite3_finalize(s);
 }
 
 /*
@@ -293,12 +364,34 @@ static sqlite3_stmt *prep(sqlite3 *db, const char *sql, char **error_r)
  */
 static pthread_mutex_t index_write_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local bool index_write_held;
+static _Thread_local bool index_checkpoint_due;
+
+/*
+ * Instead of SQLite's automatic checkpoint (run by the committing thread while
+ * it still holds index_write_mu, fsyncs included, stalling every writer), a
+ * commit that leaves 1,000 pages or more in the WAL marks a checkpoint due, and
+ * the thread runs it (PASSIVE: writers go on meanwhile) once it has let go of
+ * the write lock.
+ */
+static int index_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+	(void)arg;
+	(void)db;
+	(void)name;
+	if (pages >= 1000)
+		index_checkpoint_due = true;
+	return SQLITE_OK;
+}
 
 static void index_write_release(sqlite3 *db)
 {
 	if (index_write_held && sqlite3_get_autocommit(db)) {
 		index_write_held = false;
 		pthread_mutex_unlock(&index_write_mu);
+	}
+	if (index_checkpoint_due && !index_write_held) {
+		index_checkpoint_due = false;
+		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 	}
 }
 
@@ -308,9 +401,24 @@ static int exec(sqlite3 *db, const char *sql, char **error_r)
 		pthread_mutex_lock(&index_write_mu);
 		index_write_held = true;
 	}
-	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	int rc;
+	bool txn = strcmp(sql, "BEGIN IMMEDIATE") == 0 || strcmp(sql, "COMMIT") == 0 ||
+	           strcmp(sql, "ROLLBACK") == 0;
+	sqlite3_stmt *st = txn ? prep(db, sql, NULL) : NULL;
+	if (st != NULL) {
+		/* one statement (BEGIN, COMMIT...): prepared once */
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+			;
+		rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+		if (rc != SQLITE_OK)
+			fail_db(error_r, db, sql);
+		unprep(st);
+	} else {
+		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+		if (rc != SQLITE_OK)
+			fail_db(error_r, db, sql);
+	}
 	if (rc != SQLITE_OK) {
-		fail_db(error_r, db, sql);
 		/* a COMMIT that failed leaves the transaction open: end it here, so that
 		   no path can keep the write lock */
 		if (strcmp(sql, "COMMIT") == 0 && !sqlite3_get_autocommit(db))
@@ -1378,7 +1486,7 @@ static int frow_get(sqlite3 *db, int64_t account_id, const char *name, struct fr
 	} else if (rc != SQLITE_DONE) {
 		ret = fail_db(error_r, db, "folder lookup");
 	}
-	sqlite3_finalize(s);
+	unprep(s);
 	return ret;
 }
 
@@ -1514,7 +1622,7 @@ static int frow_create(sqlite3 *db, int64_t account_id, const char *name, const 
 	sqlite3_bind_int64(s, 3, v);
 	sqlite3_bind_int64(s, 4, next);
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	unprep(s);
 	if (rc != SQLITE_DONE)
 		return fail_db(error_r, db, "folder insert");
 	memset(r, 0, sizeof(*r));
@@ -1769,7 +1877,7 @@ static int cur_carry(sqlite3 *db, int64_t folder_id, int64_t rec, int64_t pre, c
 	sqlite3_bind_int64(s, 1, folder_id);
 	sqlite3_bind_int64(s, 2, v);
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	unprep(s);
 	return rc == SQLITE_DONE ? 0 : fail_db(error_r, db, "folder update");
 }
 
@@ -1808,7 +1916,7 @@ static int update_folder_row(sqlite3 *db, const struct frow *r, char **error_r)
 	sqlite3_bind_int64(s, 6, r->uidlist_off);
 	sqlite3_bind_int64(s, 7, r->first_recent);
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	unprep(s);
 	return rc == SQLITE_DONE ? 0 : fail_db(error_r, db, "folder update");
 }
 
@@ -1837,7 +1945,7 @@ static int uidlist_from_index(sqlite3 *db, const char *path, const struct frow *
 		len +=
 		    (size_t)sprintf(buf + len, "%u %s\n", (uint32_t)sqlite3_column_int64(s, 0), b);
 	}
-	sqlite3_finalize(s);
+	unprep(s);
 	int ret = write_atomic(path, UIDLIST_NAME, buf, len);
 	free(buf);
 	*len_r = len;
@@ -1956,7 +2064,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 				sqlite3_bind_int64(u, 1, row_r->id);
 				sqlite3_bind_int64(u, 2, v);
 				rc = sqlite3_step(u);
-				sqlite3_finalize(u);
+				unprep(u);
 			}
 			if (rc != SQLITE_DONE || exec(db, sql, error_r) < 0) {
 				uidents_free(e, ne);
@@ -2005,7 +2113,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		ix[ni].phys = (uint64_t)sqlite3_column_int64(s, 4);
 		ni++;
 	}
-	sqlite3_finalize(s);
+	unprep(s);
 	s = NULL;
 	if (rc != SQLITE_DONE) {
 		fail_db(error_r, db, "message list");
@@ -2070,9 +2178,9 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			j++;
 		}
 	}
-	sqlite3_finalize(upd);
-	sqlite3_finalize(del);
-	sqlite3_finalize(exp);
+	unprep(upd);
+	unprep(del);
+	unprep(exp);
 	if (dberr) {
 		fail_db(error_r, db, "sync");
 		goto out;
@@ -2168,8 +2276,8 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 				usage_delta += (int64_t)phys;
 		}
 		free(uids);
-		sqlite3_finalize(sc2);
-		sqlite3_finalize(s);
+		unprep(sc2);
+		unprep(s);
 		s = NULL;
 		if (dberr) {
 			fail_db(error_r, db, "message insert");
@@ -2189,7 +2297,7 @@ out:
 	if (ret < 0)
 		rollback(db);
 	folder_unlock(flock);
-	sqlite3_finalize(s);
+	unprep(s);
 	free(newdir);
 	free(curdir);
 	dents_free(d, nd);
@@ -2412,7 +2520,7 @@ static int forget_folder(sqlite3 *db, int64_t account_id, const char *canon, int
 	sqlite3_bind_int64(s, 1, r.id);
 	if (sqlite3_step(s) == SQLITE_ROW)
 		*phys_r = sqlite3_column_int64(s, 0);
-	sqlite3_finalize(s);
+	unprep(s);
 	char sql[256];
 	snprintf(sql, sizeof(sql),
 	         "DELETE FROM messages WHERE folder_id = %lld; DELETE FROM expunged WHERE "
@@ -2515,7 +2623,7 @@ static int status_query(sqlite3 *db, const struct frow *r, struct mbox_status *s
 	sqlite3_bind_int64(s, 1, r->id);
 	sqlite3_bind_int64(s, 2, r->first_recent);
 	if (sqlite3_step(s) != SQLITE_ROW) {
-		sqlite3_finalize(s);
+		unprep(s);
 		return fail_db(error_r, db, "status");
 	}
 	st->messages = (uint32_t)sqlite3_column_int64(s, 0);
@@ -2523,7 +2631,7 @@ static int status_query(sqlite3 *db, const struct frow *r, struct mbox_status *s
 	st->deleted = (uint32_t)sqlite3_column_int64(s, 2);
 	st->recent = (uint32_t)sqlite3_column_int64(s, 3);
 	st->size = (uint64_t)sqlite3_column_int64(s, 4);
-	sqlite3_finalize(s);
+	unprep(s);
 	st->uidvalidity = r->uidvalidity;
 	st->uidnext = r->uidnext;
 	st->highestmodseq = r->hms;
@@ -2584,7 +2692,7 @@ static int take_recent(struct mbox *box, sqlite3 *db, struct frow *r, char **err
 		sqlite3_bind_int64(s, 1, cur.id);
 		sqlite3_bind_int64(s, 2, cur.uidnext);
 		int rc = sqlite3_step(s);
-		sqlite3_finalize(s);
+		unprep(s);
 		if (rc != SQLITE_DONE) {
 			rollback(db);
 			return fail_db(error_r, db, "recent");
@@ -2646,7 +2754,7 @@ static int box_refresh(struct mbox *box, char **error_r)
 		sqlite3_bind_int64(s, 3, box->recent[i + 1]);
 		if (sqlite3_step(s) == SQLITE_ROW)
 			st.recent += (uint32_t)sqlite3_column_int64(s, 0);
-		sqlite3_finalize(s);
+		unprep(s);
 	}
 	if (box->readonly)
 		st.recent = 0;
@@ -2732,7 +2840,7 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 		if (!box->readonly && box_recent(box, m->uid))
 			m->flags |= MBOX_F_RECENT;
 	}
-	sqlite3_finalize(s);
+	unprep(s);
 	if (rc != SQLITE_DONE) {
 		free(v);
 		return fail_db(error_r, db, "messages");
@@ -2772,7 +2880,7 @@ int mbox_changes(struct mbox *box, uint64_t since, struct mbox_msg **changed_r, 
 		v = xgrow(v, &cap, n + 1, sizeof(*v));
 		v[n++] = (uint32_t)sqlite3_column_int64(s, 0);
 	}
-	sqlite3_finalize(s);
+	unprep(s);
 	*expunged_r = v;
 	*nexpunged_r = n;
 	return 0;
@@ -2832,7 +2940,7 @@ static int folder_bump(sqlite3 *db, int64_t folder_id, uint64_t *modseq_r, int64
 		*modseq_r = (uint64_t)sqlite3_column_int64(s, 0);
 		*cur_mtime_r = sqlite3_column_int64(s, 1);
 	}
-	sqlite3_finalize(s);
+	unprep(s);
 	if (rc != SQLITE_ROW)
 		return fail(error_r, ENOENT, "folder vanished");
 	return 0;
@@ -2936,8 +3044,8 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 		m->internaldate = sqlite3_column_int64(sel, 6);
 		m->savedate = sqlite3_column_int64(sel, 7);
 	}
-	sqlite3_finalize(sel);
-	sqlite3_finalize(upd);
+	unprep(sel);
+	unprep(upd);
 	sel = upd = NULL;
 	if (nch > 0 && cur_carry(db, box->folder_id, cur_rec, cur_pre, box->path, error_r) < 0)
 		goto out;
@@ -2951,8 +3059,8 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 	}
 	ret = 0;
 out:
-	sqlite3_finalize(sel);
-	sqlite3_finalize(upd);
+	unprep(sel);
+	unprep(upd);
 	if (ret < 0)
 		rollback(db);
 	folder_unlock(flock);
@@ -3003,7 +3111,7 @@ static void uidlist_compact(struct mbox *box, sqlite3 *db)
 		goto out;
 	sqlite3_bind_int64(s, 1, r.id);
 	int64_t live = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-	sqlite3_finalize(s);
+	unprep(s);
 	s = NULL;
 	if (sb.st_size <= 2 * live + 64 * 1024)
 		goto out;
@@ -3021,7 +3129,7 @@ static void uidlist_compact(struct mbox *box, sqlite3 *db)
 	         (long long)sb.st_size, len);
 out:
 	rollback(db);
-	sqlite3_finalize(s);
+	unprep(s);
 }
 
 /* Remove messages: those in uids (if not NULL) and, if require_deleted, flagged \Deleted. */
@@ -3096,9 +3204,9 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 		goto out;
 	ret = 0;
 out:
-	sqlite3_finalize(sel);
-	sqlite3_finalize(del);
-	sqlite3_finalize(ins);
+	unprep(sel);
+	unprep(del);
+	unprep(ins);
 	if (ret < 0) {
 		/* files already unlinked are found missing by the next sync */
 		rollback(db);
@@ -3221,7 +3329,7 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 		fail_db(error_r, db, "folder update");
 		goto out;
 	}
-	sqlite3_finalize(s);
+	unprep(s);
 	s = NULL;
 	if (exec(db, "COMMIT", error_r) < 0)
 		goto out;
@@ -3332,8 +3440,8 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 	*uidvalidity_r = r.uidvalidity;
 	ret = 0;
 out:
-	sqlite3_finalize(s);
-	sqlite3_finalize(sc);
+	unprep(s);
+	unprep(sc);
 	free(buf);
 	if (ret < 0) {
 		rollback(db);
@@ -3588,7 +3696,7 @@ int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest
 		nm++;
 	}
 	kw_free(src_kw, nsrc_kw);
-	sqlite3_finalize(s);
+	unprep(s);
 	s = NULL;
 	if (!move && quota_check(a, total, error_r) < 0)
 		goto out;
@@ -3617,7 +3725,7 @@ int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest
 	src = dst = NULL;
 	ret = 0;
 out:
-	sqlite3_finalize(s);
+	unprep(s);
 	newmsgs_free(m, nm, path, !indexed);
 	free(src);
 	free(dst);
@@ -3716,7 +3824,7 @@ int mbox_folder_rename(struct mbox_account *acct, const char *from, const char *
 		free(np);
 		if (r < 0 || rc != SQLITE_DONE) {
 			free(nt);
-			sqlite3_finalize(s);
+			unprep(s);
 			if (r < 0)
 				fail(error_r, saved == EEXIST || saved == ENOTEMPTY ? EEXIST : EIO,
 				     "rename: %s", strerror(saved));
@@ -3727,7 +3835,7 @@ int mbox_folder_rename(struct mbox_account *acct, const char *from, const char *
 		mbox_notify(acct->maildir, names[i]);
 		free(nt);
 	}
-	sqlite3_finalize(s);
+	unprep(s);
 	if (exec(db, "COMMIT", error_r) < 0)
 		goto out;
 	special_file_set(acct, f, 0, t);
@@ -3759,12 +3867,12 @@ int mbox_msg_open(struct mbox *box, uint32_t uid, int *fd_r, char **error_r)
 		sqlite3_bind_int64(s, 1, box->folder_id);
 		sqlite3_bind_int64(s, 2, uid);
 		if (sqlite3_step(s) != SQLITE_ROW) {
-			sqlite3_finalize(s);
+			unprep(s);
 			return fail(error_r, ENOENT, "message %u has been expunged", uid);
 		}
 		char *p = xasprintf("%s/%s/%s", box->path, sqlite3_column_int(s, 1) ? "new" : "cur",
 		                    (const char *)sqlite3_column_text(s, 0));
-		sqlite3_finalize(s);
+		unprep(s);
 		int fd = open(p, O_RDONLY | O_CLOEXEC);
 		int saved = errno;
 		free(p);
@@ -3783,7 +3891,7 @@ int mbox_msg_open(struct mbox *box, uint32_t uid, int *fd_r, char **error_r)
 			return -1;
 		sqlite3_bind_int64(u, 1, box->folder_id);
 		int rc = sqlite3_step(u);
-		sqlite3_finalize(u);
+		unprep(u);
 		if (rc != SQLITE_DONE)
 			return fail_db(error_r, db, "folder update");
 		struct frow r;
@@ -3896,7 +4004,7 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 		c->found = true;
 		i++;
 	}
-	sqlite3_finalize(s);
+	unprep(s);
 	return 0;
 }
 
@@ -3941,7 +4049,7 @@ static int usage_recount(struct mbox_account *a, sqlite3 *db, char **error_r)
 		return -1;
 	sqlite3_bind_int64(s, 1, a->id);
 	int64_t real = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-	sqlite3_finalize(s);
+	unprep(s);
 	if (real < 0)
 		return fail_db(error_r, db, "usage");
 	uint64_t used;
@@ -3984,7 +4092,7 @@ int mbox_reindex(struct mbox_store *st, int64_t account_id, const char *address,
 				gone[ngone++] = xstrdup(nm);
 			}
 		}
-		sqlite3_finalize(s);
+		unprep(s);
 	}
 	for (size_t i = 0; i < ngone && ret == 0; i++) {
 		int64_t phys;
