@@ -303,6 +303,67 @@ def test_search_basic(server):
     c.logout()
 
 
+def test_search_over_many_messages(server):
+    """SEARCH reads the header cache in windows of 1,024 messages and only the columns its keys
+    use: 2,500 messages (put into the Maildir by another program, as an external MDA would),
+    keys on the record, on one or two cached headers and on the sent date, each checked against
+    what the files say."""
+    user = fresh_user(server, "search-many")
+    base = server.maildir_path(user)
+    n = 2500
+    expect = {"needle": set(), "seen": set(), "from_bob": set(), "old": set()}
+    for i in range(1, n + 1):
+        subject = "needle %d" % i if i % 7 == 0 else "hay %d" % i
+        sender = "bob@example.test" if i % 5 == 0 else "carol@example.test"
+        year = 2001 if i % 11 == 0 else 2024
+        msg = ("From: %s\r\nTo: %s\r\nSubject: %s\r\n"
+               "Date: Mon, 1 Jan %d 10:00:00 +0000\r\nMessage-ID: <m%d@example.test>\r\n\r\n"
+               "body %d\r\n" % (sender, user, subject, year, i, i)).encode()
+        seen = i % 3 == 0
+        name = "%d.M%dP1.host,S=%d" % (1700000000 + i, i, len(msg))
+        path = os.path.join(base, "cur", name + ":2,S") if seen else os.path.join(base, "new", name)
+        with open(path, "wb") as f:
+            f.write(msg)
+        if i % 7 == 0:
+            expect["needle"].add(i)
+        if seen:
+            expect["seen"].add(i)
+        if i % 5 == 0:
+            expect["from_bob"].add(i)
+        if year == 2001:
+            expect["old"].add(i)
+    c = imap(server, user=user)
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and int(data[0]) == n
+
+    def search(*keys):
+        typ, data = c.uid("SEARCH", *keys)
+        assert typ == "OK", data
+        return {int(x) for x in data[0].split()}
+
+    # UIDs follow the order of the names the scan gave them; map them back to i by FETCH
+    typ, data = c.uid("FETCH", "1:*", "(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+    uid_to_i = {}
+    for item in data:
+        if isinstance(item, tuple):
+            uid = int(re.search(rb"UID (\d+)", item[0]).group(1))
+            uid_to_i[uid] = int(re.search(rb"<m(\d+)@", item[1]).group(1))
+    assert len(uid_to_i) == n
+
+    def as_i(uids):
+        return {uid_to_i[u] for u in uids}
+
+    assert as_i(search("SUBJECT", "needle")) == expect["needle"]
+    assert as_i(search("OR", "SEEN", "SUBJECT", "needle")) == expect["seen"] | expect["needle"]
+    assert as_i(search("SEEN", "SUBJECT", "needle")) == expect["seen"] & expect["needle"]
+    assert as_i(search("FROM", "bob", "SUBJECT", "needle")) == expect["from_bob"] & expect["needle"]
+    assert as_i(search("NOT", "FROM", "carol")) == expect["from_bob"]
+    assert as_i(search("SENTBEFORE", "1-Jan-2010")) == expect["old"]
+    assert as_i(search("SENTBEFORE", "1-Jan-2010", "SUBJECT", "needle")) == \
+        expect["old"] & expect["needle"]
+    c.logout()
+
+
 # ---------------------------------------------------------------- folders
 
 

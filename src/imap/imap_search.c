@@ -1983,6 +1983,31 @@ int imap_search_parse(const struct imap_arg *args, size_t nargs, struct imap_sea
 	return parse_program(i < nargs ? args + i : NULL, nargs - i, search_r, error_r);
 }
 
+static unsigned key_cache_fields(const struct key *k)
+{
+	unsigned f = 0;
+	for (size_t i = 0; i < k->nkids; i++)
+		f |= key_cache_fields(&k->kids[i]);
+	if (k->type == K_DATE && k->date_kind == D_SENT)
+		f |= MBOX_CACHE_DATE;
+	if (k->type == K_HEADER) {
+		static const unsigned bits[] = {
+		    [C_SUBJECT] = MBOX_CACHE_SUBJECT,    [C_FROM] = MBOX_CACHE_FROM,
+		    [C_TO] = MBOX_CACHE_TO,              [C_CC] = MBOX_CACHE_CC,
+		    [C_BCC] = MBOX_CACHE_BCC,            [C_MSGID] = MBOX_CACHE_MESSAGE_ID,
+		    [C_IRT] = MBOX_CACHE_IN_REPLY_TO,    [C_REFS] = MBOX_CACHE_REFERENCES,
+		};
+		if (k->cfield != C_NONE && (size_t)k->cfield < ARRAY_SIZE(bits))
+			f |= bits[k->cfield];
+	}
+	return f;
+}
+
+unsigned imap_search_cache_fields(const struct imap_search *search)
+{
+	return key_cache_fields(&search->root);
+}
+
 bool imap_search_has_modseq(const struct imap_search *search)
 {
 	return search->has_modseq;

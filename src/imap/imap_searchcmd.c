@@ -25,10 +25,13 @@ struct search_state {
 	struct imap_session *s;
 	struct mbox_cache cache;
 	uint32_t cache_uid; /* 0: none loaded */
-	/* the header caches of the whole view, read in one index scan the first
-	   time a key needs one (one query per message costs ~10x more) */
-	struct mbox_cache *all;
-	bool all_tried;
+	/* the header caches of a window of the view, read in one index scan when a
+	   key first needs one in it (one query per message costs ~10x more; the
+	   whole view at once was 15 MB for 100,000 messages, mostly page faults) */
+	struct mbox_cache *win;
+	size_t win_start, win_n; /* view indexes [win_start, win_start + win_n) */
+	bool win_failed;
+	unsigned fields; /* MBOX_CACHE_* the program reads */
 	unsigned char *data;
 	size_t len;
 	uint32_t data_uid;
@@ -40,28 +43,44 @@ static int kw_index(void *arg, const char *name)
 	return mbox_keyword_index(st->s->view.box, name, false);
 }
 
+#define SEARCH_WINDOW 1024
+
+static void window_clear(struct search_state *st)
+{
+	for (size_t i = 0; i < st->win_n; i++)
+		mbox_cache_clear(&st->win[i]);
+	st->win_n = 0;
+}
+
 static const struct mbox_cache *get_cache(void *arg, const struct mbox_msg *msg)
 {
 	struct search_state *st = arg;
 	struct imap_view *v = &st->s->view;
-	if (!st->all_tried) {
-		st->all_tried = true;
-		uint32_t *uids = xmalloc((v->n + 1) * sizeof(uint32_t));
-		for (size_t i = 0; i < v->n; i++)
-			uids[i] = v->msgs[i].uid;
-		st->all = xcalloc(v->n + 1, sizeof(*st->all));
-		char *err = NULL;
-		if (mbox_msg_caches(v->box, uids, v->n, MBOX_CACHE_HEADERS, st->all, &err) < 0) {
-			free(err);
-			free(st->all);
-			st->all = NULL;
+	if (!st->win_failed && msg >= v->msgs && msg < v->msgs + v->n) {
+		size_t i = (size_t)(msg - v->msgs);
+		if (i < st->win_start || i >= st->win_start + st->win_n) {
+			/* the program walks the view in order: the next window starts here */
+			window_clear(st);
+			if (st->win == NULL)
+				st->win = xcalloc(SEARCH_WINDOW, sizeof(*st->win));
+			size_t n = v->n - i < SEARCH_WINDOW ? v->n - i : SEARCH_WINDOW;
+			uint32_t uids[SEARCH_WINDOW];
+			for (size_t k = 0; k < n; k++)
+				uids[k] = v->msgs[i + k].uid;
+			char *err = NULL;
+			if (mbox_msg_caches(v->box, uids, n, st->fields, st->win, &err) < 0) {
+				free(err);
+				st->win_failed = true;
+			} else {
+				st->win_start = i;
+				st->win_n = n;
+			}
 		}
-		free(uids);
-	}
-	if (st->all != NULL && msg >= v->msgs && msg < v->msgs + v->n) {
-		struct mbox_cache *c = &st->all[msg - v->msgs];
-		if (c->found)
-			return c;
+		if (!st->win_failed) {
+			struct mbox_cache *c = &st->win[i - st->win_start];
+			if (c->found)
+				return c;
+		}
 		/* no cache row (expunged meanwhile, or never cached): one by one below */
 	}
 	if (st->cache_uid == msg->uid)
@@ -118,11 +137,8 @@ static void state_clear(struct search_state *st)
 {
 	mbox_cache_clear(&st->cache);
 	free(st->data);
-	if (st->all != NULL) {
-		for (size_t i = 0; i < st->s->view.n; i++)
-			mbox_cache_clear(&st->all[i]);
-		free(st->all);
-	}
+	window_clear(st);
+	free(st->win);
 }
 
 /* Run the program over the view: indexes of the matching messages (allocated). */
@@ -130,7 +146,10 @@ static size_t run_search(struct imap_session *s, struct imap_search *search, siz
 			 uint64_t *maxmodseq_r)
 {
 	struct imap_view *v = &s->view;
-	struct search_state st = {.s = s};
+	/* only the columns the keys look at: SEARCH SUBJECT on 100,000 messages copied 13
+	   strings per message when it needs one */
+	unsigned fields = imap_search_cache_fields(search);
+	struct search_state st = {.s = s, .fields = fields != 0 ? fields : MBOX_CACHE_HEADERS};
 	struct imap_seqset saved = {0};
 	for (size_t i = 0; i < v->saved_uids_n; i++)
 		imap_seqset_add(&saved, v->saved_uids[i], v->saved_uids[i]);

@@ -3964,18 +3964,42 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 	sqlite3 *db = conn_db(box->acct->st, error_r);
 	if (db == NULL)
 		return -1;
-	bool env = fields & MBOX_CACHE_ENVELOPE, bs = fields & MBOX_CACHE_BODYSTRUCTURE,
-	     hd = fields & MBOX_CACHE_HEADERS, dt = hd || (fields & MBOX_CACHE_DATE);
-	char *sql = xasprintf(
-	    "SELECT uid, %s, %s, %s, %s FROM msgcache WHERE folder_id = ?1 AND uid >= ?2 AND "
-	    "uid <= ?3 ORDER BY uid",
-	    env ? "envelope" : "NULL", bs ? "bodystructure, body" : "NULL, NULL",
-	    hd ? "subject, hfrom, hto, hcc, hbcc, message_id, in_reply_to, refs, sort_from, "
-	         "sort_to, sort_cc, display_from, display_to"
-	       : "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
-	    dt ? "date, date_tz" : "0, 0");
+	bool hd = fields & MBOX_CACHE_HEADERS;
+	/* the columns in the order of v[] below; a column not asked for is read as NULL */
+	static const struct {
+		const char *col;
+		unsigned bit;
+	} cols[] = {
+	    {"envelope", MBOX_CACHE_ENVELOPE},
+	    {"bodystructure", MBOX_CACHE_BODYSTRUCTURE},
+	    {"body", MBOX_CACHE_BODYSTRUCTURE},
+	    {"subject", MBOX_CACHE_SUBJECT},
+	    {"hfrom", MBOX_CACHE_FROM},
+	    {"hto", MBOX_CACHE_TO},
+	    {"hcc", MBOX_CACHE_CC},
+	    {"hbcc", MBOX_CACHE_BCC},
+	    {"message_id", MBOX_CACHE_MESSAGE_ID},
+	    {"in_reply_to", MBOX_CACHE_IN_REPLY_TO},
+	    {"refs", MBOX_CACHE_REFERENCES},
+	    {"sort_from", 0},
+	    {"sort_to", 0},
+	    {"sort_cc", 0},
+	    {"display_from", 0},
+	    {"display_to", 0},
+	};
+	char sql[640];
+	size_t o = (size_t)snprintf(sql, sizeof(sql), "SELECT uid");
+	for (size_t k = 0; k < ARRAY_SIZE(cols); k++) {
+		bool want =
+		    (fields & cols[k].bit) != 0 || (hd && cols[k].bit != MBOX_CACHE_ENVELOPE &&
+		                                    cols[k].bit != MBOX_CACHE_BODYSTRUCTURE);
+		o +=
+		    (size_t)snprintf(sql + o, sizeof(sql) - o, ", %s", want ? cols[k].col : "NULL");
+	}
+	snprintf(sql + o, sizeof(sql) - o,
+	         ", %s FROM msgcache WHERE folder_id = ?1 AND uid >= ?2 AND uid <= ?3 ORDER BY uid",
+	         hd || (fields & MBOX_CACHE_DATE) ? "date, date_tz" : "0, 0");
 	sqlite3_stmt *s = prep(db, sql, error_r);
-	free(sql);
 	if (s == NULL)
 		return -1;
 	sqlite3_bind_int64(s, 1, box->folder_id);

@@ -272,6 +272,15 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c_r, char 
 #define MBOX_CACHE_BODYSTRUCTURE 0x02 /* bodystructure and body */
 #define MBOX_CACHE_HEADERS 0x04       /* the header values, sort keys and date */
 #define MBOX_CACHE_DATE 0x08          /* only date and date_tz (SORT by DATE) */
+/* single header values (SEARCH SUBJECT needs one column, not all of them) */
+#define MBOX_CACHE_SUBJECT 0x10
+#define MBOX_CACHE_FROM 0x20
+#define MBOX_CACHE_TO 0x40
+#define MBOX_CACHE_CC 0x80
+#define MBOX_CACHE_BCC 0x100
+#define MBOX_CACHE_MESSAGE_ID 0x200
+#define MBOX_CACHE_IN_REPLY_TO 0x400
+#define MBOX_CACHE_REFERENCES 0x800
 
 /*
  * The cache records of many messages in one index scan (SEARCH, SORT,
