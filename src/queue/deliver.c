@@ -190,10 +190,10 @@ static char *header_safe(const char *s)
 	return o;
 }
 
-static void load_rows(sqlite3 *db, const char *id, bool include_deferred, struct rcpt_row **rows_r,
-		      size_t *n_r)
+static void load_rows(struct queue *q, const char *id, bool include_deferred,
+		      struct rcpt_row **rows_r, size_t *n_r)
 {
-	sqlite3_stmt *st = NULL;
+	sqlite3 *db = q->deliver_db;
 	struct rcpt_row *rows = NULL;
 	size_t n = 0, cap = 0;
 	const char *sql = include_deferred
@@ -203,7 +203,9 @@ static void load_rows(sqlite3 *db, const char *id, bool include_deferred, struct
 				  : "SELECT id, idx, address, notify, orcpt, attempts FROM"
 				    " recipients WHERE queue_id = ?1 AND external = 0 AND state IN"
 				    " ('queued', 'delivering') ORDER BY idx, id";
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK) {
+	sqlite3_stmt *st = queue_stmt(db, q->deliver_st,
+				      include_deferred ? QS_ROWS_DEFERRED : QS_ROWS, sql);
+	if (st != NULL) {
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 		while (sqlite3_step(st) == SQLITE_ROW) {
 			rows = xgrow(rows, &cap, n + 1, sizeof(*rows));
@@ -217,10 +219,8 @@ static void load_rows(sqlite3 *db, const char *id, bool include_deferred, struct
 			r->attempts = sqlite3_column_int(st, 5);
 			r->fresh = r->attempts == 0;
 		}
-	} else {
-		log_error("event=queue_sql_failed error=\"%s\"", sqlite3_errmsg(db));
+		sqlite3_reset(st);
 	}
-	sqlite3_finalize(st);
 	*rows_r = rows;
 	*n_r = n;
 }
@@ -360,19 +360,19 @@ static void deliver_message(struct queue *q, struct round *rd, const struct deli
 {
 	const char *id = item->id;
 	bool recovering = item->recovering;
-	sqlite3 *db = q->deliver_db;
-	sqlite3_stmt *st = NULL;
 	char *sender = NULL;
 	time_t received = 0;
-	if (sqlite3_prepare_v2(db, "SELECT sender, received FROM messages WHERE id = ?1", -1, &st,
-			       NULL) == SQLITE_OK) {
+	sqlite3_stmt *st = queue_stmt(q->deliver_db, q->deliver_st, QS_MESSAGE,
+				      "SELECT sender, received FROM messages WHERE id = ?1");
+	int rc = SQLITE_ERROR;
+	if (st != NULL) {
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
 		if (sqlite3_step(st) == SQLITE_ROW) {
 			sender = header_safe((const char *)sqlite3_column_text(st, 0));
 			received = (time_t)sqlite3_column_int64(st, 1);
 		}
+		rc = sqlite3_reset(st);
 	}
-	int rc = sqlite3_finalize(st);
 	if (sender == NULL) {
 		/* gone, or a database error: then the periodic scan retries it */
 		if (rc != SQLITE_OK)
@@ -382,7 +382,7 @@ static void deliver_message(struct queue *q, struct round *rd, const struct deli
 
 	struct rcpt_row *rows;
 	size_t nrows;
-	load_rows(db, id, include_deferred, &rows, &nrows);
+	load_rows(q, id, include_deferred, &rows, &nrows);
 	if (nrows == 0) {
 		free(sender);
 		return;
@@ -734,9 +734,18 @@ static void run_batch(struct queue *q, struct deliver_item *batch, bool include_
 	for (struct deliver_item *d = batch; d != NULL; d = d->next)
 		n++;
 	struct round rd = {0};
+	/*
+	 * One read transaction for the round's lookups in queue.db: each
+	 * statement on its own took and released a WAL read lock (fcntl()s on
+	 * the -shm file) and rechecked the WAL. It ends before the round's
+	 * write transaction; without it the statements simply run on their own.
+	 */
+	bool reading = queue_stmt_exec(q->deliver_db, q->deliver_st, QS_BEGIN, "BEGIN") == 0;
 	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
 		deliver_message(q, &rd, d, include_deferred);
 	}
+	if (reading && queue_stmt_exec(q->deliver_db, q->deliver_st, QS_COMMIT, "COMMIT") < 0)
+		queue_db_exec(q->deliver_db, "ROLLBACK");
 	/* every copy durable (file and new/ entry) before any row says delivered */
 	finish_copies(&rd);
 	settle_round(q, &rd);

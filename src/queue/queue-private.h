@@ -65,6 +65,21 @@ struct deliver_item {
 /* Bytes of message bodies the delivery queue may hold in memory (beyond: read from spool/) */
 #define DELIVER_MEM_MAX (32 * 1024 * 1024)
 
+/* Statements each queue thread keeps prepared (queue_stmt()), one set per connection. */
+enum queue_stmt_slot {
+	QS_BEGIN,
+	QS_COMMIT,
+	QS_SAVEPOINT,
+	QS_RELEASE,
+	QS_ROLLBACK_TO,
+	QS_INSERT_MESSAGE,
+	QS_INSERT_RCPT,
+	QS_MESSAGE,
+	QS_ROWS,
+	QS_ROWS_DEFERRED,
+	QS_MAX
+};
+
 struct queue {
 	char *data_dir;
 	char *spool_dir; /* DATA_DIR/spool */
@@ -93,6 +108,8 @@ struct queue {
 	pthread_t commit_thread, deliver_thread;
 	bool threads_started;
 	sqlite3 *commit_db, *deliver_db;
+	/* prepared once, owned by the thread of the connection */
+	sqlite3_stmt *commit_st[QS_MAX], *deliver_st[QS_MAX];
 };
 
 /* spool.c */
@@ -109,6 +126,16 @@ int spool_msg_placed(struct spool_msg *msg, int fd, int sync_error);
 
 /* queue.c */
 int queue_db_exec(sqlite3 *db, const char *sql);
+/*
+ * cache[slot], prepared from sql at the first call (persistent), reset and
+ * unbound at the next ones; NULL if it cannot be prepared. Reset it after
+ * use (a SELECT left unreset keeps its read transaction), never finalize it.
+ */
+sqlite3_stmt *queue_stmt(sqlite3 *db, sqlite3_stmt **cache, enum queue_stmt_slot slot,
+			 const char *sql);
+/* Step a cached statement without rows (BEGIN, SAVEPOINT...). 0 / -1 (logged). */
+int queue_stmt_exec(sqlite3 *db, sqlite3_stmt **cache, enum queue_stmt_slot slot,
+		    const char *sql);
 sqlite3 *queue_db_open(const char *path, char **error_r);
 void queue_deliver_push(struct queue *q, const char *id, bool recovering);
 /* queue_deliver_push() of a message just committed, taking its bytes from msg when it may */

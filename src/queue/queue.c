@@ -97,6 +97,39 @@ int queue_db_exec(sqlite3 *db, const char *sql)
 	return 0;
 }
 
+sqlite3_stmt *queue_stmt(sqlite3 *db, sqlite3_stmt **cache, enum queue_stmt_slot slot,
+			 const char *sql)
+{
+	sqlite3_stmt *st = cache[slot];
+	if (st != NULL) {
+		sqlite3_reset(st);
+		sqlite3_clear_bindings(st);
+		return st;
+	}
+	if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+		log_error("event=queue_sql_failed error=\"%s\"", sqlite3_errmsg(db));
+		sqlite3_finalize(st);
+		return NULL;
+	}
+	cache[slot] = st;
+	return st;
+}
+
+int queue_stmt_exec(sqlite3 *db, sqlite3_stmt **cache, enum queue_stmt_slot slot,
+		    const char *sql)
+{
+	sqlite3_stmt *st = queue_stmt(db, cache, slot, sql);
+	if (st == NULL)
+		return -1;
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+		log_error("event=queue_sql_failed error=\"%s\"", sqlite3_errmsg(db));
+		return -1;
+	}
+	return 0;
+}
+
 static int db_user_version(sqlite3 *db)
 {
 	sqlite3_stmt *st = NULL;
@@ -406,16 +439,17 @@ static void bind_opt(sqlite3_stmt *st, int i, const char *s)
 		sqlite3_bind_null(st, i);
 }
 
-static int insert_rows(sqlite3 *db, struct commit_item *it, time_t now)
+static int insert_rows(struct queue *q, struct commit_item *it, time_t now)
 {
+	sqlite3 *db = q->commit_db;
 	struct envelope *env = it->env;
-	sqlite3_stmt *st = NULL;
 	int ret = -1;
-	if (sqlite3_prepare_v2(db,
-			       "INSERT INTO messages(id, sender, dsn_ret, dsn_envid, smtputf8,"
-			       " eightbit, auth_user, client_ip, helo, protocol, received, size)"
-			       " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-			       -1, &st, NULL) != SQLITE_OK)
+	sqlite3_stmt *st = queue_stmt(
+	    db, q->commit_st, QS_INSERT_MESSAGE,
+	    "INSERT INTO messages(id, sender, dsn_ret, dsn_envid, smtputf8,"
+	    " eightbit, auth_user, client_ip, helo, protocol, received, size)"
+	    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)");
+	if (st == NULL)
 		return -1;
 	sqlite3_bind_text(st, 1, it->msg->id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, env->sender != NULL ? env->sender : "", -1, SQLITE_STATIC);
@@ -431,12 +465,11 @@ static int insert_rows(sqlite3 *db, struct commit_item *it, time_t now)
 	sqlite3_bind_int64(st, 12, (int64_t)it->msg->size);
 	if (sqlite3_step(st) != SQLITE_DONE)
 		goto out;
-	sqlite3_finalize(st);
-	st = NULL;
-	if (sqlite3_prepare_v2(db,
-			       "INSERT INTO recipients(queue_id, idx, address, notify, orcpt, local,"
-			       " state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')",
-			       -1, &st, NULL) != SQLITE_OK)
+	sqlite3_reset(st);
+	st = queue_stmt(db, q->commit_st, QS_INSERT_RCPT,
+			"INSERT INTO recipients(queue_id, idx, address, notify, orcpt, local,"
+			" state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued')");
+	if (st == NULL)
 		goto out;
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		sqlite3_reset(st);
@@ -451,7 +484,8 @@ static int insert_rows(sqlite3 *db, struct commit_item *it, time_t now)
 	}
 	ret = 0;
 out:
-	sqlite3_finalize(st);
+	if (st != NULL)
+		sqlite3_reset(st);
 	return ret;
 }
 
@@ -478,14 +512,15 @@ static void insert_batch(void *arg)
 	for (struct commit_item *it = ij->batch; it != NULL && txn_ok; it = it->next) {
 		if (!it->ok || it->fd < 0)
 			continue;
-		queue_db_exec(q->commit_db, "SAVEPOINT msg");
-		if (insert_rows(q->commit_db, it, ij->now) < 0) {
+		sqlite3 *db = q->commit_db;
+		queue_stmt_exec(db, q->commit_st, QS_SAVEPOINT, "SAVEPOINT msg");
+		if (insert_rows(q, it, ij->now) < 0) {
 			log_error("event=queue_insert_failed queue_id=%s error=\"%s\"", it->msg->id,
-				  sqlite3_errmsg(q->commit_db));
-			queue_db_exec(q->commit_db, "ROLLBACK TO msg");
+				  sqlite3_errmsg(db));
+			queue_stmt_exec(db, q->commit_st, QS_ROLLBACK_TO, "ROLLBACK TO msg");
 			fail_item(it, EIO);
 		}
-		queue_db_exec(q->commit_db, "RELEASE msg");
+		queue_stmt_exec(db, q->commit_st, QS_RELEASE, "RELEASE msg");
 	}
 	if (txn_ok && queue_db_exec(q->commit_db, "COMMIT") < 0) {
 		queue_db_exec(q->commit_db, "ROLLBACK");
@@ -833,6 +868,10 @@ void queue_close(struct queue **qp)
 		event_free(q->ev);
 	if (q->efd >= 0)
 		close(q->efd);
+	for (int i = 0; i < QS_MAX; i++) {
+		sqlite3_finalize(q->commit_st[i]);
+		sqlite3_finalize(q->deliver_st[i]);
+	}
 	sqlite3_close_v2(q->commit_db);
 	sqlite3_close_v2(q->deliver_db);
 	if (q->lock_fd >= 0)
