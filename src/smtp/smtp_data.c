@@ -1,6 +1,8 @@
 /* DATA decoder: see smtp_data.h. */
 #include "smtp/smtp_data.h"
 
+#include <string.h>
+
 enum {
 	D_BOL,      /* start of a line that followed a real CRLF */
 	D_BOL_BARE, /* start of a line that followed a bare LF/CR: never special */
@@ -33,6 +35,28 @@ size_t smtp_data_decode(struct smtp_data *d, const char *in, size_t len, char *o
 	size_t o = 0, i = 0;
 	*done_r = false;
 	while (i < len) {
+		if (d->state == D_TEXT) {
+			/*
+			 * Inside a line: copy the run up to the next CR or LF at
+			 * once (memchr), not octet by octet through the switch,
+			 * which cost ~25 instructions per octet of every message.
+			 */
+			const char *cr = memchr(in + i, '\r', len - i);
+			size_t end = cr != NULL ? (size_t)(cr - in) : len;
+			const char *lf = memchr(in + i, '\n', end - i);
+			if (lf != NULL)
+				end = (size_t)(lf - in);
+			if (end > i) {
+				size_t run = end - i;
+				memcpy(out + o, in + i, run);
+				o += run;
+				i = end;
+				d->line_len += run;
+				if (d->line_len + 2 > d->max_line)
+					d->flags |= SMTP_DATA_LINE_TOO_LONG;
+				continue;
+			}
+		}
 		char ch = in[i++];
 		switch (d->state) {
 		case D_BOL:
