@@ -361,6 +361,21 @@ def test_search_over_many_messages(server):
     assert as_i(search("SENTBEFORE", "1-Jan-2010")) == expect["old"]
     assert as_i(search("SENTBEFORE", "1-Jan-2010", "SUBJECT", "needle")) == \
         expect["old"] & expect["needle"]
+    # SORT by date reads the dates in windows too: the 2001 messages first, ties by UID order
+    typ, data = c.uid("SORT", "(DATE)", "UTF-8", "ALL")
+    assert typ == "OK", data
+    got = [int(x) for x in data[0].split()]
+    uids = sorted(uid_to_i)
+    old = [u for u in uids if uid_to_i[u] in expect["old"]]
+    assert got == old + [u for u in uids if uid_to_i[u] not in expect["old"]]
+    typ, data = c.uid("SORT", "(REVERSE DATE)", "UTF-8", "SUBJECT", "needle")
+    assert typ == "OK", data
+    got = [int(x) for x in data[0].split()]
+    want = [u for u in uids if uid_to_i[u] in expect["needle"]]
+    newer = [u for u in want if uid_to_i[u] not in expect["old"]]
+    older = [u for u in want if uid_to_i[u] in expect["old"]]
+    # REVERSE reverses the key; ties stay in mailbox order (RFC 5256 section 3)
+    assert got == newer + older
     c.logout()
 
 
