@@ -18,8 +18,11 @@
  * and one SELECT; a directory whose mtime is within 100 ms of now (a second on a
  * file system with whole-second timestamps) is not
  * trusted (a change in the same clock tick would go unseen) and is scanned
- * again next time. A scan runs inside BEGIN IMMEDIATE, which also
- * serialises UID allocation between threads and processes.
+ * again next time. Our own changes to cur/ record its mtime after them as
+ * "carried" (see mtime_vouches()), so they cost no scan. A scan or change
+ * holds the folder's lock (folder_lock()), then the index write lock (BEGIN
+ * IMMEDIATE) for short transactions, which also serialise UID allocation
+ * between threads and processes.
  *
  * Quota: delivery counts what it writes into new/; the store counts what it
  * writes (append, copy) and removes (expunge, delete, retention), and files
