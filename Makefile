@@ -65,6 +65,7 @@ bench:
 	$(PYTHON) bench/smtp-relay --postern $(CURDIR)/$(POSTERN)
 	@cmake --build $(BUILD) -j $(JOBS) --target bench-dkim
 	$(PYTHON) bench/dkim-bench --bench $(CURDIR)/$(BUILD)/bench-dkim
+	$(PYTHON) bench/summary
 
 # The fault tests with longer runs (more kill -9 rounds, bigger loads): POSTERN_SOAK=1.
 soak:
