@@ -244,9 +244,11 @@ static bool spool_quarantined(const struct source *src)
 		       memcmp(b, QUARANTINE_MARK, sizeof(b)) == 0;
 	const struct deliver_item *m = src->mem;
 	size_t n = m->prefix_len < sizeof(b) ? m->prefix_len : sizeof(b);
-	memcpy(b, m->prefix, n);
+	if (n > 0) /* no prefix: prefix may be NULL, which memcpy must not get even for 0 */
+		memcpy(b, m->prefix, n);
 	size_t more = m->body_len < sizeof(b) - n ? m->body_len : sizeof(b) - n;
-	memcpy(b + n, m->body, more);
+	if (more > 0)
+		memcpy(b + n, m->body, more);
 	return n + more == sizeof(b) && memcmp(b, QUARANTINE_MARK, sizeof(b)) == 0;
 }
 
