@@ -389,9 +389,10 @@ void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_o
 		free(err);
 		return;
 	}
-	struct mbox_status st;
-	mbox_get_status(v->box, &st);
-	if (st.highestmodseq != v->modseq) {
+	uint32_t uidvalidity, uidnext;
+	uint64_t hms;
+	mbox_get_ids(v->box, &uidvalidity, &uidnext, &hms);
+	if (hms != v->modseq) {
 		struct mbox_msg *ch = NULL;
 		uint32_t *ex = NULL;
 		size_t nch = 0, nex = 0;
@@ -403,7 +404,7 @@ void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_o
 			return;
 		}
 		size_t old_n = v->n;
-		uint64_t top = st.highestmodseq;
+		uint64_t top = hms;
 		for (size_t i = 0; i < nex; i++)
 			add_expunged(v, ex[i]);
 		size_t nkw = 0;
@@ -590,8 +591,9 @@ void imap_cmd_select(struct imap_job *j)
 	}
 	v->msgs = msgs;
 	v->n = v->cap = n;
-	struct mbox_status st;
-	mbox_get_status(box, &st);
+	/* no counts needed: EXISTS, RECENT and UNSEEN come from the view */
+	struct mbox_status st = {0};
+	mbox_get_ids(box, &st.uidvalidity, &st.uidnext, &st.highestmodseq);
 	v->uidvalidity = st.uidvalidity;
 	v->modseq = st.highestmodseq;
 	for (size_t i = 0; i < n; i++)

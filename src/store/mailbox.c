@@ -90,6 +90,11 @@ struct mbox {
 	uint32_t *recent;
 	size_t nrecent, recent_cap;
 	bool synced; /* status computed at least once */
+	/* the counts (messages, unseen, deleted, recent, size) are computed when asked
+	   for (mbox_get_status()), not at every sync: a session's view needs only
+	   HIGHESTMODSEQ, and counting is a scan of the folder's rows */
+	bool counts_stale;
+	uint32_t counts_first_recent;
 };
 
 /* ---- errors ---- */
@@ -2740,6 +2745,26 @@ static int box_refresh(struct mbox *box, char **error_r)
 	if (box->synced && r.hms == box->status.highestmodseq && r.uidnext == box->status.uidnext &&
 	    nrecent == box->nrecent)
 		return 0;
+	box->status.uidvalidity = r.uidvalidity;
+	box->status.uidnext = r.uidnext;
+	box->status.highestmodseq = r.hms;
+	box->counts_first_recent = r.first_recent;
+	box->counts_stale = true;
+	box->synced = true;
+	return 0;
+}
+
+/* The counts of the status, from the index (a scan of the folder's rows). */
+static int box_counts(struct mbox *box, char **error_r)
+{
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	if (db == NULL)
+		return -1;
+	struct frow r = {.id = box->folder_id,
+	                 .uidvalidity = box->status.uidvalidity,
+	                 .uidnext = box->status.uidnext,
+	                 .first_recent = box->counts_first_recent,
+	                 .hms = box->status.highestmodseq};
 	struct mbox_status st;
 	if (status_query(db, &r, &st, error_r) < 0)
 		return -1;
@@ -2762,7 +2787,7 @@ static int box_refresh(struct mbox *box, char **error_r)
 	if (box->readonly)
 		st.recent = 0;
 	box->status = st;
-	box->synced = true;
+	box->counts_stale = false;
 	return 0;
 }
 
@@ -2806,7 +2831,22 @@ int mbox_sync(struct mbox *box, char **error_r)
 
 void mbox_get_status(struct mbox *box, struct mbox_status *st_r)
 {
+	char *err = NULL;
+	if (box->counts_stale && box_counts(box, &err) < 0) {
+		/* the identity fields stay right; the counts are those of the last success */
+		log_warn("event=mailbox_status_failed folder=%s error=\"%s\"", box->path,
+		         err != NULL ? err : "?");
+		free(err);
+	}
 	*st_r = box->status;
+}
+
+void mbox_get_ids(const struct mbox *box, uint32_t *uidvalidity_r, uint32_t *uidnext_r,
+                  uint64_t *highestmodseq_r)
+{
+	*uidvalidity_r = box->status.uidvalidity;
+	*uidnext_r = box->status.uidnext;
+	*highestmodseq_r = box->status.highestmodseq;
 }
 
 static int select_msgs(struct mbox *box, const char *where, uint64_t since,

@@ -174,6 +174,11 @@ int mbox_sync(struct mbox *box, char **error_r);
 /* State as of the last sync or change made through `box`. */
 void mbox_get_status(struct mbox *box, struct mbox_status *st_r);
 
+/* UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ as of the last sync or change, without the
+   counting mbox_get_status() does (a scan of the folder's rows). */
+void mbox_get_ids(const struct mbox *box, uint32_t *uidvalidity_r, uint32_t *uidnext_r,
+                  uint64_t *highestmodseq_r);
+
 /* Every message, ascending UID (allocated array). */
 int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char **error_r);
 
