@@ -29,6 +29,7 @@
  * that appear in cur/ or vanish behind its back (other programs). A rebuilt
  * index changes no counter.
  */
+#include "lib/fsync_pool.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "mail/mutf7.h"
@@ -1238,7 +1239,7 @@ static uint32_t new_uidvalidity(void)
 	return v;
 }
 
-static int uidlist_write_fd(int fd, const char *text, size_t len, int64_t *size_r);
+static int uidlist_write_fd(int fd, const char *text, size_t len, int64_t *size_r, int *fd_r);
 
 /*
  * Append lines and fsync. 0 / -1 errno. *size_r: the file size after. A
@@ -1246,7 +1247,7 @@ static int uidlist_write_fd(int fd, const char *text, size_t len, int64_t *size_
  * UIDVALIDITY and a UIDNEXT no smaller than any UID given out before.
  */
 static int uidlist_append(const char *path, uint32_t uidvalidity, uint32_t uidnext,
-                          const char *lines, size_t nlines, int64_t *size_r)
+                          const char *lines, size_t nlines, int64_t *size_r, int *fd_r)
 {
 	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -1261,13 +1262,13 @@ static int uidlist_append(const char *path, uint32_t uidvalidity, uint32_t uidne
 		text = xstrndup(lines, nlines);
 		len = nlines;
 	}
-	int ret = uidlist_write_fd(fd, text, len, size_r);
+	int ret = uidlist_write_fd(fd, text, len, size_r, fd_r);
 	free(text);
 	return ret;
 }
 
-/* uidlist_append(): write, fsync and close. */
-static int uidlist_write_fd(int fd, const char *text, size_t len, int64_t *size_r)
+/* uidlist_append(): write, then fsync and close, or (fd_r) hand the open fd over unsynced. */
+static int uidlist_write_fd(int fd, const char *text, size_t len, int64_t *size_r, int *fd_r)
 {
 	size_t off = 0;
 	while (off < len) {
@@ -1287,13 +1288,17 @@ static int uidlist_write_fd(int fd, const char *text, size_t len, int64_t *size_
 		off += (size_t)n;
 	}
 	struct stat sb;
-	if (fsync(fd) < 0 || fstat(fd, &sb) < 0) {
+	if ((fd_r == NULL && fsync(fd) < 0) || fstat(fd, &sb) < 0) {
 		int saved = errno;
 		close(fd);
 		errno = saved;
 		return -1;
 	}
 	*size_r = sb.st_size;
+	if (fd_r != NULL) {
+		*fd_r = fd;
+		return 0;
+	}
 	return close(fd);
 }
 
@@ -2233,8 +2238,8 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			ulbuf = xgrow(ulbuf, &ulcap, need, 1);
 			ullen += (size_t)sprintf(ulbuf + ullen, "%u %s\n", uids[k], fresh[k]->base);
 		}
-		if (ullen > 0 &&
-		    uidlist_append(ulpath, r.uidvalidity, hdr_next, ulbuf, ullen, &ulsize) < 0) {
+		if (ullen > 0 && uidlist_append(ulpath, r.uidvalidity, hdr_next, ulbuf, ullen,
+		                                &ulsize, NULL) < 0) {
 			fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot write %s: %s", ulpath,
 			     strerror(errno));
 			free(ulpath);
@@ -3302,11 +3307,15 @@ struct newmsg {
 	struct mbox_cache cache;
 	uint32_t src_uid; /* copy */
 	bool placed;      /* moved from tmp/BASE to cur/FILE */
+	bool has_fd;      /* fd: the tmp/ file, written but not yet fsync'd (index_new does) */
+	int fd;
 };
 
 static void newmsgs_free(struct newmsg *m, size_t n, const char *path, bool unlink_files)
 {
 	for (size_t i = 0; i < n; i++) {
+		if (m[i].has_fd)
+			close(m[i].fd);
 		if (unlink_files && m[i].file != NULL) {
 			char *p = m[i].placed ? xasprintf("%s/cur/%s", path, m[i].file)
 			                      : xasprintf("%s/tmp/%s", path, m[i].base);
@@ -3380,11 +3389,38 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 	/* (2) the uidlist and the files, no index lock held */
 	char *ul = xasprintf("%s/" UIDLIST_NAME, path);
 	int64_t size;
-	int w = uidlist_append(ul, r.uidvalidity, hdr_next, buf, len, &size);
+	int ulfd = -1;
+	int w = uidlist_append(ul, r.uidvalidity, hdr_next, buf, len, &size, &ulfd);
 	free(ul);
 	if (w < 0) {
 		fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "cannot write the uid list: %s",
 		     strerror(errno));
+		goto out;
+	}
+	/* the uidlist lines and the messages' data flushed side by side (one wait, not two),
+	   both before any file is renamed into cur/ and before a UID is handed out */
+	int *fds = xmalloc((n + 1) * sizeof(int)), *errs = xmalloc((n + 1) * sizeof(int));
+	size_t nfds = 0;
+	fds[nfds++] = ulfd;
+	for (size_t i = 0; i < n; i++)
+		if (m[i].has_fd)
+			fds[nfds++] = m[i].fd;
+	size_t bad = fsync_all(fds, nfds, false, errs);
+	int ferr = 0;
+	for (size_t i = 0; i < nfds; i++)
+		if (errs[i] != 0 && ferr == 0)
+			ferr = errs[i];
+	free(fds);
+	free(errs);
+	close(ulfd);
+	for (size_t i = 0; i < n; i++)
+		if (m[i].has_fd) {
+			close(m[i].fd);
+			m[i].has_fd = false;
+		}
+	if (bad > 0) {
+		fail(error_r, ferr == ENOSPC || ferr == EDQUOT ? ferr : EIO, "fsync: %s",
+		     strerror(ferr));
 		goto out;
 	}
 	int64_t ul_before = r.uidlist_off;
@@ -3521,6 +3557,8 @@ static int kw_bits(sqlite3 *db, const char *path, const char *const *names, size
 	return 0;
 }
 
+#define APPEND_OPEN_MAX 16
+
 int mbox_append(struct mbox_account *acct, const char *folder, const struct mbox_append *msgs,
                 size_t n, uint32_t *uidvalidity_r, uint32_t *uids_r, char **error_r)
 {
@@ -3571,12 +3609,19 @@ int mbox_append(struct mbox_account *acct, const char *folder, const struct mbox
 			                            {.tv_sec = x->internaldate}};
 			if (err == 0 && futimens(fd, times) < 0)
 				err = errno;
-			if (err == 0 && fsync(fd) < 0)
+			/* a few messages stay open, fsync'd by index_new() together with the
+			   uidlist line; a large MULTIAPPEND does not hold a descriptor each */
+			if (err == 0 && n > APPEND_OPEN_MAX && fsync(fd) < 0)
 				err = errno;
-			if (close(fd) < 0 && err == 0)
-				err = errno;
-			if (err != 0)
-				unlink(tmp);
+			if (err != 0 || n > APPEND_OPEN_MAX) {
+				if (close(fd) < 0 && err == 0)
+					err = errno;
+				if (err != 0)
+					unlink(tmp);
+			} else {
+				x->has_fd = true;
+				x->fd = fd;
+			}
 		}
 		free(tmp);
 		if (err != 0) {
