@@ -687,3 +687,50 @@ def test_uidl_survives_index_loss(tmp_path_factory):
         assert after == before
     finally:
         finish(p)
+
+
+def test_slowloris_before_login_is_cut(tmp_path_factory):
+    """A client that dribbles a never-ending line before login, a byte at a time, is closed within
+    a bound of idle_timeout: every byte re-arms the 10-minute autologout, the login deadline is
+    for the whole AUTHORIZATION state. A logged-in session keeps the autologout."""
+    p = start_pop(make_pop(tmp_path_factory, "pop3-slow", limits={"idle_timeout": "2s"}))
+    try:
+        addr = new_user(p)
+        socks = []
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", p.pop3_port), timeout=5)
+            assert s.recv(4096).startswith(b"+OK")
+            socks.append(s)
+        start = time.time()
+        closed = set()
+        while time.time() - start < 10 and len(closed) < len(socks):
+            for i, s in enumerate(socks):
+                if i in closed:
+                    continue
+                try:
+                    s.sendall(b"x")
+                except OSError:
+                    closed.add(i)
+                    continue
+                s.settimeout(0.01)
+                try:
+                    d = s.recv(4096)
+                    if d == b"" or b"Login timeout" in d:
+                        closed.add(i)
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed.add(i)
+            time.sleep(0.5)
+        elapsed = time.time() - start
+        for s in socks:
+            s.close()
+        assert len(closed) == len(socks), "slow pre-login clients still open after %.1fs" % elapsed
+        assert elapsed < 8
+        # a logged-in client idle for longer than idle_timeout is not cut (the autologout rules)
+        c = login(p, addr)
+        time.sleep(3)
+        assert c.stat()[0] == 0
+        c.quit()
+    finally:
+        finish(p)

@@ -87,6 +87,7 @@ struct pop3_session {
 	struct event *line_timer; /* a command line must be complete within the autologout */
 	struct event *out_timer;  /* streaming: waiting for queued output to drain */
 	struct event *close_timer;
+	struct event *login_timer; /* the whole AUTHORIZATION state, against slowloris */
 	unsigned close_tries;
 	enum pop3_state state;
 	char ip[64];
@@ -249,6 +250,9 @@ static void session_destroy(struct pop3_session *s)
 	if (s->close_timer != NULL)
 		event_free(s->close_timer);
 	s->close_timer = NULL;
+	if (s->login_timer != NULL)
+		event_free(s->login_timer);
+	s->login_timer = NULL;
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
 	s->bev = NULL;
@@ -464,6 +468,9 @@ static void login_done(void *arg)
 			total += j->msgs[i].size;
 		}
 		enter_state(s, ST_TRANSACTION);
+		if (s->login_timer != NULL)
+			event_free(s->login_timer); /* the autologout applies from here on */
+		s->login_timer = NULL;
 		log_info("event=pop3_login client=%s user=%s tls=%s messages=%zu size=%llu", s->ip,
 			 s->auth_user, s->tls ? "yes" : "no", s->nmsgs, (unsigned long long)total);
 		reply(s, "+OK Logged in, %zu messages (%llu octets)", s->nmsgs,
@@ -1138,6 +1145,24 @@ static void handle_line(struct pop3_session *s, const char *line, size_t len)
 /* ------------------------------------------------------------------ */
 /* input */
 
+/*
+ * The line timer and the read timeout are the 10-minute autologout (RFC 1939),
+ * and every byte re-arms the read timeout: a client dribbling bytes before
+ * login would hold its connection for that long at least. The authorization
+ * state as a whole gets idle_timeout, as IMAP's login does (and Dovecot's
+ * login processes).
+ */
+static void on_login_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct pop3_session *s = arg;
+	if (s->dead || s->state == ST_TRANSACTION || s->state == ST_CLOSING)
+		return;
+	log_info("event=pop3_timeout client=%s state=%s reason=no_login", s->ip,
+		 state_names[s->state]);
+	reply(s, "-ERR [SYS/TEMP] Login timeout");
+	session_close(s);
+}
+
 static void on_line_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	struct pop3_session *s = arg;
@@ -1316,6 +1341,9 @@ void pop3_session_start(struct pop3_server *srv, evutil_socket_t fd, const struc
 	log_info("event=connect client=%s listener=%s", s->ip, implicit_tls ? "pop3s" : "pop3");
 
 	s->line_timer = evtimer_new(srv->base, on_line_timeout, s);
+	s->login_timer = evtimer_new(srv->base, on_login_timeout, s);
+	struct timeval ltv = {(time_t)s->cfg->idle_timeout, 0};
+	evtimer_add(s->login_timer, &ltv);
 	bufferevent_setcb(bev, on_read, on_write, on_event, s);
 	bufferevent_setwatermark(bev, EV_READ, 0, INPUT_HIGH_WATER);
 	bufferevent_setwatermark(bev, EV_WRITE, OUTPUT_LOW, 0);
