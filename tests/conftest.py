@@ -791,3 +791,40 @@ def header(msg, name):
 
 def have(cmd):
     return shutil.which(cmd) is not None
+
+
+def dribble_until_closed(port, n=5, closed_marker=b"", limit=10.0, greeting=b""):
+    """n connections to port that each send one byte every half second of a line that never
+    ends, until the server closes them (EOF, an error, or a reply containing closed_marker).
+    Returns (how many were closed, seconds it took)."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert s.recv(4096).startswith(greeting)
+        socks.append(s)
+    start = time.time()
+    closed = set()
+    try:
+        while time.time() - start < limit and len(closed) < len(socks):
+            for i, s in enumerate(socks):
+                if i in closed:
+                    continue
+                try:
+                    s.sendall(b"x")
+                except OSError:
+                    closed.add(i)
+                    continue
+                s.settimeout(0.01)
+                try:
+                    d = s.recv(4096)
+                    if d == b"" or (closed_marker and closed_marker in d):
+                        closed.add(i)
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed.add(i)
+            time.sleep(0.5)
+    finally:
+        for s in socks:
+            s.close()
+    return len(closed), time.time() - start

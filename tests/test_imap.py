@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import DOMAIN, PASSWORD, make_message, send, tls_client_context
+from conftest import DOMAIN, PASSWORD, dribble_until_closed, make_message, send, tls_client_context
 
 USER = "a@" + DOMAIN
 
@@ -828,36 +828,8 @@ def test_slowloris_before_login_is_cut(postern_factory):
     """A pre-login client that dribbles a never-ending line, a byte at a time, is closed within a
     bound of idle_timeout (every byte re-arms the read timeout, the login deadline does not)."""
     p = postern_factory(limits={"idle_timeout": "2s"})
-    socks = []
-    for _ in range(5):
-        s = socket.create_connection(("127.0.0.1", p.imap_port), timeout=5)
-        s.recv(4096)
-        socks.append(s)
-    start = time.time()
-    closed = set()
-    while time.time() - start < 10 and len(closed) < len(socks):
-        for i, s in enumerate(socks):
-            if i in closed:
-                continue
-            try:
-                s.sendall(b"x")
-            except OSError:
-                closed.add(i)
-                continue
-            s.settimeout(0.01)
-            try:
-                d = s.recv(4096)
-                if d == b"" or b"BYE" in d:
-                    closed.add(i)
-            except socket.timeout:
-                pass
-            except OSError:
-                closed.add(i)
-        time.sleep(0.5)
-    elapsed = time.time() - start
-    for s in socks:
-        s.close()
-    assert len(closed) == len(socks), "slow pre-login clients still open after %.1fs" % elapsed
+    closed, elapsed = dribble_until_closed(p.imap_port, closed_marker=b"BYE", greeting=b"* OK")
+    assert closed == 5, "slow pre-login clients still open after %.1fs" % elapsed
     assert elapsed < 8
     # a well-behaved client is still served
     c = imaps(p)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import (DOMAIN, GENEROUS, PASSWORD, _make, check_sanitizers, finish, have, listening,
-                      make_message, send, tls_client_context)
+from conftest import (DOMAIN, GENEROUS, PASSWORD, _make, check_sanitizers, dribble_until_closed,
+                      finish, have, listening, make_message, send, tls_client_context)
 
 
 def start_pop(p):
@@ -696,36 +696,9 @@ def test_slowloris_before_login_is_cut(tmp_path_factory):
     p = start_pop(make_pop(tmp_path_factory, "pop3-slow", limits={"idle_timeout": "2s"}))
     try:
         addr = new_user(p)
-        socks = []
-        for _ in range(5):
-            s = socket.create_connection(("127.0.0.1", p.pop3_port), timeout=5)
-            assert s.recv(4096).startswith(b"+OK")
-            socks.append(s)
-        start = time.time()
-        closed = set()
-        while time.time() - start < 10 and len(closed) < len(socks):
-            for i, s in enumerate(socks):
-                if i in closed:
-                    continue
-                try:
-                    s.sendall(b"x")
-                except OSError:
-                    closed.add(i)
-                    continue
-                s.settimeout(0.01)
-                try:
-                    d = s.recv(4096)
-                    if d == b"" or b"Login timeout" in d:
-                        closed.add(i)
-                except socket.timeout:
-                    pass
-                except OSError:
-                    closed.add(i)
-            time.sleep(0.5)
-        elapsed = time.time() - start
-        for s in socks:
-            s.close()
-        assert len(closed) == len(socks), "slow pre-login clients still open after %.1fs" % elapsed
+        closed, elapsed = dribble_until_closed(p.pop3_port, closed_marker=b"Login timeout",
+                                               greeting=b"+OK")
+        assert closed == 5, "slow pre-login clients still open after %.1fs" % elapsed
         assert elapsed < 8
         # a logged-in client idle for longer than idle_timeout is not cut (the autologout rules)
         c = login(p, addr)
