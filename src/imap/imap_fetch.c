@@ -849,6 +849,10 @@ void imap_cmd_fetch(struct imap_job *j)
 		imap_seqset_free(&within);
 	}
 	bool vanished = false;
+	/* record items only (FLAGS, UID, sizes, dates): the response is about 64 octets a
+	   message; one buffer for it instead of growing chain after chain */
+	if (!f.need_cache && !f.need_body && n > 64)
+		evbuffer_expand(j->out, n * 64);
 	/* ENVELOPE/BODYSTRUCTURE of a range: read in index scans of FETCH_BATCH messages */
 	struct mbox_cache *pre = f.need_cache ? xcalloc(FETCH_BATCH, sizeof(*pre)) : NULL;
 	uint32_t *batch_uids = f.need_cache ? xmalloc(FETCH_BATCH * sizeof(uint32_t)) : NULL;
