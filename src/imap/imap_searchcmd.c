@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,32 @@ static int kw_index(void *arg, const char *name)
 {
 	struct search_state *st = arg;
 	return mbox_keyword_index(st->s->view.box, name, false);
+}
+
+/* " N" for each uint32_t at `off` in `n` records of `size` octets, in 4 KiB pieces (one
+   printf per number was a good part of a SORT of 100,000 messages) */
+static void add_numbers(struct evbuffer *out, const void *recs, size_t n, size_t size, size_t off)
+{
+	char buf[4096];
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t v;
+		memcpy(&v, (const char *)recs + i * size + off, sizeof(v));
+		char tmp[12];
+		size_t k = sizeof(tmp);
+		do {
+			tmp[--k] = (char)('0' + v % 10);
+			v /= 10;
+		} while (v != 0);
+		tmp[--k] = ' ';
+		if (len + (sizeof(tmp) - k) > sizeof(buf)) {
+			evbuffer_add(out, buf, len);
+			len = 0;
+		}
+		memcpy(buf + len, tmp + k, sizeof(tmp) - k);
+		len += sizeof(tmp) - k;
+	}
+	evbuffer_add(out, buf, len);
 }
 
 #define SEARCH_WINDOW 1024
@@ -239,8 +266,7 @@ static void cmd_search(struct imap_job *j)
 		evbuffer_add(j->out, "\r\n", 2);
 	} else {
 		evbuffer_add_printf(j->out, "* SEARCH");
-		for (size_t i = 0; i < n; i++)
-			evbuffer_add_printf(j->out, " %u", nums[i]);
+		add_numbers(j->out, nums, n, sizeof(*nums), 0);
 		if (modseq && n > 0)
 			evbuffer_add_printf(j->out, " (MODSEQ %llu)", (unsigned long long)maxmod);
 		evbuffer_add(j->out, "\r\n", 2);
@@ -346,8 +372,9 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 	} else {
 		imap_sort(&prog, msgs, n);
 		evbuffer_add_printf(j->out, "* SORT");
-		for (size_t i = 0; i < n; i++)
-			evbuffer_add_printf(j->out, " %u", j->uid ? msgs[i].uid : msgs[i].msn);
+		add_numbers(j->out, msgs, n, sizeof(*msgs),
+			    j->uid ? offsetof(struct imap_sort_msg, uid)
+				   : offsetof(struct imap_sort_msg, msn));
 		evbuffer_add(j->out, "\r\n", 2);
 	}
 	for (size_t i = 0; !windowed && i < n; i++)
