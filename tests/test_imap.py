@@ -312,6 +312,7 @@ def test_search_over_many_messages(server):
     base = server.maildir_path(user)
     n = 2500
     expect = {"needle": set(), "seen": set(), "from_bob": set(), "old": set()}
+    sizes = {}
     for i in range(1, n + 1):
         subject = "needle %d" % i if i % 7 == 0 else "hay %d" % i
         sender = "bob@example.test" if i % 5 == 0 else "carol@example.test"
@@ -319,6 +320,9 @@ def test_search_over_many_messages(server):
         msg = ("From: %s\r\nTo: %s\r\nSubject: %s\r\n"
                "Date: Mon, 1 Jan %d 10:00:00 +0000\r\nMessage-ID: <m%d@example.test>\r\n\r\n"
                "body %d\r\n" % (sender, user, subject, year, i, i)).encode()
+        if i % 13 == 0:
+            msg = msg.replace(b"\r\n", b"\n")  # bare LF line ends: RFC822.SIZE counts CRLF
+        sizes[i] = len(msg) + msg.count(b"\n") - msg.count(b"\r\n")
         seen = i % 3 == 0
         name = "%d.M%dP1.host,S=%d" % (1700000000 + i, i, len(msg))
         path = os.path.join(base, "cur", name + ":2,S") if seen else os.path.join(base, "new", name)
@@ -352,6 +356,15 @@ def test_search_over_many_messages(server):
 
     def as_i(uids):
         return {uid_to_i[u] for u in uids}
+
+    # so many new files at once are indexed without parsing them (sizes from stat() and the
+    # line ends); RFC822.SIZE must still count CRLF, and ENVELOPE comes when first asked for
+    typ, data = c.uid("FETCH", "1:*", "(RFC822.SIZE)")
+    got = {int(re.search(rb"UID (\d+)", d).group(1)): int(re.search(rb"RFC822.SIZE (\d+)", d).group(1))
+           for d in data}
+    assert {uid_to_i[u]: v for u, v in got.items()} == sizes
+    typ, data = c.uid("FETCH", "1:30", "(ENVELOPE)")
+    assert typ == "OK" and b"hay 1" in data[0] and len(data) == 30
 
     assert as_i(search("SUBJECT", "needle")) == expect["needle"]
     assert as_i(search("OR", "SEEN", "SUBJECT", "needle")) == expect["seen"] | expect["needle"]

@@ -1798,6 +1798,58 @@ static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r
 	munmap(map, size);
 }
 
+/*
+ * The sizes and dates of a message file without parsing it, for a scan that
+ * finds many new files at once (a Maildir copied in): the physical size and
+ * the dates from stat(), the size with CRLF line ends (RFC822.SIZE) from the
+ * name's ",W=" when its ",S=" agrees with the file (Dovecot's names), else by
+ * counting the line ends not preceded by CR, as the MIME parser does. The
+ * cache row is made when the message is first asked for (mbox_msg_caches()).
+ */
+static void file_sizes(const char *file, const char *name, uint64_t *vsize_r, uint64_t *phys_r,
+                       int64_t *mtime_r, int64_t *ctime_r)
+{
+	struct stat sb;
+	*vsize_r = *phys_r = 0;
+	*mtime_r = *ctime_r = time(NULL);
+	if (stat(file, &sb) < 0)
+		return;
+	*phys_r = (uint64_t)sb.st_size;
+	*mtime_r = sb.st_mtim.tv_sec;
+	*ctime_r = sb.st_ctim.tv_sec;
+	const char *colon = strchr(name, ':');
+	size_t baselen = colon != NULL ? (size_t)(colon - name) : strlen(name);
+	const char *sp = memmem(name, baselen, ",S=", 3), *wp = memmem(name, baselen, ",W=", 3);
+	if (sp != NULL && wp != NULL && strtoull(sp + 3, NULL, 10) == (uint64_t)sb.st_size) {
+		*vsize_r = strtoull(wp + 3, NULL, 10);
+		if (*vsize_r >= *phys_r)
+			return;
+	}
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		*vsize_r = *phys_r;
+		return;
+	}
+	uint64_t bare = 0;
+	unsigned char buf[65536], last = 0;
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		for (const unsigned char *q = buf, *end = buf + n;
+		     (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
+			if ((q == buf ? last : q[-1]) != '\r')
+				bare++;
+		last = buf[n - 1];
+	}
+	close(fd);
+	*vsize_r = *phys_r + bare;
+}
+
+#define LAZY_SCAN 256
+
 static void bind_cache(sqlite3_stmt *s, int first, const struct mbox_cache *c)
 {
 	const char *v[] = {c->envelope,    c->bodystructure, c->body,
@@ -2258,13 +2310,19 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			free(uids);
 			goto out;
 		}
+		/* many new files at once (a Maildir copied in): their cache rows are made when
+		   they are first asked for, so the first SELECT does not parse them all */
+		bool lazy = nfresh > LAZY_SCAN;
 		for (size_t k = 0; k < nfresh && !dberr; k++) {
 			char *file =
 			    xasprintf("%s/%s", fresh[k]->in_new ? newdir : curdir, fresh[k]->file);
-			struct mbox_cache c;
+			struct mbox_cache c = {0};
 			uint64_t vsize, phys;
 			int64_t mtime, ctime;
-			cache_file(file, &c, &vsize, &phys, &mtime, &ctime);
+			if (lazy)
+				file_sizes(file, fresh[k]->file, &vsize, &phys, &mtime, &ctime);
+			else
+				cache_file(file, &c, &vsize, &phys, &mtime, &ctime);
 			free(file);
 			uint32_t fl, kw;
 			parse_flags(fresh[k]->file, &fl, &kw);
@@ -2285,7 +2343,8 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			sqlite3_bind_int64(sc2, 1, r.id);
 			sqlite3_bind_int64(sc2, 2, uids[k]);
 			bind_cache(sc2, 3, &c);
-			if (sqlite3_step(s) != SQLITE_DONE || sqlite3_step(sc2) != SQLITE_DONE)
+			if (sqlite3_step(s) != SQLITE_DONE ||
+			    (!lazy && sqlite3_step(sc2) != SQLITE_DONE))
 				dberr = true;
 			mbox_cache_clear(&c);
 			/* delivery counted what it put into new/; a rebuild counts nothing */
@@ -3993,6 +4052,60 @@ int mbox_msg_open(struct mbox *box, uint32_t uid, int *fd_r, char **error_r)
 	return fail(error_r, ENOENT, "message %u has been expunged", uid);
 }
 
+/* The cache record of a message computed from its file. */
+static int cache_from_file(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **error_r)
+{
+	int fd;
+	if (mbox_msg_open(box, uid, &fd, error_r) < 0)
+		return -1;
+	struct stat sb;
+	void *map = MAP_FAILED;
+	if (fstat(fd, &sb) == 0 && sb.st_size > 0)
+		map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	close(fd);
+	uint64_t vsize;
+	if (map == MAP_FAILED) {
+		mbox_cache_compute("", 0, c, &vsize);
+	} else {
+		mbox_cache_compute(map, (size_t)sb.st_size, c, &vsize);
+		munmap(map, (size_t)sb.st_size);
+	}
+	c->found = true;
+	return 0;
+}
+
+/*
+ * Keep computed cache records, in one transaction, for the messages that
+ * still have their row (an expunge may have come in between). Best effort:
+ * the cache is made again next time if this fails.
+ */
+static void cache_store(sqlite3 *db, int64_t folder_id, const uint32_t *uids,
+                        struct mbox_cache *const *cs, size_t n)
+{
+	if (n == 0 || exec(db, "BEGIN IMMEDIATE", NULL) < 0)
+		return;
+	sqlite3_stmt *q =
+	    prep(db, "SELECT 1 FROM messages WHERE folder_id = ?1 AND uid = ?2", NULL);
+	sqlite3_stmt *ins = q != NULL ? prep(db, INSERT_CACHE, NULL) : NULL;
+	bool ok = ins != NULL;
+	for (size_t i = 0; ok && i < n; i++) {
+		sqlite3_reset(q);
+		sqlite3_bind_int64(q, 1, folder_id);
+		sqlite3_bind_int64(q, 2, uids[i]);
+		if (sqlite3_step(q) != SQLITE_ROW)
+			continue;
+		sqlite3_reset(ins);
+		sqlite3_bind_int64(ins, 1, folder_id);
+		sqlite3_bind_int64(ins, 2, uids[i]);
+		bind_cache(ins, 3, cs[i]);
+		ok = sqlite3_step(ins) == SQLITE_DONE;
+	}
+	unprep(q);
+	unprep(ins);
+	if (!ok || exec(db, "COMMIT", NULL) < 0)
+		rollback(db);
+}
+
 int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **error_r)
 {
 	memset(c, 0, sizeof(*c));
@@ -4027,23 +4140,10 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **
 		return 0;
 	}
 	sqlite3_reset(s);
-	/* not cached (an index written without it): parse the file now */
-	int fd;
-	if (mbox_msg_open(box, uid, &fd, error_r) < 0)
+	/* not cached yet (a large scan leaves them for later): parse the file now and keep it */
+	if (cache_from_file(box, uid, c, error_r) < 0)
 		return -1;
-	struct stat sb;
-	void *map = MAP_FAILED;
-	if (fstat(fd, &sb) == 0 && sb.st_size > 0)
-		map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	close(fd);
-	uint64_t vsize;
-	if (map == MAP_FAILED) {
-		mbox_cache_compute("", 0, c, &vsize);
-	} else {
-		mbox_cache_compute(map, (size_t)sb.st_size, c, &vsize);
-		munmap(map, (size_t)sb.st_size);
-	}
-	c->found = true;
+	cache_store(db, box->folder_id, &uid, &c, 1);
 	return 0;
 }
 
@@ -4121,6 +4221,32 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 		i++;
 	}
 	unprep(s);
+	/* messages without a cache row yet (a large scan left them for later; or expunged
+	   meanwhile): computed from their files now and kept, a window at a time */
+	uint32_t *mu = NULL;
+	struct mbox_cache **mc = NULL;
+	size_t nm = 0;
+	for (size_t k = 0; k < n; k++) {
+		if (caches_r[k].found)
+			continue;
+		char *err = NULL;
+		if (cache_from_file(box, uids[k], &caches_r[k], &err) < 0) {
+			free(err); /* gone: stays not found */
+			mbox_cache_clear(&caches_r[k]);
+			memset(&caches_r[k], 0, sizeof(caches_r[k]));
+			continue;
+		}
+		if (mu == NULL) {
+			mu = xmalloc(n * sizeof(*mu));
+			mc = xmalloc(n * sizeof(*mc));
+		}
+		mu[nm] = uids[k];
+		mc[nm++] = &caches_r[k];
+	}
+	if (nm > 0)
+		cache_store(db, box->folder_id, mu, mc, nm);
+	free(mu);
+	free(mc);
 	return 0;
 }
 

@@ -291,9 +291,11 @@ int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c_r, char 
  * The cache records of many messages in one index scan (SEARCH, SORT,
  * THREAD, FETCH ENVELOPE over a range: ~10x faster than one
  * mbox_msg_cache() per message). `uids` ascending; caches_r[i] gets the
- * record of uids[i] with only the `fields` asked for (the other strings
- * NULL); a message without a cache row (expunged meanwhile) gets all
- * strings NULL. Free each with mbox_cache_clear().
+ * record of uids[i] with the `fields` asked for (a record just computed
+ * from its file has them all); a message without a cache row yet (a large
+ * scan leaves them for later) has it computed from its file and kept, in
+ * one transaction; an expunged one gets all strings NULL and found false.
+ * Free each with mbox_cache_clear().
  */
 int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned fields,
 		    struct mbox_cache *caches_r, char **error_r);
