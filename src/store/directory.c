@@ -39,9 +39,28 @@
 #define DOMAIN_MAX 253
 #define LOCAL_MAX 64
 
+#define STMT_CACHE 24 /* statements kept prepared per connection */
+
+/*
+ * Statements are kept prepared per connection, as the store's and the
+ * queue's are: a delivery resolves its recipients twice (at RCPT and when it
+ * delivers) and sqlite3_prepare_v2 was most of the cost of each lookup. A kept
+ * statement is reset when its user is done with it, so none holds a read
+ * transaction (an old snapshot) between calls: what the CLI changes applies
+ * at the next lookup. in_use guards against a statement wanted twice at once.
+ */
+struct stmt_ent {
+	sqlite3_stmt *s;
+	const char *sql; /* sqlite3_sql(s) */
+	uint32_t hash;
+	bool in_use;
+};
+
 struct directory {
 	sqlite3 *db;
 	char *data_dir;
+	struct stmt_ent stmts[STMT_CACHE];
+	size_t nstmts;
 };
 
 /* ---- helpers ---- */
@@ -73,14 +92,54 @@ static int exec(struct directory *dir, const char *sql)
 	return 0;
 }
 
+static uint32_t sql_hash(const char *sql)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)sql; *p != '\0'; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+/* A statement for sql: a kept one, or newly prepared (and kept if there is room). */
 static sqlite3_stmt *prepare(struct directory *dir, const char *sql)
 {
+	uint32_t h = sql_hash(sql);
+	for (size_t i = 0; i < dir->nstmts; i++) {
+		struct stmt_ent *e = &dir->stmts[i];
+		if (e->hash == h && !e->in_use && strcmp(e->sql, sql) == 0) {
+			e->in_use = true;
+			return e->s;
+		}
+	}
+	bool keep = dir->nstmts < STMT_CACHE;
 	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(dir->db, sql, -1, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v3(dir->db, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, &st, NULL) !=
+	    SQLITE_OK) {
 		log_error("event=directory_prepare_failed error=\"%s\"", sqlite3_errmsg(dir->db));
+		sqlite3_finalize(st);
 		return NULL;
 	}
+	if (keep)
+		dir->stmts[dir->nstmts++] =
+		    (struct stmt_ent){.s = st, .sql = sqlite3_sql(st), .hash = h, .in_use = true};
 	return st;
+}
+
+/* Done with a statement from prepare(): reset (its read transaction ends) and
+   kept, or finalized if it was not kept. */
+static void unprep(struct directory *dir, sqlite3_stmt *st)
+{
+	if (st == NULL)
+		return;
+	for (size_t i = 0; i < dir->nstmts; i++) {
+		if (dir->stmts[i].s == st) {
+			sqlite3_reset(st);
+			sqlite3_clear_bindings(st);
+			dir->stmts[i].in_use = false;
+			return;
+		}
+	}
+	sqlite3_finalize(st);
 }
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
@@ -107,7 +166,7 @@ static int query_count(struct directory *dir, const char *sql, const char *a, co
 		*value_r = 0;
 	else
 		ret = -1;
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	return ret;
 }
 
@@ -332,6 +391,8 @@ void directory_close(struct directory **dirp)
 	struct directory *dir = *dirp;
 	if (dir == NULL)
 		return;
+	for (size_t i = 0; i < dir->nstmts; i++)
+		sqlite3_finalize(dir->stmts[i].s);
 	sqlite3_close_v2(dir->db);
 	free(dir->data_dir);
 	free(dir);
@@ -403,7 +464,7 @@ static int domain_kind(struct directory *dir, const char *domain, char **target_
 	} else {
 		ret = rc == SQLITE_DONE ? 0 : -1;
 	}
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	return ret;
 }
 
@@ -439,7 +500,7 @@ static int run_change(struct directory *dir, const char *sql, const char *a, con
 	if (c != NULL)
 		bind_text(st, 3, c);
 	int rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	if (rc != SQLITE_DONE)
 		return -1;
 	return sqlite3_changes(dir->db);
@@ -528,7 +589,7 @@ static char *query_join(struct directory *dir, const char *sql, const char *a)
 		free(out);
 		out = n;
 	}
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	return out;
 }
 
@@ -770,7 +831,7 @@ int directory_user_add(struct directory *dir, const char *address_in, const char
 	bind_text(st, 5, password_hash);
 	sqlite3_bind_int64(st, 6, (int64_t)quota);
 	int rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	if (rc != SQLITE_DONE) {
 		db_error(dir, error_r, "add account");
 		ret = rollback(dir);
@@ -901,7 +962,7 @@ int directory_user_quota(struct directory *dir, const char *address_in, uint64_t
 		log_info("event=user_quota_changed address=%s quota=%llu", address,
 			 (unsigned long long)quota);
 	}
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	free(address);
 	return ret;
 }
@@ -995,7 +1056,7 @@ static int account_get(struct directory *dir, const char *address, struct accoun
 	} else if (rc != SQLITE_DONE) {
 		ret = -1;
 	}
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	return ret;
 }
 
@@ -1020,7 +1081,7 @@ int directory_accounts(struct directory *dir, struct account **list_r, size_t *n
 		memset(a, 0, sizeof(*a));
 		fill_account(dir, st, a);
 	}
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	if (rc != SQLITE_DONE) {
 		db_error(dir, error_r, "list accounts");
 		directory_accounts_free(list_r, *n_r);
@@ -1060,7 +1121,7 @@ static char *alias_targets(struct directory *dir, const char *key, bool *err)
 		t = xstrdup((const char *)sqlite3_column_text(st, 0));
 	else if (rc != SQLITE_DONE)
 		*err = true;
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	return t;
 }
 
@@ -1527,7 +1588,7 @@ int directory_usage_add(struct directory *dir, int64_t account_id, int64_t delta
 	pthread_mutex_lock(&usage_mu);
 	int rc = sqlite3_step(st);
 	pthread_mutex_unlock(&usage_mu);
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	if (rc != SQLITE_DONE) {
 		log_error("event=usage_update_failed account_id=%lld error=\"%s\"",
 			  (long long)account_id, sqlite3_errmsg(dir->db));
@@ -1562,14 +1623,14 @@ int directory_usage_add_many(struct directory *dir, const int64_t *account_ids,
 			goto fail;
 		}
 	}
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	st = NULL;
 	if (exec(dir, "COMMIT") == 0) {
 		pthread_mutex_unlock(&usage_mu);
 		return 0;
 	}
 fail:
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	exec(dir, "ROLLBACK");
 	pthread_mutex_unlock(&usage_mu);
 	return -1;
@@ -1647,7 +1708,7 @@ static int json_dump(json_t *arr, FILE *out, char **error_r)
 static int list_finish(struct directory *dir, sqlite3_stmt *st, int rc, json_t *arr,
 		       struct table *t, FILE *out, char **error_r)
 {
-	sqlite3_finalize(st);
+	unprep(dir, st);
 	if (rc != SQLITE_DONE) {
 		db_error(dir, error_r, "list");
 		json_decref(arr);
