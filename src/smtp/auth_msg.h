@@ -81,6 +81,16 @@ bool auth_msg_end(struct auth_msg *m);
 /* On a worker thread: DNS lookups, verification, signing. */
 void auth_msg_work(struct auth_msg *m);
 
+/*
+ * After auth_msg_end, on the loop thread: true when there is nothing to do
+ * on a worker, and the results below are ready as auth_msg_work would have
+ * left them: mail to sign (submitted, or from a trusted client) whose
+ * domains that may sign were all found without DKIM keys moments ago (the
+ * keyless shortcut), or that has no domain that could sign. False: call
+ * auth_msg_work (mail to check always needs DNS).
+ */
+bool auth_msg_done_early(struct auth_msg *m);
+
 /* After auth_msg_work, on the loop thread. */
 enum auth_verdict auth_msg_verdict(const struct auth_msg *m);
 /* The SMTP reply text for AUTH_REJECT ("550 5.7.1 ..."). */
