@@ -22,6 +22,7 @@
 #include "lib/xalloc.h"
 #include "store/maildir.h"
 #include "store/password.h"
+#include "store/stmtcache.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -39,28 +40,18 @@
 #define DOMAIN_MAX 253
 #define LOCAL_MAX 64
 
-#define STMT_CACHE 24 /* statements kept prepared per connection */
-
 /*
- * Statements are kept prepared per connection, as the store's and the
- * queue's are: a delivery resolves its recipients twice (at RCPT and when it
- * delivers) and sqlite3_prepare_v2 was most of the cost of each lookup. A kept
- * statement is reset when its user is done with it, so none holds a read
- * transaction (an old snapshot) between calls: what the CLI changes applies
- * at the next lookup. in_use guards against a statement wanted twice at once.
+ * Statements are kept prepared per connection (store/stmtcache.h), as the
+ * store's and the queue's are: a delivery resolves its recipients twice (at
+ * RCPT and when it delivers) and sqlite3_prepare_v2 was most of the cost of
+ * each lookup. A kept statement is reset when its user is done with it, so
+ * none holds a read transaction (an old snapshot) between calls: what the CLI
+ * changes applies at the next lookup.
  */
-struct stmt_ent {
-	sqlite3_stmt *s;
-	const char *sql; /* sqlite3_sql(s) */
-	uint32_t hash;
-	bool in_use;
-};
-
 struct directory {
 	sqlite3 *db;
 	char *data_dir;
-	struct stmt_ent stmts[STMT_CACHE];
-	size_t nstmts;
+	struct stmt_cache stmts; /* at most 24 kept */
 };
 
 /* ---- helpers ---- */
@@ -92,36 +83,11 @@ static int exec(struct directory *dir, const char *sql)
 	return 0;
 }
 
-static uint32_t sql_hash(const char *sql)
-{
-	uint32_t h = 2166136261u; /* FNV-1a */
-	for (const unsigned char *p = (const unsigned char *)sql; *p != '\0'; p++)
-		h = (h ^ *p) * 16777619u;
-	return h;
-}
-
-/* A statement for sql: a kept one, or newly prepared (and kept if there is room). */
 static sqlite3_stmt *prepare(struct directory *dir, const char *sql)
 {
-	uint32_t h = sql_hash(sql);
-	for (size_t i = 0; i < dir->nstmts; i++) {
-		struct stmt_ent *e = &dir->stmts[i];
-		if (e->hash == h && !e->in_use && strcmp(e->sql, sql) == 0) {
-			e->in_use = true;
-			return e->s;
-		}
-	}
-	bool keep = dir->nstmts < STMT_CACHE;
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v3(dir->db, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, &st, NULL) !=
-	    SQLITE_OK) {
+	sqlite3_stmt *st = stmt_cache_get(&dir->stmts, dir->db, sql);
+	if (st == NULL)
 		log_error("event=directory_prepare_failed error=\"%s\"", sqlite3_errmsg(dir->db));
-		sqlite3_finalize(st);
-		return NULL;
-	}
-	if (keep)
-		dir->stmts[dir->nstmts++] =
-		    (struct stmt_ent){.s = st, .sql = sqlite3_sql(st), .hash = h, .in_use = true};
 	return st;
 }
 
@@ -129,17 +95,7 @@ static sqlite3_stmt *prepare(struct directory *dir, const char *sql)
    kept, or finalized if it was not kept. */
 static void unprep(struct directory *dir, sqlite3_stmt *st)
 {
-	if (st == NULL)
-		return;
-	for (size_t i = 0; i < dir->nstmts; i++) {
-		if (dir->stmts[i].s == st) {
-			sqlite3_reset(st);
-			sqlite3_clear_bindings(st);
-			dir->stmts[i].in_use = false;
-			return;
-		}
-	}
-	sqlite3_finalize(st);
+	stmt_cache_put(&dir->stmts, st);
 }
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
@@ -351,6 +307,7 @@ fail:
 int directory_open(const char *data_dir, bool create, struct directory **dir_r, char **error_r)
 {
 	struct directory *dir = xcalloc(1, sizeof(*dir));
+	dir->stmts.max = 24;
 	dir->data_dir = xstrdup(data_dir);
 	char *path = xasprintf("%s/postern.db", data_dir);
 	if (!create && access(path, F_OK) < 0 && errno == ENOENT) {
@@ -391,8 +348,7 @@ void directory_close(struct directory **dirp)
 	struct directory *dir = *dirp;
 	if (dir == NULL)
 		return;
-	for (size_t i = 0; i < dir->nstmts; i++)
-		sqlite3_finalize(dir->stmts[i].s);
+	stmt_cache_clear(&dir->stmts);
 	sqlite3_close_v2(dir->db);
 	free(dir->data_dir);
 	free(dir);

@@ -36,6 +36,7 @@
 #include "store/directory.h"
 #include "store/mailbox-private.h"
 #include "store/maildir.h"
+#include "store/stmtcache.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -125,28 +126,14 @@ static int fail_db(char **error_r, sqlite3 *db, const char *what)
 
 /* ---- the index: one connection per thread ---- */
 
-/*
- * Statements are prepared once per connection and kept (prep() / unprep()):
- * parsing the SQL was a sixth of the CPU of an IMAP command. An entry in use
- * is not handed out again (a statement nested in a loop over the same one gets
- * a fresh, uncached one).
- */
-#define STMT_CACHE 64
-
-struct stmt_ent {
-	sqlite3_stmt *s;
-	const char *sql; /* sqlite3_sql(s) */
-	uint32_t hash;
-	bool in_use;
-};
-
+/* Statements are prepared once per connection and kept (prep() / unprep(),
+   store/stmtcache.h): parsing the SQL was a sixth of the CPU of an IMAP command. */
 struct conn {
 	char *data_dir;
 	sqlite3 *db;
 	/* statements run once per message by FETCH, SEARCH and SORT: prepared once */
 	sqlite3_stmt *cache_sel;
-	struct stmt_ent stmts[STMT_CACHE];
-	size_t nstmts;
+	struct stmt_cache stmts;
 };
 
 static pthread_key_t conn_key;
@@ -158,8 +145,7 @@ static void conn_free(void *p)
 	if (c == NULL)
 		return;
 	sqlite3_finalize(c->cache_sel);
-	for (size_t i = 0; i < c->nstmts; i++)
-		sqlite3_finalize(c->stmts[i].s);
+	stmt_cache_clear(&c->stmts);
 	sqlite3_close_v2(c->db);
 	free(c->data_dir);
 	free(c);
@@ -316,56 +302,29 @@ static struct conn *conn_of(sqlite3 *db)
 	return c != NULL && c->db == db ? c : NULL;
 }
 
-static uint32_t sql_hash(const char *sql)
-{
-	uint32_t h = 2166136261u;
-	for (const unsigned char *p = (const unsigned char *)sql; *p != '\0'; p++)
-		h = (h ^ *p) * 16777619u;
-	return h;
-}
-
 /* A prepared statement for `sql`, from the connection's cache; give it back with unprep(). */
 static sqlite3_stmt *prep(sqlite3 *db, const char *sql, char **error_r)
 {
 	struct conn *c = conn_of(db);
-	uint32_t h = sql_hash(sql);
-	if (c != NULL)
-		for (size_t i = 0; i < c->nstmts; i++) {
-			struct stmt_ent *e = &c->stmts[i];
-			if (e->hash == h && !e->in_use && strcmp(e->sql, sql) == 0) {
-				e->in_use = true;
-				return e->s;
-			}
-		}
 	sqlite3_stmt *s = NULL;
-	bool keep = c != NULL && c->nstmts < STMT_CACHE;
-	if (sqlite3_prepare_v3(db, sql, -1, keep ? SQLITE_PREPARE_PERSISTENT : 0, &s, NULL) !=
-	    SQLITE_OK) {
+	if (c != NULL)
+		s = stmt_cache_get(&c->stmts, db, sql);
+	else if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) {
 		sqlite3_finalize(s);
-		fail_db(error_r, db, "prepare");
-		return NULL;
+		s = NULL;
 	}
-	if (keep)
-		c->stmts[c->nstmts++] =
-		    (struct stmt_ent){.s = s, .sql = sqlite3_sql(s), .hash = h, .in_use = true};
+	if (s == NULL)
+		fail_db(error_r, db, "prepare");
 	return s;
 }
 
-/* Done with a statement from prep(): reset and kept, or finalized if it was not cached. */
+/* Done with a statement from prep(): reset and kept, or finalized if it was not kept. */
 static void unprep(sqlite3_stmt *s)
 {
 	if (s == NULL)
 		return;
 	struct conn *c = conn_of(sqlite3_db_handle(s));
-	if (c != NULL)
-		for (size_t i = 0; i < c->nstmts; i++)
-			if (c->stmts[i].s == s) {
-				sqlite3_reset(s);
-				sqlite3_clear_bindings(s);
-				c->stmts[i].in_use = false;
-				return;
-			}
-	sqlite3_finalize(s);
+	stmt_cache_put(c != NULL ? &c->stmts : NULL, s);
 }
 
 /*
