@@ -25,6 +25,7 @@
 #include "lib/xalloc.h"
 #include "smtp/ratelimit.h"
 #include "smtp/smtp_session.h"
+#include "smtp/smtp_tls.h"
 #include "store/directory.h"
 
 #include <errno.h>
@@ -497,22 +498,12 @@ static void starttls_flushed(struct bufferevent *bev, void *arg)
 	struct imap_session *s = arg;
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return; /* called again when the rest has gone */
-	evutil_socket_t fd = bufferevent_getfd(bev);
-	SSL *ssl = SSL_new(s->conf->tls);
-	struct bufferevent *tls = NULL;
-	if (ssl != NULL)
-		tls =
-		    bufferevent_openssl_socket_new(s->srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		                                   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	struct bufferevent *tls = smtp_tls_takeover(s->srv->base, s->conf->tls, bev);
 	if (tls == NULL) {
-		if (ssl != NULL)
-			SSL_free(ssl);
+		log_error("event=tls_failed client=%s reason=takeover", s->ip);
 		session_destroy(s); /* closes the socket with the plain bufferevent */
 		return;
 	}
-	/* the socket belongs to tls now: freeing bev must not close it */
-	bufferevent_setfd(bev, -1);
-	bufferevent_free(bev);
 	s->bev = tls;
 	bufferevent_setcb(tls, on_read, on_write, on_event, s);
 	bufferevent_setwatermark(tls, EV_READ, 0, INPUT_HIGH_WATER);

@@ -1433,24 +1433,12 @@ static void starttls_flushed(struct bufferevent *bev, void *arg)
 	struct smtp_session *s = arg;
 	if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
 		return; /* called again when the rest has gone */
-	SSL *ssl = SSL_new(s->conf->tls);
-	if (ssl == NULL) {
-		log_error("event=tls_failed client=%s reason=SSL_new", s->ip);
+	struct bufferevent *tls = smtp_tls_takeover(s->srv->base, s->conf->tls, bev);
+	if (tls == NULL) {
+		log_error("event=tls_failed client=%s reason=takeover", s->ip);
 		session_destroy(s); /* closes the socket with the plain bufferevent */
 		return;
 	}
-	struct bufferevent *tls = bufferevent_openssl_socket_new(
-	    s->srv->base, bufferevent_getfd(bev), ssl, BUFFEREVENT_SSL_ACCEPTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (tls == NULL) {
-		SSL_free(ssl);
-		log_error("event=tls_failed client=%s reason=bufferevent", s->ip);
-		session_destroy(s);
-		return;
-	}
-	/* the socket belongs to tls now: freeing bev must not close it */
-	bufferevent_setfd(bev, -1);
-	bufferevent_free(bev);
 	s->bev = tls;
 	bufferevent_setcb(tls, on_read, NULL, on_event, s);
 	bufferevent_setwatermark(tls, EV_READ, 0, INPUT_HIGH_WATER);

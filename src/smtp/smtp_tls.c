@@ -1,6 +1,8 @@
 /* Server TLS context (see smtp_tls.h). */
 #include "smtp/smtp_tls.h"
 
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -60,4 +62,24 @@ void smtp_tls_describe(SSL *ssl, char *buf, size_t bufsize)
 	int bits = c != NULL ? SSL_CIPHER_get_bits(c, &alg_bits) : 0;
 	snprintf(buf, bufsize, "%s with cipher %s (%d/%d bits)", SSL_get_version(ssl),
 		 c != NULL ? SSL_CIPHER_get_name(c) : "unknown", bits, alg_bits);
+}
+
+struct bufferevent *smtp_tls_takeover(struct event_base *base, SSL_CTX *ctx,
+				      struct bufferevent *plain)
+{
+	SSL *ssl = SSL_new(ctx);
+	if (ssl == NULL)
+		return NULL;
+	struct bufferevent *tls = bufferevent_openssl_socket_new(
+		base, bufferevent_getfd(plain), ssl, BUFFEREVENT_SSL_ACCEPTING,
+		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tls == NULL) {
+		SSL_free(ssl);
+		return NULL;
+	}
+	/* the socket belongs to tls now: freeing the plain one must not close it (a
+	   socket bufferevent closes only the descriptor it holds) */
+	bufferevent_setfd(plain, -1);
+	bufferevent_free(plain);
+	return tls;
 }

@@ -13,6 +13,21 @@
 SSL_CTX *smtp_tls_ctx_new(const char *cert_file, const char *key_file, char *errbuf,
 			  size_t errbufsize);
 
+struct bufferevent;
+struct event_base;
+
+/*
+ * STARTTLS (SMTP, IMAP) and STLS (POP3), once the plain bufferevent has sent
+ * its last plaintext reply: a new OpenSSL socket bufferevent (server side,
+ * accepting, closing the socket when freed) takes over the socket, and the
+ * plain one is freed without closing it (a filter bufferevent over the plain
+ * one would keep two 16 KiB input chains reserved while idle). NULL if the
+ * SSL or the bufferevent cannot be made: `plain` is then untouched and still
+ * owns the socket. The caller sets callbacks, watermarks and timeouts.
+ */
+struct bufferevent *smtp_tls_takeover(struct event_base *base, SSL_CTX *ctx,
+				      struct bufferevent *plain);
+
 /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" for Received. */
 void smtp_tls_describe(SSL *ssl, char *buf, size_t bufsize);
 
