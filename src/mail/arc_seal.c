@@ -20,30 +20,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* What a forwarder must not change (as dkim_sign.c), and the DKIM
-   signatures the message arrived with. From is signed once more. */
-static const char *const ams_headers[] = {
-    "From",
-    "Subject",
-    "Date",
-    "To",
-    "Cc",
-    "Message-ID",
-    "In-Reply-To",
-    "References",
-    "MIME-Version",
-    "Content-Type",
-    "Content-Transfer-Encoding",
-    "List-Id",
-    "List-Help",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-    "List-Subscribe",
-    "List-Post",
-    "List-Owner",
-    "List-Archive",
-    "DKIM-Signature",
-};
 
 enum { K_AAR, K_AMS, K_AS, K_KINDS };
 
@@ -388,16 +364,10 @@ static char *seal_with(struct arc_sealer *s, const char *domain, const char *sel
 	fold_add(&ams, &col, piece, true);
 	snprintf(piece, sizeof(piece), "t=%" PRIu64 ";", (uint64_t)timestamp);
 	fold_add(&ams, &col, piece, true);
+	/* what a forwarder must not change, as a DKIM signature of ours, and the DKIM
+	   signatures the message arrived with */
 	const char *hnames[DKIM_MAX_H_ENTRIES];
-	size_t nh = 0;
-	for (size_t k = 0; k < ARRAY_SIZE(ams_headers); k++) {
-		size_t cnt = k == 0 ? 1 : 0;
-		for (size_t i = 0; i < m->nfields; i++)
-			if (dkim_field_is(m, &m->fields[i], ams_headers[k]))
-				cnt++;
-		for (size_t c = 0; c < cnt && nh < DKIM_MAX_H_ENTRIES; c++)
-			hnames[nh++] = ams_headers[k];
-	}
+	size_t nh = dkim_sign_h_names(m, "DKIM-Signature", hnames);
 	for (size_t i = 0; i < nh; i++) {
 		snprintf(piece, sizeof(piece), "%s%s%s", i == 0 ? "h=" : "", hnames[i],
 		         i + 1 == nh ? ";" : ":");

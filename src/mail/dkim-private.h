@@ -31,4 +31,13 @@ size_t dkim_msg_push(struct dkim_msg *m, const char *data, size_t len);
 void dkim_msg_end_headers(struct dkim_msg *m);
 bool dkim_field_is(const struct dkim_msg *m, const struct dkim_field *f, const char *name);
 
+/*
+ * The h= names a signature of ours covers (dkim_sign.c's list: what a list or
+ * forwarder should not change), each as often as the message has it, From
+ * once more (RFC 6376 5.4.2), then `also` (NULL: none) the same way. Returns
+ * how many were put into hnames.
+ */
+size_t dkim_sign_h_names(const struct dkim_msg *m, const char *also,
+                         const char *hnames[DKIM_MAX_H_ENTRIES]);
+
 #endif

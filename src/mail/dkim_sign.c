@@ -50,6 +50,24 @@ static const char *const signed_headers[] = {
     "List-Archive",
 };
 
+size_t dkim_sign_h_names(const struct dkim_msg *m, const char *also,
+                         const char *hnames[DKIM_MAX_H_ENTRIES])
+{
+	size_t nh = 0;
+	for (size_t k = 0; k <= ARRAY_SIZE(signed_headers); k++) {
+		const char *name = k < ARRAY_SIZE(signed_headers) ? signed_headers[k] : also;
+		if (name == NULL)
+			break;
+		size_t cnt = k == 0 ? 1 : 0; /* From once more than it appears */
+		for (size_t i = 0; i < m->nfields; i++)
+			if (dkim_field_is(m, &m->fields[i], name))
+				cnt++;
+		for (size_t c = 0; c < cnt && nh < DKIM_MAX_H_ENTRIES; c++)
+			hnames[nh++] = name;
+	}
+	return nh;
+}
+
 struct dkim_privkey {
 	atomic_uint refs;
 	EVP_PKEY *pkey;
@@ -316,17 +334,7 @@ static char *sign_with(struct dkim_signer *s, const struct dkim_sign_params *p,
 	}
 	/* h=: each name as often as it appears, From once more; folded at colons */
 	const char *hnames[DKIM_MAX_H_ENTRIES];
-	size_t nh = 0;
-	for (size_t k = 0; k < ARRAY_SIZE(signed_headers); k++) {
-		size_t cnt = 0;
-		for (size_t i = 0; i < m->nfields; i++)
-			if (dkim_field_is(m, &m->fields[i], signed_headers[k]))
-				cnt++;
-		if (k == 0)
-			cnt++;
-		for (size_t c = 0; c < cnt && nh < DKIM_MAX_H_ENTRIES; c++)
-			hnames[nh++] = signed_headers[k];
-	}
+	size_t nh = dkim_sign_h_names(m, NULL, hnames);
 	for (size_t i = 0; i < nh; i++) {
 		snprintf(tmp, sizeof(tmp), "%s%s%s", i == 0 ? "h=" : "", hnames[i],
 		         i + 1 == nh ? ";" : ":");
