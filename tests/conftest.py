@@ -828,3 +828,18 @@ def dribble_until_closed(port, n=5, closed_marker=b"", limit=10.0, greeting=b"")
         for s in socks:
             s.close()
     return len(closed), time.time() - start
+
+
+def rss_kib(pid):
+    """VmRSS of a process in KiB, from /proc/PID/status."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def is_asan(pid):
+    """Whether the process runs an AddressSanitizer build."""
+    with open("/proc/%d/maps" % pid) as f:
+        return "libasan" in f.read()

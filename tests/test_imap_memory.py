@@ -22,7 +22,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import DOMAIN, PASSWORD, make_message, tls_client_context
+from conftest import DOMAIN, PASSWORD, is_asan, make_message, rss_kib, tls_client_context
 
 N = 300
 # warm-up sessions, opened 32 at a time: every one of the server's 16 worker threads then has
@@ -76,19 +76,6 @@ class Idler:
         self.s.close()
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def asan(pid):
-    with open("/proc/%d/maps" % pid) as f:
-        return "libasan" in f.read()
-
-
 def test_idle_tls_sessions_stay_small(postern_factory, monkeypatch):
     # ASan keeps freed blocks in a quarantine (256 MiB): every TLS handshake frees
     # hundreds of KiB, so with it RSS would measure the quarantine (~600 KiB a
@@ -134,9 +121,9 @@ def test_idle_tls_sessions_stay_small(postern_factory, monkeypatch):
         time.sleep(2)
         after = rss_kib(pid)
         per = (after - mid) / (N - N // 2)
-        bound = ASAN_PER_CONN_KIB if asan(pid) else PER_CONN_KIB
+        bound = ASAN_PER_CONN_KIB if is_asan(pid) else PER_CONN_KIB
         print("rss %d -> %d -> %d KiB for %d idle TLS sessions: %.1f KiB each over the last %d "
-              "(bound %d, asan %s)" % (base, mid, after, N, per, N - N // 2, bound, asan(pid)))
+              "(bound %d, asan %s)" % (base, mid, after, N, per, N - N // 2, bound, is_asan(pid)))
         assert per < bound, (base, mid, after, per)
     finally:
         for c in idlers:

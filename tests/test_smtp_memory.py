@@ -20,7 +20,7 @@ import resource
 import socket
 import time
 
-from conftest import tls_client_context
+from conftest import is_asan, rss_kib, tls_client_context
 
 N = 300
 WARM = 10
@@ -68,19 +68,6 @@ class Idler:
         self.s.close()
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def asan(pid):
-    with open("/proc/%d/maps" % pid) as f:
-        return "libasan" in f.read()
-
-
 def test_idle_smtp_tls_connections_stay_small(postern_factory, monkeypatch):
     # ASan's quarantine would be measured instead of the sessions (see test_imap_memory)
     asan_opts = os.environ.get("ASAN_OPTIONS", "")
@@ -104,9 +91,9 @@ def test_idle_smtp_tls_connections_stay_small(postern_factory, monkeypatch):
         time.sleep(2)
         after = rss_kib(pid)
         per = (after - base) / N
-        bound = ASAN_PER_CONN_KIB if asan(pid) else PER_CONN_KIB
+        bound = ASAN_PER_CONN_KIB if is_asan(pid) else PER_CONN_KIB
         print("rss %d -> %d KiB for %d idle SMTP TLS connections: %.1f KiB each (bound %d, asan %s)"
-              % (base, after, N, per, bound, asan(pid)))
+              % (base, after, N, per, bound, is_asan(pid)))
         assert per < bound, (base, after, per)
     finally:
         for c in idlers:

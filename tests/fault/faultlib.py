@@ -11,7 +11,7 @@ import resource
 import subprocess
 import tempfile
 
-from conftest import GENEROUS, Postern, base_dir, finish
+from conftest import GENEROUS, Postern, base_dir, finish, rss_kib  # noqa: F401 (re-exported)
 
 
 @contextlib.contextmanager
@@ -82,15 +82,6 @@ def raise_nofile(n):
             hard = n
         resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
     return old
-
-
-def rss_kib(pid):
-    """VmRSS of a process in KiB, from /proc/PID/status."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for pid %d" % pid)
 
 
 def still_serves(p, source=None, port=None):

@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 
-from conftest import DOMAIN, PASSWORD, make_message, tls_client_context
+from conftest import DOMAIN, PASSWORD, is_asan, make_message, tls_client_context
 from faultlib import raise_nofile, rss_kib, still_serves
 
 SOAK = bool(os.environ.get("POSTERN_SOAK"))
@@ -72,11 +72,6 @@ GREETING = {"smtp": b"220 ", "imap": b"* OK", "pop3": b"+OK"}
 # the existing test_fault_slow allows 128 KiB; the same here.
 PER_CONN_KIB_PLAIN = 32
 PER_CONN_KIB_ASAN = 128
-
-
-def is_asan(pid):
-    with open("/proc/%d/maps" % pid) as f:
-        return "libasan" in f.read()
 
 
 class Crowd:
