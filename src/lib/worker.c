@@ -3,6 +3,7 @@
 
 #include <event2/event.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -14,13 +15,23 @@ struct job {
 	void *arg;
 };
 
+/*
+ * Two locks, each held for a few instructions: `lock` for the jobs waiting to
+ * run (and the condition idle workers sleep on), `done_lock` for the jobs run
+ * and waiting for done() on the loop. No system call is made under either: a
+ * worker is woken only when one sleeps, and the loop's eventfd is written
+ * only when the done list goes from empty to not empty (the loop takes the
+ * whole list at each wake-up).
+ */
 struct worker_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct job *head, *tail;    /* waiting to run */
-	struct job *done_head, *done_tail; /* ran, waiting for done() on the loop */
-	unsigned pending;
+	struct job *head, *tail; /* waiting to run */
+	unsigned idle;           /* workers asleep on cond */
 	bool stopping;
+	pthread_mutex_t done_lock;
+	struct job *done_head, *done_tail; /* ran, waiting for done() on the loop */
+	atomic_uint pending;
 	int efd;
 	struct event *ev;
 	pthread_t *threads;
@@ -32,8 +43,11 @@ static void *worker_main(void *p)
 	struct worker_pool *pool = p;
 	pthread_mutex_lock(&pool->lock);
 	for (;;) {
-		while (pool->head == NULL && !pool->stopping)
+		while (pool->head == NULL && !pool->stopping) {
+			pool->idle++;
 			pthread_cond_wait(&pool->cond, &pool->lock);
+			pool->idle--;
+		}
 		if (pool->head == NULL)
 			break;
 		struct job *j = pool->head;
@@ -44,17 +58,22 @@ static void *worker_main(void *p)
 
 		j->work(j->arg);
 
-		pthread_mutex_lock(&pool->lock);
 		j->next = NULL;
+		pthread_mutex_lock(&pool->done_lock);
+		bool was_empty = pool->done_head == NULL;
 		if (pool->done_tail != NULL)
 			pool->done_tail->next = j;
 		else
 			pool->done_head = j;
 		pool->done_tail = j;
-		uint64_t one = 1;
-		if (write(pool->efd, &one, sizeof(one)) < 0) {
-			/* the counter cannot overflow in practice */
+		pthread_mutex_unlock(&pool->done_lock);
+		if (was_empty) {
+			uint64_t one = 1;
+			if (write(pool->efd, &one, sizeof(one)) < 0) {
+				/* the counter cannot overflow in practice */
+			}
 		}
+		pthread_mutex_lock(&pool->lock);
 	}
 	pthread_mutex_unlock(&pool->lock);
 	return NULL;
@@ -62,17 +81,15 @@ static void *worker_main(void *p)
 
 static void run_done(struct worker_pool *pool)
 {
-	pthread_mutex_lock(&pool->lock);
+	pthread_mutex_lock(&pool->done_lock);
 	struct job *j = pool->done_head;
 	pool->done_head = pool->done_tail = NULL;
-	pthread_mutex_unlock(&pool->lock);
+	pthread_mutex_unlock(&pool->done_lock);
 	while (j != NULL) {
 		struct job *next = j->next;
 		if (j->done != NULL)
 			j->done(j->arg);
-		pthread_mutex_lock(&pool->lock);
-		pool->pending--;
-		pthread_mutex_unlock(&pool->lock);
+		atomic_fetch_sub(&pool->pending, 1);
 		free(j);
 		j = next;
 	}
@@ -92,6 +109,8 @@ struct worker_pool *worker_pool_new(struct event_base *base, unsigned threads)
 	struct worker_pool *pool = xcalloc(1, sizeof(*pool));
 	pthread_mutex_init(&pool->lock, NULL);
 	pthread_cond_init(&pool->cond, NULL);
+	pthread_mutex_init(&pool->done_lock, NULL);
+	atomic_init(&pool->pending, 0);
 	pool->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (pool->efd < 0)
 		fatal("event=eventfd_failed");
@@ -111,23 +130,23 @@ void worker_submit(struct worker_pool *pool, worker_fn *work, worker_fn *done, v
 	j->work = work;
 	j->done = done;
 	j->arg = arg;
+	atomic_fetch_add(&pool->pending, 1);
 	pthread_mutex_lock(&pool->lock);
 	if (pool->tail != NULL)
 		pool->tail->next = j;
 	else
 		pool->head = j;
 	pool->tail = j;
-	pool->pending++;
-	pthread_cond_signal(&pool->cond);
+	/* a worker still busy takes it when done: wake one only if one sleeps */
+	bool wake = pool->idle > 0;
 	pthread_mutex_unlock(&pool->lock);
+	if (wake)
+		pthread_cond_signal(&pool->cond);
 }
 
 unsigned worker_pool_pending(struct worker_pool *pool)
 {
-	pthread_mutex_lock(&pool->lock);
-	unsigned n = pool->pending;
-	pthread_mutex_unlock(&pool->lock);
-	return n;
+	return atomic_load(&pool->pending);
 }
 
 void worker_pool_free(struct worker_pool **poolp)
@@ -146,6 +165,7 @@ void worker_pool_free(struct worker_pool **poolp)
 	close(pool->efd);
 	pthread_mutex_destroy(&pool->lock);
 	pthread_cond_destroy(&pool->cond);
+	pthread_mutex_destroy(&pool->done_lock);
 	free(pool->threads);
 	free(pool);
 	*poolp = NULL;
