@@ -6,6 +6,7 @@
 #include "cli/cli.h"
 #include "cli/cli_common.h"
 #include "lib/config.h"
+#include "store/stmtcache.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,8 @@ int cli_main(int argc, char **argv)
 {
 	struct cli cli = {0};
 	int ret;
+
+	store_sqlite_init();
 
 	const char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
 	base = base ? base + 1 : (argc > 0 ? argv[0] : "postern");

@@ -55,3 +55,9 @@ void stmt_cache_clear(struct stmt_cache *c)
 		sqlite3_finalize(c->ents[i].s);
 	c->n = 0;
 }
+
+void store_sqlite_init(void)
+{
+	/* SQLITE_MISUSE once SQLite is initialised: too late, harmless */
+	sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}

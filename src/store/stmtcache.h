@@ -38,4 +38,11 @@ void stmt_cache_put(struct stmt_cache *c, sqlite3_stmt *s);
 /* Finalize every kept statement (before the connection is closed). */
 void stmt_cache_clear(struct stmt_cache *c);
 
+/*
+ * Process-wide SQLite settings, before the first connection opens: no
+ * memory statistics (they serialise every allocation of every connection on
+ * one global mutex, contended by the worker threads).
+ */
+void store_sqlite_init(void);
+
 #endif
