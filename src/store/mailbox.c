@@ -46,6 +46,7 @@
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,14 +337,17 @@ static void unprep(sqlite3_stmt *s)
  */
 static pthread_mutex_t index_write_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local bool index_write_held;
-static _Thread_local bool index_checkpoint_due;
+static atomic_bool index_checkpoint_due;
+
+/* This thread must not wait (the event loop): see mbox_thread_nowait(). */
+static _Thread_local bool thread_nowait;
 
 /*
  * Instead of SQLite's automatic checkpoint (run by the committing thread while
  * it still holds index_write_mu, fsyncs included, stalling every writer), a
  * commit that leaves 1,000 pages or more in the WAL marks a checkpoint due, and
- * the thread runs it (PASSIVE: writers go on meanwhile) once it has let go of
- * the write lock.
+ * the next thread to let go of the write lock runs it (PASSIVE: writers go on
+ * meanwhile) -- unless it is a thread that must not wait on the disk.
  */
 static int index_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
@@ -351,7 +355,7 @@ static int index_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 	(void)db;
 	(void)name;
 	if (pages >= 1000)
-		index_checkpoint_due = true;
+		atomic_store(&index_checkpoint_due, true);
 	return SQLITE_OK;
 }
 
@@ -361,10 +365,9 @@ static void index_write_release(sqlite3 *db)
 		index_write_held = false;
 		pthread_mutex_unlock(&index_write_mu);
 	}
-	if (index_checkpoint_due && !index_write_held) {
-		index_checkpoint_due = false;
+	if (!index_write_held && !thread_nowait && atomic_load(&index_checkpoint_due) &&
+	    atomic_exchange(&index_checkpoint_due, false))
 		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-	}
 }
 
 static int exec(sqlite3 *db, const char *sql, char **error_r)
@@ -2752,6 +2755,22 @@ static bool box_recent(const struct mbox *box, uint32_t uid)
 	return false;
 }
 
+/* The folder row after a sync, into the box's status. */
+static void box_take_row(struct mbox *box, const struct frow *r, size_t nrecent_before)
+{
+	/* every change raises HIGHESTMODSEQ: same value and UIDNEXT, same state (no COUNT(*)
+	   scan) */
+	if (box->synced && r->hms == box->status.highestmodseq &&
+	    r->uidnext == box->status.uidnext && nrecent_before == box->nrecent)
+		return;
+	box->status.uidvalidity = r->uidvalidity;
+	box->status.uidnext = r->uidnext;
+	box->status.highestmodseq = r->hms;
+	box->counts_first_recent = r->first_recent;
+	box->counts_stale = true;
+	box->synced = true;
+}
+
 static int box_refresh(struct mbox *box, char **error_r)
 {
 	struct frow r;
@@ -2767,17 +2786,7 @@ static int box_refresh(struct mbox *box, char **error_r)
 	if (take_recent(box, db, &r, error_r) < 0)
 		return -1;
 	box_keywords_reload(box);
-	/* every change raises HIGHESTMODSEQ: same value and UIDNEXT, same state (no COUNT(*) scan)
-	 */
-	if (box->synced && r.hms == box->status.highestmodseq && r.uidnext == box->status.uidnext &&
-	    nrecent == box->nrecent)
-		return 0;
-	box->status.uidvalidity = r.uidvalidity;
-	box->status.uidnext = r.uidnext;
-	box->status.highestmodseq = r.hms;
-	box->counts_first_recent = r.first_recent;
-	box->counts_stale = true;
-	box->synced = true;
+	box_take_row(box, &r, nrecent);
 	return 0;
 }
 
@@ -2849,6 +2858,36 @@ void mbox_close(struct mbox **bp)
 	free(box->path);
 	free(box);
 	*bp = NULL;
+}
+
+void mbox_thread_nowait(bool on)
+{
+	thread_nowait = on;
+}
+
+bool mbox_sync_probe(struct mbox *box)
+{
+	if (!box->synced || box->folder_id == 0)
+		return false;
+	sqlite3 *db = conn_db(box->acct->st, NULL);
+	if (db == NULL)
+		return false;
+	char *newdir = xasprintf("%s/new", box->path), *curdir = xasprintf("%s/cur", box->path);
+	struct stat sn, sc;
+	struct frow r;
+	bool quiet = stat(newdir, &sn) == 0 && stat(curdir, &sc) == 0 &&
+	             frow_get(db, box->acct->id, box->name, &r, NULL) == 1 &&
+	             r.id == box->folder_id && mtime_vouches(r.new_mtime, ts_ns(&sn.st_mtim)) &&
+	             mtime_vouches(r.cur_mtime, ts_ns(&sc.st_mtim)) &&
+	             (box->readonly || r.first_recent >= r.uidnext);
+	free(newdir);
+	free(curdir);
+	if (quiet) {
+		/* what mbox_sync() would have done */
+		box_keywords_reload(box);
+		box_take_row(box, &r, box->nrecent);
+	}
+	return quiet;
 }
 
 int mbox_sync(struct mbox *box, char **error_r)
@@ -4041,7 +4080,8 @@ static int cache_from_file(struct mbox *box, uint32_t uid, struct mbox_cache *c,
 static void cache_store(sqlite3 *db, int64_t folder_id, const uint32_t *uids,
                         struct mbox_cache *const *cs, size_t n)
 {
-	if (n == 0 || exec(db, "BEGIN IMMEDIATE", NULL) < 0)
+	/* a thread that must not wait leaves it to the next reader on a worker */
+	if (n == 0 || thread_nowait || exec(db, "BEGIN IMMEDIATE", NULL) < 0)
 		return;
 	sqlite3_stmt *q =
 	    prep(db, "SELECT 1 FROM messages WHERE folder_id = ?1 AND uid = ?2", NULL);

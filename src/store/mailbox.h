@@ -171,6 +171,21 @@ void mbox_close(struct mbox **box);
 
 /* Bring the index up to date with the files. */
 int mbox_sync(struct mbox *box, char **error_r);
+/*
+ * A sync that only reads, if that is all it takes: true when the folder's
+ * directories are as the index last recorded them and no \Recent is left to
+ * take (two stat() calls and one indexed read), the box then being synced as
+ * by mbox_sync(). False (nothing done) when a sync would have to write: a
+ * command that only reads may run on a thread that must not wait when true.
+ */
+bool mbox_sync_probe(struct mbox *box);
+/*
+ * Mark the calling thread as one that must not wait on the disk or on
+ * writers (the event loop): the store then leaves optional writes (cache
+ * records of lazily indexed messages) and WAL checkpoints to other threads.
+ * Required writes still happen; callers keep such work off this thread.
+ */
+void mbox_thread_nowait(bool on);
 /* State as of the last sync or change made through `box`. */
 void mbox_get_status(struct mbox *box, struct mbox_status *st_r);
 
