@@ -70,6 +70,8 @@ struct imap_session {
 	bool tls, implicit_tls;
 	bool compressed; /* COMPRESS=DEFLATE active */
 	bool suspended;  /* a job or TLS handshake in flight: input waits */
+	bool here_off;   /* a command run on the loop was slow: none until the next SELECT */
+	bool synced_before; /* the view's folder synced just before this command: no sync after */
 	bool dead;       /* connection gone; freed when pending == 0 */
 	unsigned pending;
 	unsigned errors;

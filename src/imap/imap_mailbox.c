@@ -382,7 +382,9 @@ void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_o
 	if (!s->selected || v->box == NULL)
 		return;
 	char *err = NULL;
-	if (mbox_sync(v->box, &err) < 0) {
+	if (s->synced_before) {
+		s->synced_before = false; /* the command ran after a sync (runs_here()) */
+	} else if (mbox_sync(v->box, &err) < 0) {
 		char q[600];
 		log_warn("event=imap_sync_failed user=%s folder=%s error=%s", s->user, v->name,
 			 log_quote(q, sizeof(q), err != NULL ? err : "?", 500));

@@ -17,6 +17,7 @@
 #include "imap/imap-private.h"
 
 #include "imap/imap_compress.h"
+#include "imap/imap_seqset.h"
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/netaddr.h"
@@ -45,6 +46,10 @@
 #define PREAUTH_MAX_LITERAL 8192
 #define OUTPUT_HIGH_WATER (1024 * 1024) /* stop taking commands while this much output waits */
 #define INPUT_HIGH_WATER (256 * 1024)
+/* commands run on the loop thread: see runs_here() */
+#define HERE_MAX_MESSAGES 2000
+#define HERE_MAX_BODIES 16
+#define HERE_SLOW_US 20000
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
@@ -268,6 +273,31 @@ static void rewatch(struct imap_session *s)
 
 static void login_done(struct imap_session *s, struct imap_job *j);
 
+/* On the loop, the job run: its response and results into the session. False when it closes. */
+static bool job_finish(struct imap_session *s, struct imap_job *j)
+{
+	s->suspended = false;
+	if (j->login != NULL)
+		login_done(s, j);
+	if (j->out != NULL)
+		evbuffer_add_buffer(output(s), j->out);
+	if (j->watch_changed) {
+		rewatch(s);
+		s->here_off = false; /* another folder (or none) */
+	}
+	bool close_after = j->close_after;
+	job_free(j);
+	if (close_after) {
+		session_close(s);
+		return false;
+	}
+	if (s->idling && s->wake_pending) {
+		s->wake_pending = false;
+		event_active(s->wake, EV_READ, 0);
+	}
+	return true;
+}
+
 static void job_done(void *arg)
 {
 	struct imap_job *j = arg;
@@ -279,24 +309,8 @@ static void job_done(void *arg)
 		job_free(j);
 		return;
 	}
-	s->suspended = false;
-	if (j->login != NULL)
-		login_done(s, j);
-	if (j->out != NULL)
-		evbuffer_add_buffer(output(s), j->out);
-	if (j->watch_changed)
-		rewatch(s);
-	bool close_after = j->close_after;
-	job_free(j);
-	if (close_after) {
-		session_close(s);
-		return;
-	}
-	if (s->idling && s->wake_pending) {
-		s->wake_pending = false;
-		event_active(s->wake, EV_READ, 0);
-	}
-	process_input(s);
+	if (job_finish(s, j))
+		process_input(s);
 }
 
 /* A job for the command (taken over from *cmd); fill it, then job_submit(). */
@@ -335,6 +349,34 @@ static void job_submit(struct imap_job *j)
 	s->pending++;
 	s->suspended = true;
 	worker_submit(s->srv->workers, job_work, job_done, j);
+}
+
+/*
+ * Run the job here, on the loop thread (see runs_here(), whose probe synced
+ * the folder: the command's own sync is skipped). The store is told
+ * this thread must not wait, so it leaves optional writes and checkpoints to
+ * the workers. A command that still took long (a cold disk) sends the
+ * session's later commands to the workers until it selects again.
+ */
+static void job_run_here(struct imap_job *j)
+{
+	struct imap_session *s = j->s;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	j->out = evbuffer_new();
+	s->synced_before = true; /* by mbox_sync_probe() in runs_here() */
+	mbox_thread_nowait(true);
+	j->exec(j);
+	mbox_thread_nowait(false);
+	s->synced_before = false;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	int64_t us = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+	if (us > HERE_SLOW_US) {
+		s->here_off = true;
+		log_debug("event=imap_slow_on_loop client=%s command=%s us=%lld", s->ip, j->name,
+		          (long long)us);
+	}
+	job_finish(s, j);
 }
 
 /* ------------------------------------------------------------------ */
@@ -855,6 +897,100 @@ static const struct command commands[] = {
 	{"MOVE", ST_SELECTED, NULL, imap_cmd_copy, J_UID},
 };
 
+/*
+ * Which commands run on the loop thread instead of a worker. A worker costs
+ * two thread hand-offs per command (a futex wake there, an eventfd wake back:
+ * two context switches, the largest cost of a short command on a virtual
+ * machine), so a command that only reads a little runs here: NOOP/CHECK,
+ * FETCH of cached data (flags, envelope, structure, sizes) or of at most
+ * HERE_MAX_BODIES message files, SEARCH/SORT/THREAD without body, text or
+ * header keys, SELECT/EXAMINE of the folder selected already -- in a selected
+ * folder of at most HERE_MAX_MESSAGES messages
+ * whose sync needs no write (mbox_sync_probe()). Anything that writes (a
+ * FETCH that sets \Seen, STORE, APPEND, EXPUNGE, COPY...), logs in, or may
+ * read much stays on the workers, where waiting on the disk blocks only its
+ * own session.
+ */
+static bool fetch_items_light(const struct imap_arg *a, size_t depth, unsigned *bodies)
+{
+	if (a->type == IMAP_ARG_LIST) {
+		if (depth > 0)
+			return false;
+		for (size_t i = 0; i < a->nlist; i++)
+			if (!fetch_items_light(&a->list[i], depth + 1, bodies))
+				return false;
+		return true;
+	}
+	if (a->type != IMAP_ARG_ATOM)
+		return false;
+	const char *w = a->str;
+	if (strncasecmp(w, "BODY[", 5) == 0 || strncasecmp(w, "BINARY[", 7) == 0 ||
+	    strcasecmp(w, "RFC822") == 0 || strcasecmp(w, "RFC822.TEXT") == 0)
+		return false; /* sets \Seen */
+	if (strncasecmp(w, "BODY.PEEK[", 10) == 0 || strncasecmp(w, "BINARY.PEEK[", 12) == 0 ||
+	    strncasecmp(w, "BINARY.SIZE[", 12) == 0 || strcasecmp(w, "RFC822.HEADER") == 0)
+		(*bodies)++;
+	return true;
+}
+
+static bool search_keys_light(const struct imap_arg *a, size_t n, size_t depth)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (a[i].type == IMAP_ARG_LIST) {
+			if (depth > 8 || !search_keys_light(a[i].list, a[i].nlist, depth + 1))
+				return false;
+		} else if (imap_arg_atom_eq(&a[i], "BODY") || imap_arg_atom_eq(&a[i], "TEXT") ||
+		           imap_arg_atom_eq(&a[i], "HEADER") || imap_arg_atom_eq(&a[i], "FUZZY")) {
+			return false;
+		}
+	}
+	return true;
+}
+
+static bool runs_here(struct imap_session *s, const struct command *cmd, bool uid,
+                      const struct imap_arg *args, size_t nargs)
+{
+	if (s->state != IMAP_SELECTED || s->here_off || s->view.box == NULL ||
+	    s->view.n > HERE_MAX_MESSAGES)
+		return false;
+	if (cmd->exec == imap_cmd_fetch) {
+		unsigned bodies = 0;
+		if (nargs < 2 || args[0].type != IMAP_ARG_ATOM ||
+		    !fetch_items_light(&args[1], 0, &bodies))
+			return false;
+		if (bodies > 0) {
+			struct imap_seqset set;
+			const char *err = NULL;
+			uint32_t max = s->view.n == 0 ? 0
+			               : uid          ? s->view.msgs[s->view.n - 1].uid
+			                              : (uint32_t)s->view.n;
+			int r = imap_seqset_parse(args[0].str, max, &set, &err);
+			uint64_t n = r == 0 && !set.saved ? imap_seqset_count(&set) : UINT64_MAX;
+			imap_seqset_free(&set);
+			if (n > s->view.n)
+				n = s->view.n;
+			if (n * bodies > HERE_MAX_BODIES)
+				return false;
+		}
+	} else if (cmd->exec == imap_cmd_search) {
+		if (!search_keys_light(args, nargs, 0))
+			return false;
+	} else if (cmd->exec == imap_cmd_select) {
+		/* the selected folder again, as it is selected: the probe below tells
+		   whether opening it anew needs a write */
+		if (nargs != 1 || (strcasecmp(cmd->name, "EXAMINE") == 0) != s->view.readonly)
+			return false;
+		char *name = imap_mailbox_name(s, &args[0]);
+		bool same = name != NULL && s->view.name != NULL && strcmp(name, s->view.name) == 0;
+		free(name);
+		if (!same)
+			return false;
+	} else if (cmd->exec != imap_cmd_noop) {
+		return false;
+	}
+	return mbox_sync_probe(s->view.box);
+}
+
 static unsigned state_bit(enum imap_state st)
 {
 	return st == IMAP_NOT_AUTH ? ST_NOTAUTH : st == IMAP_AUTH ? ST_AUTH : ST_SELECTED;
@@ -913,9 +1049,13 @@ static void dispatch(struct imap_session *s, struct imap_command *c)
 		return;
 	}
 	/* the canonical command name outlives the parsed command */
+	bool here = runs_here(s, cmd, uid, args, nargs);
 	struct imap_job *j = job_new(s, c, uid, cmd->name, args, nargs, cmd->exec,
 				     (cmd->flags & J_EXPUNGE_OK) || uid);
-	job_submit(j);
+	if (here)
+		job_run_here(j);
+	else
+		job_submit(j);
 }
 
 static void process_commands(struct imap_session *s);
