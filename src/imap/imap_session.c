@@ -46,6 +46,7 @@
 #define PREAUTH_MAX_LITERAL 8192
 #define OUTPUT_HIGH_WATER (1024 * 1024) /* stop taking commands while this much output waits */
 #define INPUT_HIGH_WATER (256 * 1024)
+#define RESPONSE_PULLUP_MAX (1024 * 1024)
 /* commands run on the loop thread: see runs_here() */
 #define HERE_MAX_MESSAGES 2000
 #define HERE_MAX_BODIES 16
@@ -279,8 +280,13 @@ static bool job_finish(struct imap_session *s, struct imap_job *j)
 	s->suspended = false;
 	if (j->login != NULL)
 		login_done(s, j);
-	if (j->out != NULL)
+	if (j->out != NULL) {
+		/* in one piece: a response built with printf comes in ~1 KiB chains, and
+		   TLS writes each chain as a record of its own, one system call each */
+		if (evbuffer_get_length(j->out) <= RESPONSE_PULLUP_MAX)
+			evbuffer_pullup(j->out, -1);
 		evbuffer_add_buffer(output(s), j->out);
+	}
 	if (j->watch_changed) {
 		rewatch(s);
 		s->here_off = false; /* another folder (or none) */
