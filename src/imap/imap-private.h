@@ -124,6 +124,8 @@ struct imap_job {
 	char *new_maildir;
 	int64_t new_account_id;
 	bool watch_changed;    /* SELECT/CLOSE changed the watched folder */
+	bool here;             /* run on the loop thread (runs_here()) */
+	bool again;            /* here, it would have had to wait: run it on a worker */
 };
 
 /* ---- imap_session.c ---- */

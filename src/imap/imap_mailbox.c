@@ -385,6 +385,12 @@ void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_o
 	if (s->synced_before) {
 		s->synced_before = false; /* the command ran after a sync (runs_here()) */
 	} else if (mbox_sync(v->box, &err) < 0) {
+		if (errno == EWOULDBLOCK) {
+			/* on the loop, and the sync would have to wait for a writer: the
+			   next command syncs */
+			free(err);
+			return;
+		}
 		char q[600];
 		log_warn("event=imap_sync_failed user=%s folder=%s error=%s", s->user, v->name,
 			 log_quote(q, sizeof(q), err != NULL ? err : "?", 500));
@@ -563,7 +569,18 @@ void imap_cmd_select(struct imap_job *j)
 		imap_reply(j->out, "%s BAD Invalid mailbox name", j->tag);
 		return;
 	}
-	/* a selected mailbox is closed first, without expunge */
+	char *err = NULL;
+	struct mbox *box = NULL;
+	int opened = mbox_open(s->acct, name, examine, &box, &err);
+	if (opened < 0 && errno == EWOULDBLOCK && j->here) {
+		/* on the loop, and the folder's sync would have to wait for another
+		   thread: nothing changed, the command runs again on a worker */
+		free(err);
+		free(name);
+		j->again = true;
+		return;
+	}
+	/* a selected mailbox is closed, without expunge, whether the new one opened or not */
 	bool was_selected = s->selected;
 	if (s->selected) {
 		imap_view_clear(&s->view);
@@ -571,9 +588,7 @@ void imap_cmd_select(struct imap_job *j)
 		s->state = IMAP_AUTH;
 		j->watch_changed = true;
 	}
-	char *err = NULL;
-	struct mbox *box = NULL;
-	if (mbox_open(s->acct, name, examine, &box, &err) < 0) {
+	if (opened < 0) {
 		free(name);
 		if (was_selected && (s->enabled & IMAP_EN_REV2))
 			imap_reply(j->out, "* OK [CLOSED] Previous mailbox closed.");

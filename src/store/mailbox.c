@@ -251,6 +251,9 @@ static int schema_setup(sqlite3 *db)
 
 static int index_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 
+/* how long a writer waits for another process (the command line) to finish */
+#define BUSY_TIMEOUT_MS 10000
+
 static sqlite3 *index_open(const char *data_dir, char **error_r)
 {
 	char *path = xasprintf("%s/index.db", data_dir);
@@ -264,7 +267,7 @@ static sqlite3 *index_open(const char *data_dir, char **error_r)
 		sqlite3_close_v2(db);
 		return NULL;
 	}
-	sqlite3_busy_timeout(db, 10000);
+	sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
 	sqlite3_wal_hook(db, index_wal_hook, NULL);
 	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
 	                 NULL) != SQLITE_OK ||
@@ -372,10 +375,17 @@ static void index_write_release(sqlite3 *db)
 
 static int exec(sqlite3 *db, const char *sql, char **error_r)
 {
-	if (strncmp(sql, "BEGIN", 5) == 0 && !index_write_held) {
-		pthread_mutex_lock(&index_write_mu);
+	bool begin = strncmp(sql, "BEGIN", 5) == 0;
+	if (begin && !index_write_held) {
+		if (!thread_nowait)
+			pthread_mutex_lock(&index_write_mu);
+		else if (pthread_mutex_trylock(&index_write_mu) != 0)
+			return fail(error_r, EWOULDBLOCK, "index: busy");
 		index_write_held = true;
 	}
+	/* nor on another process's write (the command line): busy at once */
+	if (begin && thread_nowait)
+		sqlite3_busy_timeout(db, 0);
 	int rc;
 	bool txn = strcmp(sql, "BEGIN IMMEDIATE") == 0 || strcmp(sql, "COMMIT") == 0 ||
 	           strcmp(sql, "ROLLBACK") == 0;
@@ -392,6 +402,11 @@ static int exec(sqlite3 *db, const char *sql, char **error_r)
 		rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
 		if (rc != SQLITE_OK)
 			fail_db(error_r, db, sql);
+	}
+	if (begin && thread_nowait) {
+		sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+		if (rc == SQLITE_BUSY)
+			fail(error_r, EWOULDBLOCK, "index: busy");
 	}
 	if (rc != SQLITE_OK) {
 		/* a COMMIT that failed leaves the transaction open: end it here, so that
@@ -1392,6 +1407,25 @@ static struct folder_lock **folder_lock_bucket(const char *path)
 	return &folder_locks[h % FOLDER_LOCK_BUCKETS];
 }
 
+static void folder_unref(struct folder_lock *l)
+{
+	pthread_mutex_lock(&folder_locks_mu);
+	if (--l->refs == 0) {
+		struct folder_lock **pp = folder_lock_bucket(l->path);
+		while (*pp != l)
+			pp = &(*pp)->next;
+		*pp = l->next;
+		pthread_mutex_destroy(&l->mu);
+		free(l->path);
+		free(l);
+	}
+	pthread_mutex_unlock(&folder_locks_mu);
+}
+
+/*
+ * The folder's lock. On a thread that must not wait (mbox_thread_nowait())
+ * only if it is free: NULL when another thread holds it.
+ */
 static struct folder_lock *folder_lock(const char *path)
 {
 	pthread_mutex_lock(&folder_locks_mu);
@@ -1407,8 +1441,15 @@ static struct folder_lock *folder_lock(const char *path)
 	}
 	l->refs++;
 	pthread_mutex_unlock(&folder_locks_mu);
-	pthread_mutex_lock(&l->mu);
-	return l;
+	if (!thread_nowait) {
+		pthread_mutex_lock(&l->mu);
+		return l;
+	}
+	if (pthread_mutex_trylock(&l->mu) == 0)
+		return l;
+	/* held by another thread: this one must not wait (mbox_thread_nowait()) */
+	folder_unref(l);
+	return NULL;
 }
 
 static void folder_unlock(struct folder_lock *l)
@@ -1416,17 +1457,7 @@ static void folder_unlock(struct folder_lock *l)
 	if (l == NULL)
 		return;
 	pthread_mutex_unlock(&l->mu);
-	pthread_mutex_lock(&folder_locks_mu);
-	if (--l->refs == 0) {
-		struct folder_lock **pp = folder_lock_bucket(l->path);
-		while (*pp != l)
-			pp = &(*pp)->next;
-		*pp = l->next;
-		pthread_mutex_destroy(&l->mu);
-		free(l->path);
-		free(l);
-	}
-	pthread_mutex_unlock(&folder_locks_mu);
+	folder_unref(l);
 }
 
 /* ---- folder rows and sync ---- */
@@ -2020,6 +2051,10 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		goto out;
 	}
 	flock = folder_lock(path);
+	if (flock == NULL) {
+		fail(error_r, EWOULDBLOCK, "folder %s: busy", name);
+		goto out;
+	}
 	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0)
 		goto out;
 	f = frow_get(db, a->id, name, row_r, error_r);
@@ -3068,6 +3103,8 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 	if (db == NULL)
 		return -1;
 	struct folder_lock *flock = folder_lock(box->path);
+	if (flock == NULL)
+		return fail(error_r, EWOULDBLOCK, "folder %s: busy", box->name);
 	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0) {
 		folder_unlock(flock);
 		return -1;
@@ -3253,6 +3290,8 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 	if (db == NULL)
 		return -1;
 	struct folder_lock *flock = folder_lock(box->path);
+	if (flock == NULL)
+		return fail(error_r, EWOULDBLOCK, "folder %s: busy", box->name);
 	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0) {
 		folder_unlock(flock);
 		return -1;
@@ -3414,6 +3453,8 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 	if (db == NULL)
 		return -1;
 	struct folder_lock *flock = folder_lock(path);
+	if (flock == NULL)
+		return fail(error_r, EWOULDBLOCK, "folder %s: busy", canon);
 	int ret = -1;
 	char *buf = NULL;
 	sqlite3_stmt *s = NULL, *sc = NULL;
