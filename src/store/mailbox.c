@@ -1746,26 +1746,15 @@ static char **move_new(const char *path, size_t *n_r)
 	return moved;
 }
 
-/* Read a message file and compute its cache record (an empty message if it cannot be read). */
-static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r, uint64_t *phys_r,
-                       int64_t *mtime_r, int64_t *ctime_r)
+/*
+ * The cache record of the message file open on fd (size bytes; closed here).
+ * A small file is read in one go: mmap + munmap costs more, the munmap above
+ * all, which in a process of many threads flushes the TLB of every CPU that
+ * runs one of them.
+ */
+static void cache_compute_fd(int fd, size_t size, struct mbox_cache *c, uint64_t *vsize_r)
 {
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
-	struct stat sb;
-	if (fd < 0 || fstat(fd, &sb) < 0) {
-		if (fd >= 0)
-			close(fd);
-		mbox_cache_compute("", 0, c, vsize_r);
-		*phys_r = 0;
-		*mtime_r = *ctime_r = time(NULL);
-		return;
-	}
-	*phys_r = (uint64_t)sb.st_size;
-	*mtime_r = sb.st_mtim.tv_sec;
-	*ctime_r = sb.st_ctim.tv_sec;
-	size_t size = (size_t)sb.st_size;
 	if (size <= 256 * 1024) {
-		/* small: one read() is cheaper than mmap + munmap */
 		char *buf = xmalloc(size + 1);
 		size_t got = 0;
 		while (got < size) {
@@ -1792,6 +1781,29 @@ static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r
 }
 
 /*
+ * Read a message file (`file` in the directory open on dfd, which may be
+ * AT_FDCWD) and compute its cache record (an empty message if it cannot be read).
+ */
+static void cache_file(int dfd, const char *file, struct mbox_cache *c, uint64_t *vsize_r,
+                       uint64_t *phys_r, int64_t *mtime_r, int64_t *ctime_r)
+{
+	int fd = openat(dfd, file, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	if (fd < 0 || fstat(fd, &sb) < 0) {
+		if (fd >= 0)
+			close(fd);
+		mbox_cache_compute("", 0, c, vsize_r);
+		*phys_r = 0;
+		*mtime_r = *ctime_r = time(NULL);
+		return;
+	}
+	*phys_r = (uint64_t)sb.st_size;
+	*mtime_r = sb.st_mtim.tv_sec;
+	*ctime_r = sb.st_ctim.tv_sec;
+	cache_compute_fd(fd, (size_t)sb.st_size, c, vsize_r);
+}
+
+/*
  * The sizes and dates of a message file without parsing it, for a scan that
  * finds many new files at once (a Maildir copied in): the physical size and
  * the dates from stat(), the size with CRLF line ends (RFC822.SIZE) from the
@@ -1799,13 +1811,13 @@ static void cache_file(const char *file, struct mbox_cache *c, uint64_t *vsize_r
  * counting the line ends not preceded by CR, as the MIME parser does. The
  * cache row is made when the message is first asked for (mbox_msg_caches()).
  */
-static void file_sizes(const char *file, const char *name, uint64_t *vsize_r, uint64_t *phys_r,
-                       int64_t *mtime_r, int64_t *ctime_r)
+static void file_sizes(int dfd, const char *file, const char *name, uint64_t *vsize_r,
+                       uint64_t *phys_r, int64_t *mtime_r, int64_t *ctime_r)
 {
 	struct stat sb;
 	*vsize_r = *phys_r = 0;
 	*mtime_r = *ctime_r = time(NULL);
-	if (stat(file, &sb) < 0)
+	if (fstatat(dfd, file, &sb, 0) < 0)
 		return;
 	*phys_r = (uint64_t)sb.st_size;
 	*mtime_r = sb.st_mtim.tv_sec;
@@ -1818,7 +1830,7 @@ static void file_sizes(const char *file, const char *name, uint64_t *vsize_r, ui
 		if (*vsize_r >= *phys_r)
 			return;
 	}
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	int fd = openat(dfd, file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		*vsize_r = *phys_r;
 		return;
@@ -2310,16 +2322,26 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		/* many new files at once (a Maildir copied in): their cache rows are made when
 		   they are first asked for, so the first SELECT does not parse them all */
 		bool lazy = nfresh > LAZY_SCAN;
+		/* files looked up in their directory, not each by its whole path */
+		int dfd_new = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int dfd_cur = open(curdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		for (size_t k = 0; k < nfresh && !dberr; k++) {
-			char *file =
-			    xasprintf("%s/%s", fresh[k]->in_new ? newdir : curdir, fresh[k]->file);
+			int dfd = fresh[k]->in_new ? dfd_new : dfd_cur;
+			char *file = dfd >= 0
+			                 ? NULL
+			                 : xasprintf("%s/%s", fresh[k]->in_new ? newdir : curdir,
+			                             fresh[k]->file);
+			if (dfd < 0)
+				dfd = AT_FDCWD;
+			const char *fname = file != NULL ? file : fresh[k]->file;
 			struct mbox_cache c = {0};
 			uint64_t vsize, phys;
 			int64_t mtime, ctime;
 			if (lazy)
-				file_sizes(file, fresh[k]->file, &vsize, &phys, &mtime, &ctime);
+				file_sizes(dfd, fname, fresh[k]->file, &vsize, &phys, &mtime,
+				           &ctime);
 			else
-				cache_file(file, &c, &vsize, &phys, &mtime, &ctime);
+				cache_file(dfd, fname, &c, &vsize, &phys, &mtime, &ctime);
 			free(file);
 			uint32_t fl, kw;
 			parse_flags(fresh[k]->file, &fl, &kw);
@@ -2348,6 +2370,10 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			if (!rebuild && !fresh[k]->in_new && !fresh[k]->delivered)
 				usage_delta += (int64_t)phys;
 		}
+		if (dfd_new >= 0)
+			close(dfd_new);
+		if (dfd_cur >= 0)
+			close(dfd_cur);
 		free(uids);
 		unprep(sc2);
 		unprep(s);
@@ -4098,17 +4124,10 @@ static int cache_from_file(struct mbox *box, uint32_t uid, struct mbox_cache *c,
 	if (mbox_msg_open(box, uid, &fd, error_r) < 0)
 		return -1;
 	struct stat sb;
-	void *map = MAP_FAILED;
-	if (fstat(fd, &sb) == 0 && sb.st_size > 0)
-		map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-	close(fd);
 	uint64_t vsize;
-	if (map == MAP_FAILED) {
-		mbox_cache_compute("", 0, c, &vsize);
-	} else {
-		mbox_cache_compute(map, (size_t)sb.st_size, c, &vsize);
-		munmap(map, (size_t)sb.st_size);
-	}
+	if (fstat(fd, &sb) < 0)
+		sb.st_size = 0;
+	cache_compute_fd(fd, (size_t)sb.st_size, c, &vsize);
 	c->found = true;
 	return 0;
 }
