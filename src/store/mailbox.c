@@ -4098,6 +4098,11 @@ int mbox_msg_open(struct mbox *box, uint32_t uid, int *fd_r, char **error_r)
 		}
 		if (saved != ENOENT)
 			return fail(error_r, EIO, "open: %s", strerror(saved));
+		/* on a thread that must not wait, no writes: the row again (another session
+		   of ours renames and updates the row together), then gone for now; a rename
+		   by another program changed cur/, so the next command's sync finds it */
+		if (thread_nowait)
+			continue;
 		/* renamed behind our back (another program changed its flags): scan and retry;
 		   the recorded mtimes may vouch for the directory (a change in the tick of our
 		   own), so they are forgotten first */
