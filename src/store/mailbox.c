@@ -129,12 +129,19 @@ static int fail_db(char **error_r, sqlite3 *db, const char *what)
 
 /* Statements are prepared once per connection and kept (prep() / unprep(),
    store/stmtcache.h): parsing the SQL was a sixth of the CPU of an IMAP command. */
+/* This thread must not wait (the event loop): see mbox_thread_nowait(). */
+static _Thread_local bool thread_nowait;
+
+/* how long a writer waits for another process (the command line) to finish */
+#define BUSY_TIMEOUT_MS 10000
+
 struct conn {
 	char *data_dir;
 	sqlite3 *db;
 	/* statements run once per message by FETCH, SEARCH and SORT: prepared once */
 	sqlite3_stmt *cache_sel;
 	struct stmt_cache stmts;
+	bool nowait; /* busy timeout 0 (set while the thread must not wait) */
 };
 
 static pthread_key_t conn_key;
@@ -251,9 +258,6 @@ static int schema_setup(sqlite3 *db)
 
 static int index_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 
-/* how long a writer waits for another process (the command line) to finish */
-#define BUSY_TIMEOUT_MS 10000
-
 static sqlite3 *index_open(const char *data_dir, char **error_r)
 {
 	char *path = xasprintf("%s/index.db", data_dir);
@@ -283,8 +287,15 @@ static sqlite3 *conn_db(struct mbox_store *st, char **error_r)
 {
 	pthread_once(&conn_once, conn_key_init);
 	struct conn *c = pthread_getspecific(conn_key);
-	if (c != NULL && strcmp(c->data_dir, st->data_dir) == 0)
+	if (c != NULL && strcmp(c->data_dir, st->data_dir) == 0) {
+		if (c->nowait != thread_nowait) {
+			/* a thread that must not wait gets SQLITE_BUSY at once, even from a
+			   write that takes no transaction of ours */
+			c->nowait = thread_nowait;
+			sqlite3_busy_timeout(c->db, thread_nowait ? 0 : BUSY_TIMEOUT_MS);
+		}
 		return c->db;
+	}
 	if (c != NULL) {
 		pthread_setspecific(conn_key, NULL);
 		conn_free(c);
@@ -295,6 +306,9 @@ static sqlite3 *conn_db(struct mbox_store *st, char **error_r)
 	c = xcalloc(1, sizeof(*c));
 	c->data_dir = xstrdup(st->data_dir);
 	c->db = db;
+	c->nowait = thread_nowait;
+	if (thread_nowait)
+		sqlite3_busy_timeout(db, 0);
 	pthread_setspecific(conn_key, c);
 	return db;
 }
@@ -342,8 +356,6 @@ static pthread_mutex_t index_write_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local bool index_write_held;
 static atomic_bool index_checkpoint_due;
 
-/* This thread must not wait (the event loop): see mbox_thread_nowait(). */
-static _Thread_local bool thread_nowait;
 
 /*
  * Instead of SQLite's automatic checkpoint (run by the committing thread while
@@ -383,9 +395,6 @@ static int exec(sqlite3 *db, const char *sql, char **error_r)
 			return fail(error_r, EWOULDBLOCK, "index: busy");
 		index_write_held = true;
 	}
-	/* nor on another process's write (the command line): busy at once */
-	if (begin && thread_nowait)
-		sqlite3_busy_timeout(db, 0);
 	int rc;
 	bool txn = strcmp(sql, "BEGIN IMMEDIATE") == 0 || strcmp(sql, "COMMIT") == 0 ||
 	           strcmp(sql, "ROLLBACK") == 0;
@@ -403,11 +412,8 @@ static int exec(sqlite3 *db, const char *sql, char **error_r)
 		if (rc != SQLITE_OK)
 			fail_db(error_r, db, sql);
 	}
-	if (begin && thread_nowait) {
-		sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-		if (rc == SQLITE_BUSY)
-			fail(error_r, EWOULDBLOCK, "index: busy");
-	}
+	if (begin && thread_nowait && rc == SQLITE_BUSY)
+		fail(error_r, EWOULDBLOCK, "index: busy"); /* another process writes */
 	if (rc != SQLITE_OK) {
 		/* a COMMIT that failed leaves the transaction open: end it here, so that
 		   no path can keep the write lock */
