@@ -763,13 +763,13 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 }
 
 /* An idle session holds its view for as long as it idles: without the slack
-   of the array it was built in (SELECT grows it by doubling, up to half of it
-   unused). The store's array is 48 bytes a message. */
+   its arrays grew (8 bytes a message: UID and flags). */
 static void view_trim(struct imap_view *v)
 {
-	if (v->msgs == NULL || v->n == 0)
+	if (v->uids == NULL || v->n == 0 || v->cap == v->n)
 		return;
-	v->msgs = xrealloc(v->msgs, v->n * sizeof(*v->msgs));
+	v->uids = xrealloc(v->uids, v->n * sizeof(*v->uids));
+	v->flags = xrealloc(v->flags, v->n * sizeof(*v->flags));
 	v->cap = v->n;
 }
 
