@@ -11,7 +11,7 @@ not yet announced.
 """
 import re
 
-from test_imap import PASSWORD, deliver, fresh_user, login_raw, raw_factory, wait_inbox  # noqa: F401
+from test_imap import PASSWORD, Raw, deliver, fresh_user, login_raw, raw_factory, wait_inbox  # noqa: F401
 
 
 def fetches(lines):
@@ -192,3 +192,28 @@ def test_fetch_of_a_message_expunged_meanwhile(server, raw_factory):
     assert not any(ln.endswith(" EXPUNGE") for ln in lines), lines
     lines = b.cmd("n", "NOOP")
     assert "* 2 EXPUNGE" in lines, lines
+
+
+def test_plaintext_auth_loopback_knob(server, postern_factory):
+    """[imap] plaintext_auth = loopback (bench-imap-load -T measures sessions without TLS):
+    LOGIN without TLS from 127.0.0.1; the default refuses it."""
+    # default: LOGINDISABLED and PRIVACYREQUIRED
+    r = Raw(server.imap_port)
+    try:
+        r.line()
+        caps = r.cmd("c", "CAPABILITY")[0]
+        assert "LOGINDISABLED" in caps and "AUTH=PLAIN" not in caps, caps
+        lines = r.cmd("l", 'LOGIN "%s" "%s"' % ("a@example.test", PASSWORD))
+        assert lines[-1].startswith("l NO [PRIVACYREQUIRED]"), lines
+    finally:
+        r.close()
+    p = postern_factory(extra={"imap": {"plaintext_auth": "loopback"}})
+    r = Raw(p.imap_port)
+    try:
+        r.line()
+        caps = r.cmd("c", "CAPABILITY")[0]
+        assert "LOGINDISABLED" not in caps and "AUTH=PLAIN" in caps and "STARTTLS" in caps, caps
+        assert r.cmd("l", 'LOGIN "%s" "%s"' % ("a@example.test", PASSWORD))[-1].startswith("l OK")
+        assert r.cmd("s", "SELECT INBOX")[-1].startswith("s OK")
+    finally:
+        r.close()

@@ -65,13 +65,21 @@ static struct evbuffer *output(struct imap_session *s)
 	return bufferevent_get_output(s->bev);
 }
 
+/* [imap] plaintext_auth = loopback: a client on this host may log in without TLS. */
+static bool plaintext_ok(const struct imap_session *s)
+{
+	return strcmp(s->cfg->imap_plaintext_auth, "loopback") == 0 &&
+	       (strncmp(s->ip, "127.", 4) == 0 || strcmp(s->ip, "::1") == 0 ||
+	        strncmp(s->ip, "::ffff:127.", 11) == 0);
+}
+
 void imap_capability_string(struct imap_session *s, struct evbuffer *out)
 {
 	evbuffer_add_printf(out, "CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (!s->tls && s->conf->tls != NULL)
 			evbuffer_add_printf(out, " STARTTLS");
-		if (s->tls)
+		if (s->tls || plaintext_ok(s))
 			evbuffer_add_printf(out, " AUTH=PLAIN");
 		else
 			evbuffer_add_printf(out, " LOGINDISABLED");
@@ -424,7 +432,7 @@ static void login_done(struct imap_session *s, struct imap_job *j)
 static bool login_allowed(struct imap_session *s, const char *tag, const char *login)
 {
 	struct evbuffer *out = output(s);
-	if (!s->tls) {
+	if (!s->tls && !plaintext_ok(s)) {
 		imap_reply(out, "%s NO [PRIVACYREQUIRED] Use STARTTLS or the imaps port to log in",
 			   tag);
 		return false;
