@@ -217,3 +217,48 @@ def test_plaintext_auth_loopback_knob(server, postern_factory):
         assert r.cmd("s", "SELECT INBOX")[-1].startswith("s OK")
     finally:
         r.close()
+
+
+def read_until(r, pred, timeout=10):
+    got = []
+    while not got or not pred(got[-1]):
+        got.append(r.line(timeout=timeout))
+    return got
+
+
+def test_idle_with_a_packed_view(server, raw_factory):
+    """An idling session keeps its UIDs as runs (1-3, 5-7, 9-12 here); changes while it
+    idles and the commands after DONE see the right numbers."""
+    user = fresh_user(server, "view6")
+    deliver(server, 12, to=user)
+    wait_inbox(server, 12, user)
+    a = login_raw(server, user, raw_factory)
+    a.cmd("s", "SELECT INBOX")
+    a.cmd("d", "UID STORE 4,8 +FLAGS.SILENT (\\Deleted)")
+    a.cmd("x", "EXPUNGE")
+    b = login_raw(server, user, raw_factory)
+    b.cmd("s", "SELECT INBOX")
+    assert list(uid_map(b, "u").values()) == [1, 2, 3, 5, 6, 7, 9, 10, 11, 12]
+    for rnd in range(2):  # a second IDLE packs the view again
+        b.send("i%d IDLE\r\n" % rnd)
+        assert b.line().startswith("+ ")
+        a.cmd("t", "UID STORE %d FLAGS (\\Flagged)" % (9 + rnd))
+        got = read_until(b, lambda ln: " FETCH " in ln)
+        assert got[-1] == "* %d FETCH (UID %d FLAGS (\\Flagged))" % (7 + rnd, 9 + rnd), got
+        b.send("DONE\r\n")
+        assert b.until_tagged("i%d" % rnd)[-1].startswith("i%d OK" % rnd)
+    b.send("i IDLE\r\n")
+    assert b.line().startswith("+ ")
+    a.cmd("d2", "UID STORE 6 +FLAGS.SILENT (\\Deleted)")
+    a.cmd("x2", "EXPUNGE")
+    got = read_until(b, lambda ln: ln.endswith(" EXPUNGE"))
+    assert got[-1] == "* 5 EXPUNGE", got
+    deliver(server, 1, to=user)
+    got = read_until(b, lambda ln: ln.endswith(" EXISTS"))
+    assert got[-1] == "* 10 EXISTS", got
+    b.send("DONE\r\n")
+    assert b.until_tagged("i")[-1].startswith("i OK")
+    assert list(uid_map(b, "u2").values()) == [1, 2, 3, 5, 7, 9, 10, 11, 12, 13]
+    lines = b.cmd("f", "UID FETCH 9:10 (FLAGS)")
+    assert fetches(lines) == ["* 6 FETCH (UID 9 FLAGS (\\Flagged))",
+                              "* 7 FETCH (UID 10 FLAGS (\\Flagged))"], lines

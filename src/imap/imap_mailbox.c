@@ -278,6 +278,7 @@ void imap_view_clear(struct imap_view *v)
 	free(v->name);
 	free(v->uids);
 	free(v->flags);
+	free(v->runs);
 	free(v->expunged);
 	free(v->saved_uids);
 	memset(v, 0, sizeof(*v));
@@ -343,6 +344,58 @@ struct mbox_msg *imap_view_records(struct imap_session *s, const size_t *idx, si
 	if (gone_r != NULL)
 		*gone_r = gone;
 	return recs;
+}
+
+void imap_view_pack(struct imap_view *v)
+{
+	if (v->uids == NULL || v->n == 0)
+		return;
+	if (v->cap != v->n) {
+		v->flags = xrealloc(v->flags, v->n * sizeof(*v->flags));
+		v->cap = v->n;
+	}
+	size_t nruns = 1;
+	for (size_t i = 1; i < v->n; i++)
+		if (v->uids[i] != v->uids[i - 1] + 1)
+			nruns++;
+	if (2 * nruns >= v->n) {
+		/* gaps everywhere: the plain array is as small */
+		v->uids = xrealloc(v->uids, v->n * sizeof(*v->uids));
+		return;
+	}
+	uint32_t *runs = xmalloc(2 * nruns * sizeof(*runs));
+	size_t k = 0;
+	runs[0] = v->uids[0];
+	runs[1] = 1;
+	for (size_t i = 1; i < v->n; i++) {
+		if (v->uids[i] == v->uids[i - 1] + 1) {
+			runs[2 * k + 1]++;
+		} else {
+			k++;
+			runs[2 * k] = v->uids[i];
+			runs[2 * k + 1] = 1;
+		}
+	}
+	free(v->uids);
+	v->uids = NULL;
+	v->runs = runs;
+	v->nruns = nruns;
+}
+
+void imap_view_unpack(struct imap_view *v)
+{
+	if (v->runs == NULL)
+		return;
+	uint32_t *uids = xmalloc((v->n + 1) * sizeof(*uids));
+	size_t i = 0;
+	for (size_t k = 0; k < v->nruns; k++)
+		for (uint32_t c = 0; c < v->runs[2 * k + 1] && i < v->n; c++)
+			uids[i++] = v->runs[2 * k] + c;
+	free(v->runs);
+	v->runs = NULL;
+	v->nruns = 0;
+	v->uids = uids;
+	v->cap = v->n;
 }
 
 static bool pending_expunge(const struct imap_view *v, uint32_t uid)
@@ -431,11 +484,24 @@ static void write_fetch_flags(struct imap_session *s, struct evbuffer *out, size
 	evbuffer_add(out, ")\r\n", 3);
 }
 
+static void view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_ok);
+
 void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_ok)
 {
 	struct imap_view *v = &s->view;
 	if (!s->selected || v->box == NULL)
 		return;
+	/* an idling session's view is packed (imap_view_pack) between changes */
+	bool packed = v->runs != NULL;
+	imap_view_unpack(v);
+	view_sync(s, out, expunge_ok);
+	if (packed)
+		imap_view_pack(v);
+}
+
+static void view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_ok)
+{
+	struct imap_view *v = &s->view;
 	char *err = NULL;
 	if (mbox_sync(v->box, &err) < 0) {
 		char q[600];

@@ -770,20 +770,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	job_submit(j);
 }
 
-/* An idle session holds its view for as long as it idles: without the slack
-   its arrays grew (8 bytes a message: UID and flags). */
-static void view_trim(struct imap_view *v)
-{
-	if (v->uids == NULL || v->n == 0 || v->cap == v->n)
-		return;
-	v->uids = xrealloc(v->uids, v->n * sizeof(*v->uids));
-	v->flags = xrealloc(v->flags, v->n * sizeof(*v->flags));
-	v->cap = v->n;
-}
-
 static void cmd_idle(struct imap_session *s, struct imap_command *c)
 {
-	view_trim(&s->view);
+	/* an idle session holds its view for as long as it idles: packed */
+	imap_view_pack(&s->view);
 	s->idling = true;
 	free(s->idle_tag);
 	s->idle_tag = xstrdup(c->tag);
@@ -795,6 +785,7 @@ static void cmd_idle(struct imap_session *s, struct imap_command *c)
 static void idle_done(struct imap_session *s, const char *line, size_t len)
 {
 	s->idling = false;
+	imap_view_unpack(&s->view);
 	if (len == 4 && strncasecmp(line, "DONE", 4) == 0) {
 		imap_reply(output(s), "%s OK Idle completed", s->idle_tag);
 	} else {
