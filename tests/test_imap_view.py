@@ -262,3 +262,24 @@ def test_idle_with_a_packed_view(server, raw_factory):
     lines = b.cmd("f", "UID FETCH 9:10 (FLAGS)")
     assert fetches(lines) == ["* 6 FETCH (UID 9 FLAGS (\\Flagged))",
                               "* 7 FETCH (UID 10 FLAGS (\\Flagged))"], lines
+
+
+def test_sort_date_falls_back_to_internaldate(server, raw_factory):
+    """SORT (DATE) reads records only for messages without a Date: (their INTERNALDATE)."""
+    user = fresh_user(server, "view7")
+    r = login_raw(server, user, raw_factory)
+    msgs = [
+        ("15-Mar-2024 00:00:00 +0000", "Date: 3 Jan 2024 10:00:00 +0000\r\n"),
+        ("01-Jan-2020 00:00:00 +0000", ""),  # no Date: sorts by its INTERNALDATE, first
+        ("10-Mar-2024 00:00:00 +0000", "Date: 2 Jan 2024 10:00:00 +0000\r\n"),
+        ("01-Feb-2024 00:00:00 +0000", ""),  # no Date: 1 Feb 2024, after both dated ones
+    ]
+    for i, (idate, date) in enumerate(msgs):
+        body = ("From: <x@remote.test>\r\nTo: <%s>\r\nSubject: s%d\r\n%s\r\nbody\r\n"
+                % (user, i, date)).encode()
+        r.send(('a%d APPEND INBOX "%s" {%d+}\r\n' % (i, idate, len(body))).encode() + body + b"\r\n")
+        assert r.until_tagged("a%d" % i)[-1].startswith("a%d OK" % i)
+    r.cmd("s", "SELECT INBOX")
+    assert "* SORT 2 3 1 4" in r.cmd("d", "SORT (DATE) UTF-8 ALL")
+    assert "* SORT 2 4 3 1" in r.cmd("e", "SORT (ARRIVAL) UTF-8 ALL")
+    assert "* SORT 4 1 3 2" in r.cmd("f", "SORT (REVERSE DATE) UTF-8 ALL")

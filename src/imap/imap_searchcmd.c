@@ -346,8 +346,13 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 	size_t ncache = windowed ? (n < SORT_WINDOW ? n : SORT_WINDOW) : n;
 	struct mbox_cache *caches = xcalloc(ncache + 1, sizeof(*caches));
 	uint32_t *uids = xmalloc((ncache + 1) * sizeof(uint32_t));
-	/* ARRIVAL, SIZE and the date fallback (INTERNALDATE) from the index's records */
-	struct mbox_msg *recs = imap_view_records(s, hits, n, NULL);
+	/* ARRIVAL and SIZE from the index's records (and THREAD's date fallback); a sort
+	   without them reads only the records of the messages without a Date: below */
+	bool need_recs = thread;
+	for (size_t k = 0; !thread && k < prog.n; k++)
+		if (prog.crit[k].key == IMAP_SORT_ARRIVAL || prog.crit[k].key == IMAP_SORT_SIZE)
+			need_recs = true;
+	struct mbox_msg *recs = need_recs ? imap_view_records(s, hits, n, NULL) : NULL;
 	char *cerr = NULL;
 	for (size_t w = 0; w < n; w += ncache) {
 		size_t wn = n - w < ncache ? n - w : ncache;
@@ -360,7 +365,12 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 			memset(caches, 0, wn * sizeof(*caches));
 		}
 		for (size_t i = 0; i < wn; i++) {
-			const struct mbox_msg *m = &recs[w + i];
+			struct mbox_msg own;
+			const struct mbox_msg *m = &own;
+			if (recs != NULL)
+				m = &recs[w + i];
+			else
+				imap_view_msg(v, hits[w + i], &own);
 			struct mbox_cache *c = &caches[i];
 			if (fields != 0 && !c->found) {
 				/* no cache row: one by one (computed from the file if needed) */
@@ -382,6 +392,22 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 	}
 	free(uids);
 	free(recs);
+	if (!need_recs && (fields & (MBOX_CACHE_DATE | MBOX_CACHE_HEADERS))) {
+		/* DATE of a message without a usable Date: is its INTERNALDATE (RFC 5256) */
+		size_t *late = xmalloc((n + 1) * sizeof(size_t));
+		size_t nlate = 0;
+		for (size_t i = 0; i < n; i++)
+			if (msgs[i].date == 0)
+				late[nlate++] = hits[i];
+		if (nlate > 0) {
+			struct mbox_msg *lr = imap_view_records(s, late, nlate, NULL);
+			for (size_t i = 0, k = 0; i < n && k < nlate; i++)
+				if (msgs[i].date == 0)
+					msgs[i].arrival = lr[k++].internaldate;
+			free(lr);
+		}
+		free(late);
+	}
 	if (thread) {
 		char *t = imap_thread(alg, msgs, n, j->uid);
 		evbuffer_add_printf(j->out, "* THREAD %s\r\n", t);
