@@ -262,6 +262,22 @@ def test_idle_with_a_packed_view(server, raw_factory):
     lines = b.cmd("f", "UID FETCH 9:10 (FLAGS)")
     assert fetches(lines) == ["* 6 FETCH (UID 9 FLAGS (\\Flagged))",
                               "* 7 FETCH (UID 10 FLAGS (\\Flagged))"], lines
+    # flags in runs (\Seen on 1-5, \Flagged in the middle of them): changes while idling,
+    # then every message's flags as a session that never idled sees them
+    a.cmd("t3", "STORE 1:5 +FLAGS.SILENT (\\Seen)")
+    b.cmd("n", "NOOP")
+    b.send("j IDLE\r\n")
+    assert b.line().startswith("+ ")
+    a.cmd("t4", "STORE 3 +FLAGS (\\Answered)")
+    got = read_until(b, lambda ln: " FETCH " in ln)
+    assert got[-1] == "* 3 FETCH (UID 3 FLAGS (\\Seen \\Answered))", got
+    b.send("DONE\r\n")
+    assert b.until_tagged("j")[-1].startswith("j OK")
+
+    def flag_lines(r, tag):
+        return [ln.replace(" \\Recent", "").replace("\\Recent ", "").replace("\\Recent", "")
+                for ln in fetches(r.cmd(tag, "FETCH 1:* (UID FLAGS)"))]
+    assert flag_lines(b, "g") == flag_lines(a, "g"), (flag_lines(b, "g"), flag_lines(a, "g"))
 
 
 def test_sort_date_falls_back_to_internaldate(server, raw_factory):

@@ -51,10 +51,15 @@ struct imap_view {
 	uint32_t *uids;  /* MSN i+1 is uids[i]; ascending */
 	uint32_t *flags; /* flags[i]: IMAP_VF_PACK(flags, keywords) of uids[i] */
 	size_t n, cap;
-	/* while idling (imap_view_pack): the UIDs as runs, runs[2k] first UID and
-	   runs[2k+1] count, when that is smaller; uids is then NULL */
+	/* while idling (imap_view_pack), each when that is smaller: the UIDs as runs of
+	   consecutive UIDs, runs[2k] first UID and runs[2k+1] count (uids NULL), and the
+	   flags words as runs of equal words, fruns[2k] count and fruns[2k+1] word
+	   (flags NULL) */
+	bool packed;
 	uint32_t *runs;
 	size_t nruns;
+	uint32_t *fruns;
+	size_t nfruns;
 	uint64_t modseq;         /* changes up to this MODSEQ have been taken in */
 	uint32_t *expunged;      /* expunged in the store, not yet announced (MSNs still valid) */
 	size_t nexpunged, expunged_cap;
@@ -177,10 +182,11 @@ void imap_write_string(struct evbuffer *out, const char *str, size_t len);
 void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_ok);
 void imap_view_clear(struct imap_view *v);
 /*
- * IDLE: drop the arrays' growth slack and keep the UIDs as runs of consecutive
- * UIDs when that is smaller (a mailbox whose UIDs have few gaps: 8 bytes a run
- * instead of 4 a message). imap_view_sync() unpacks and packs again by itself;
- * everything else needs imap_view_unpack() first (after DONE).
+ * IDLE: drop the arrays' growth slack, keep the UIDs as runs of consecutive UIDs
+ * and the flags words as runs of equal words, each when that is smaller (a
+ * mailbox with few UID gaps, mostly \Seen: 8 bytes a run instead of 4 a message).
+ * imap_view_sync() unpacks and packs again by itself; everything else needs
+ * imap_view_unpack() first (after DONE).
  */
 void imap_view_pack(struct imap_view *v);
 void imap_view_unpack(struct imap_view *v);

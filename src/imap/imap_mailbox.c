@@ -279,6 +279,7 @@ void imap_view_clear(struct imap_view *v)
 	free(v->uids);
 	free(v->flags);
 	free(v->runs);
+	free(v->fruns);
 	free(v->expunged);
 	free(v->saved_uids);
 	memset(v, 0, sizeof(*v));
@@ -348,53 +349,88 @@ struct mbox_msg *imap_view_records(struct imap_session *s, const size_t *idx, si
 
 void imap_view_pack(struct imap_view *v)
 {
-	if (v->uids == NULL || v->n == 0)
+	if (v->packed || v->uids == NULL)
 		return;
-	if (v->cap != v->n) {
-		v->flags = xrealloc(v->flags, v->n * sizeof(*v->flags));
-		v->cap = v->n;
-	}
-	size_t nruns = 1;
-	for (size_t i = 1; i < v->n; i++)
-		if (v->uids[i] != v->uids[i - 1] + 1)
-			nruns++;
-	if (2 * nruns >= v->n) {
-		/* gaps everywhere: the plain array is as small */
-		v->uids = xrealloc(v->uids, v->n * sizeof(*v->uids));
+	v->packed = true;
+	size_t n = v->n;
+	if (n == 0)
 		return;
+	size_t nruns = 1, nfruns = 1;
+	for (size_t i = 1; i < n; i++) {
+		nruns += v->uids[i] != v->uids[i - 1] + 1;
+		nfruns += v->flags[i] != v->flags[i - 1];
 	}
-	uint32_t *runs = xmalloc(2 * nruns * sizeof(*runs));
-	size_t k = 0;
-	runs[0] = v->uids[0];
-	runs[1] = 1;
-	for (size_t i = 1; i < v->n; i++) {
-		if (v->uids[i] == v->uids[i - 1] + 1) {
-			runs[2 * k + 1]++;
-		} else {
-			k++;
-			runs[2 * k] = v->uids[i];
-			runs[2 * k + 1] = 1;
+	/* 8 bytes a run against 4 a message; otherwise only the growth slack goes */
+	if (2 * nruns < n) {
+		uint32_t *runs = xmalloc(2 * nruns * sizeof(*runs));
+		size_t k = 0;
+		runs[0] = v->uids[0];
+		runs[1] = 1;
+		for (size_t i = 1; i < n; i++) {
+			if (v->uids[i] == v->uids[i - 1] + 1) {
+				runs[2 * k + 1]++;
+			} else {
+				k++;
+				runs[2 * k] = v->uids[i];
+				runs[2 * k + 1] = 1;
+			}
 		}
+		free(v->uids);
+		v->uids = NULL;
+		v->runs = runs;
+		v->nruns = nruns;
+	} else if (v->cap != n) {
+		v->uids = xrealloc(v->uids, n * sizeof(*v->uids));
 	}
-	free(v->uids);
-	v->uids = NULL;
-	v->runs = runs;
-	v->nruns = nruns;
+	if (2 * nfruns < n) {
+		uint32_t *fruns = xmalloc(2 * nfruns * sizeof(*fruns));
+		size_t k = 0;
+		fruns[0] = 1;
+		fruns[1] = v->flags[0];
+		for (size_t i = 1; i < n; i++) {
+			if (v->flags[i] == v->flags[i - 1]) {
+				fruns[2 * k]++;
+			} else {
+				k++;
+				fruns[2 * k] = 1;
+				fruns[2 * k + 1] = v->flags[i];
+			}
+		}
+		free(v->flags);
+		v->flags = NULL;
+		v->fruns = fruns;
+		v->nfruns = nfruns;
+	} else if (v->cap != n) {
+		v->flags = xrealloc(v->flags, n * sizeof(*v->flags));
+	}
+	v->cap = n;
 }
 
 void imap_view_unpack(struct imap_view *v)
 {
-	if (v->runs == NULL)
+	if (!v->packed)
 		return;
-	uint32_t *uids = xmalloc((v->n + 1) * sizeof(*uids));
-	size_t i = 0;
-	for (size_t k = 0; k < v->nruns; k++)
-		for (uint32_t c = 0; c < v->runs[2 * k + 1] && i < v->n; c++)
-			uids[i++] = v->runs[2 * k] + c;
-	free(v->runs);
-	v->runs = NULL;
-	v->nruns = 0;
-	v->uids = uids;
+	v->packed = false;
+	if (v->runs != NULL) {
+		uint32_t *uids = xmalloc((v->n + 1) * sizeof(*uids));
+		size_t i = 0;
+		for (size_t k = 0; k < v->nruns; k++)
+			for (uint32_t c = 0; c < v->runs[2 * k + 1] && i < v->n; c++)
+				uids[i++] = v->runs[2 * k] + c;
+		xfree(&v->runs);
+		v->nruns = 0;
+		v->uids = uids;
+	}
+	if (v->fruns != NULL) {
+		uint32_t *flags = xmalloc((v->n + 1) * sizeof(*flags));
+		size_t i = 0;
+		for (size_t k = 0; k < v->nfruns; k++)
+			for (uint32_t c = 0; c < v->fruns[2 * k] && i < v->n; c++)
+				flags[i++] = v->fruns[2 * k + 1];
+		xfree(&v->fruns);
+		v->nfruns = 0;
+		v->flags = flags;
+	}
 	v->cap = v->n;
 }
 
@@ -492,7 +528,7 @@ void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_o
 	if (!s->selected || v->box == NULL)
 		return;
 	/* an idling session's view is packed (imap_view_pack) between changes */
-	bool packed = v->runs != NULL;
+	bool packed = v->packed;
 	imap_view_unpack(v);
 	view_sync(s, out, expunge_ok);
 	if (packed)
