@@ -10,7 +10,7 @@ the store's per-worker SQLite caches and the like, are not counted).
 The plaintext variant holds the goal itself: the same without TLS ([imap]
 plaintext_auth = loopback) and with a 200-message INBOX, so the selected
 view counts (8 bytes a message, UIDs as runs while idling): at most
-PLAIN_PER_CONN_KIB (10) each. Measured (2026-11-23): 3.6 KiB in a release
+PLAIN_PER_CONN_KIB (10) each. Measured (2026-11-23): 2.8-3.6 KiB in a release
 build, 6-13 KiB under ASan (it varies from run to run).
 
 Measured (2026-11): about 17 KiB per session in a release build with this
