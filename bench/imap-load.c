@@ -3,11 +3,14 @@
  *
  *   bench-imap-load -p PORT -w WORKLOAD [-H 127.0.0.1] [-c CONNECTIONS] [-n COUNT]
  *                   [-m ROUNDS_PER_SESSION] [-u USER_FORMAT] [-U USERS] [-P PASSWORD]
- *                   [-s SEED] [-d SECONDS] [-S WORD] [-i]
+ *                   [-s SEED] [-d SECONDS] [-S WORD] [-i | -T]
  *
  * Every session goes through TLS before it logs in: STARTTLS (IMAP) or STLS
  * (POP3), or TLS from the first byte with -i (imaps/pop3s); certificates are
- * not verified (loopback test servers with self-signed certificates). One
+ * not verified (loopback test servers with self-signed certificates). -T:
+ * no TLS at all, LOGIN in plaintext (IMAP; the server must allow it, Postern
+ * with [imap] plaintext_auth = loopback), for the memory of a session
+ * without OpenSSL's part. One
  * thread per connection, blocking sockets, one command at a time (no
  * pipelining), so every server sees the same conversation. The user of
  * connection/thread K is USER_FORMAT with %d = K mod USERS.
@@ -71,6 +74,7 @@ static struct {
 	long seconds;
 	const char *word;
 	bool implicit_tls;
+	bool plaintext; /* -T: no STARTTLS */
 } o = {
     .host = "127.0.0.1",
     .conns = 1,
@@ -453,7 +457,7 @@ static int imap_open(struct conn *c, long k)
 		fail("greeting: %s", c->line ? c->line : "(none)");
 		goto bad;
 	}
-	if (!o.implicit_tls && (imap_cmd(c, "STARTTLS") != 0 || start_tls(c) < 0))
+	if (!o.implicit_tls && !o.plaintext && (imap_cmd(c, "STARTTLS") != 0 || start_tls(c) < 0))
 		goto bad;
 	char user[256];
 	user_name(user, sizeof(user), k);
@@ -793,11 +797,12 @@ static void print_latencies(void)
 
 static void usage(void)
 {
-	fprintf(stderr,
-	        "usage: bench-imap-load -p PORT -w mix|login|large|idle|pop3 [-H HOST] [-c "
-	        "CONNECTIONS]\n"
-	        "                       [-n COUNT] [-m PER_SESSION] [-u USER_FORMAT] [-U USERS]\n"
-	        "                       [-P PASSWORD] [-s SEED] [-d SECONDS] [-S WORD] [-i]\n");
+	fprintf(
+	    stderr,
+	    "usage: bench-imap-load -p PORT -w mix|login|large|idle|pop3 [-H HOST] [-c "
+	    "CONNECTIONS]\n"
+	    "                       [-n COUNT] [-m PER_SESSION] [-u USER_FORMAT] [-U USERS]\n"
+	    "                       [-P PASSWORD] [-s SEED] [-d SECONDS] [-S WORD] [-i | -T]\n");
 	exit(2);
 }
 
@@ -834,7 +839,7 @@ int main(int argc, char **argv)
 {
 	const char *wname = NULL;
 	int ch;
-	while ((ch = getopt(argc, argv, "H:p:w:c:n:m:u:U:P:s:d:S:i")) != -1) {
+	while ((ch = getopt(argc, argv, "H:p:w:c:n:m:u:U:P:s:d:S:iT")) != -1) {
 		switch (ch) {
 		case 'H':
 			o.host = optarg;
@@ -875,11 +880,15 @@ int main(int argc, char **argv)
 		case 'i':
 			o.implicit_tls = true;
 			break;
+		case 'T':
+			o.plaintext = true;
+			break;
 		default:
 			usage();
 		}
 	}
-	if (o.port == 0 || wname == NULL || strncmp(o.host, "127.", 4) != 0)
+	if (o.port == 0 || wname == NULL || strncmp(o.host, "127.", 4) != 0 ||
+	    (o.plaintext && o.implicit_tls))
 		usage();
 	/* the user format takes exactly one %d */
 	const char *pct = strchr(o.user_fmt, '%');

@@ -33,14 +33,33 @@ enum imap_state {
 	IMAP_LOGOUT,
 };
 
-/* The selected mailbox as this session has told the client about it. */
+/*
+ * The selected mailbox as this session has told the client about it.
+ *
+ * Per message it keeps what the session itself must know (8 bytes; an idle
+ * session holds its view for as long as it idles): the UID (MSN <-> UID,
+ * EXPUNGE by MSN) and the flags and keywords as last announced (FETCH
+ * FLAGS for what changed since `modseq`, only when they did change;
+ * \Recent, which is this session's). Sizes, dates and MODSEQs are read
+ * from the index when a command needs them (imap_view_records).
+ */
 struct imap_view {
 	char *name;              /* UTF-8 */
 	struct mbox *box;
 	bool readonly;           /* EXAMINE */
 	uint32_t uidvalidity;
-	struct mbox_msg *msgs;   /* MSN i+1 is msgs[i]; ascending UID */
+	uint32_t *uids;  /* MSN i+1 is uids[i]; ascending */
+	uint32_t *flags; /* flags[i]: IMAP_VF_PACK(flags, keywords) of uids[i] */
 	size_t n, cap;
+	/* while idling (imap_view_pack), each when that is smaller: the UIDs as runs of
+	   consecutive UIDs, runs[2k] first UID and runs[2k+1] count (uids NULL), and the
+	   flags words as runs of equal words, fruns[2k] count and fruns[2k+1] word
+	   (flags NULL) */
+	bool packed;
+	uint32_t *runs;
+	size_t nruns;
+	uint32_t *fruns;
+	size_t nfruns;
 	uint64_t modseq;         /* changes up to this MODSEQ have been taken in */
 	uint32_t *expunged;      /* expunged in the store, not yet announced (MSNs still valid) */
 	size_t nexpunged, expunged_cap;
@@ -48,6 +67,16 @@ struct imap_view {
 	uint32_t saved_uids_n;   /* SEARCHRES: $ (unused when 0) */
 	uint32_t *saved_uids;
 };
+
+/* A view's flags word: MBOX_F_* (\Recent included) in bits 0-5, keyword i in bit 6 + i. */
+#define IMAP_VF_FLAG_BITS 6
+_Static_assert(MBOX_F_RECENT < (1u << IMAP_VF_FLAG_BITS) &&
+                   IMAP_VF_FLAG_BITS + MBOX_MAX_KEYWORDS <= 32,
+               "flags and keywords fit in 32 bits");
+#define IMAP_VF_PACK(flags, keywords)                                                              \
+	(((flags) & ((1u << IMAP_VF_FLAG_BITS) - 1)) | ((keywords) << IMAP_VF_FLAG_BITS))
+#define IMAP_VF_FLAGS(w) ((w) & ((1u << IMAP_VF_FLAG_BITS) - 1))
+#define IMAP_VF_KEYWORDS(w) ((w) >> IMAP_VF_FLAG_BITS)
 
 /* ENABLEd extensions */
 #define IMAP_EN_CONDSTORE 0x01
@@ -156,15 +185,24 @@ void imap_write_string(struct evbuffer *out, const char *str, size_t len);
 /* Announce store changes since the view's MODSEQ (EXISTS, FETCH FLAGS, EXPUNGE/VANISHED). */
 void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_ok);
 void imap_view_clear(struct imap_view *v);
+/*
+ * IDLE: drop the arrays' growth slack, keep the UIDs as runs of consecutive UIDs
+ * and the flags words as runs of equal words, each when that is smaller (a
+ * mailbox with few UID gaps, mostly \Seen: 8 bytes a run instead of 4 a message).
+ * imap_view_sync() unpacks and packs again by itself; everything else needs
+ * imap_view_unpack() first (after DONE).
+ */
+void imap_view_pack(struct imap_view *v);
+void imap_view_unpack(struct imap_view *v);
 struct imap_seqset;
 /* QRESYNC: VANISHED (EARLIER) and FETCH for what changed since modseq (see imap_mailbox.c). */
 void imap_qresync_report(struct imap_session *s, struct evbuffer *out, uint64_t modseq,
 			 const char *known, const struct imap_seqset *within);
 /* FLAGS and PERMANENTFLAGS lines for the view. */
 void imap_write_flags_list(struct imap_session *s, struct evbuffer *out, bool permanent);
-/* "(\Seen \Answered kw)" for a message. */
-void imap_write_msg_flags(struct imap_session *s, struct evbuffer *out,
-			  const struct mbox_msg *m);
+/* "(\Seen \Answered kw)" for MBOX_F_* flags and keyword bits. */
+void imap_write_msg_flags(struct imap_session *s, struct evbuffer *out, uint32_t flags,
+                          uint32_t keywords);
 /* Parse a flag list (or single flag) into flags + keywords (created if needed). 0 / -1. */
 int imap_parse_flags(struct imap_session *s, const struct imap_arg *a, uint32_t *flags_r,
 		     uint32_t *keywords_r, const char ***names_r, size_t *nnames_r,
@@ -184,5 +222,17 @@ int imap_resolve_set(struct imap_session *s, const char *set, bool uid, size_t *
 		     size_t *n_r);
 /* View index of a UID, or -1. */
 long imap_view_find(const struct imap_view *v, uint32_t uid);
+/* The view's own record of message idx: uid, flags and keywords (the rest 0). */
+void imap_view_msg(const struct imap_view *v, size_t idx, struct mbox_msg *m_r);
+/* Take a store record's flags and keywords as announced (the view's \Recent kept). */
+void imap_view_set(struct imap_view *v, size_t idx, const struct mbox_msg *m);
+/*
+ * Full records (size, dates, MODSEQ) of view messages idx[0..n) (ascending) from
+ * the index: allocated, recs[i] for idx[i]. A message expunged in the store but
+ * not yet announced gets the view's record (size, dates and MODSEQ 0) and
+ * gone[i] true when gone_r is given. A failed index read counts as all gone.
+ */
+struct mbox_msg *imap_view_records(struct imap_session *s, const size_t *idx, size_t n,
+                                   bool **gone_r);
 
 #endif

@@ -37,15 +37,12 @@ int imap_resolve_set(struct imap_session *s, const char *text, bool uid, size_t 
 	struct imap_view *v = &s->view;
 	*idx_r = NULL;
 	*n_r = 0;
-	uint32_t *uids = xmalloc((v->n + 1) * sizeof(uint32_t));
-	for (size_t i = 0; i < v->n; i++)
-		uids[i] = v->msgs[i].uid;
+	const uint32_t *uids = v->uids;
 	struct imap_seqset set;
 	const char *err;
 	uint32_t max = uid ? (v->n > 0 ? uids[v->n - 1] : 0) : (uint32_t)v->n;
 	if (imap_seqset_parse(text, max, &set, &err) < 0) {
 		imap_seqset_free(&set);
-		free(uids);
 		return -1;
 	}
 	if (set.saved) {
@@ -57,7 +54,6 @@ int imap_resolve_set(struct imap_session *s, const char *text, bool uid, size_t 
 		uid = true;
 	} else if (!uid && imap_seqset_last(&set) > v->n) {
 		imap_seqset_free(&set);
-		free(uids);
 		return -1; /* RFC 9051 6.4.4: an MSN beyond the mailbox is an error */
 	}
 	size_t *idx = xmalloc((v->n + 1) * sizeof(size_t));
@@ -76,7 +72,6 @@ int imap_resolve_set(struct imap_session *s, const char *text, bool uid, size_t 
 				idx[n++] = msn - 1;
 	}
 	imap_seqset_free(&set);
-	free(uids);
 	*idx_r = idx;
 	*n_r = n;
 	return 0;
@@ -633,12 +628,11 @@ static void write_binary(struct imap_session *s, struct evbuffer *out, const str
 	evbuffer_free(content);
 }
 
-/* One message's FETCH response. 0, or -1 if the message vanished meanwhile. */
-static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, bool add_flags,
-		     struct mbox_cache *preloaded)
+/* One message's FETCH response (m: its record). 0, or -1 if the message vanished meanwhile. */
+static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, const struct mbox_msg *m,
+                     bool add_flags, struct mbox_cache *preloaded)
 {
 	struct imap_session *s = j->s;
-	const struct mbox_msg *m = &s->view.msgs[idx];
 	struct mbox_cache cache = {0};
 	bool have_cache = false;
 	struct loaded l = {0};
@@ -680,7 +674,7 @@ static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, bool add_f
 			if (flags_done)
 				break;
 			evbuffer_add_printf(out, "%sFLAGS ", SEP());
-			imap_write_msg_flags(s, out, m);
+			imap_write_msg_flags(s, out, m->flags, m->keywords);
 			flags_done = true;
 			break;
 		case IT_UID:
@@ -734,7 +728,7 @@ static int fetch_one(struct imap_job *j, struct fetch *f, size_t idx, bool add_f
 	}
 	if (add_flags && !flags_done) {
 		evbuffer_add_printf(out, "%sFLAGS ", SEP());
-		imap_write_msg_flags(s, out, m);
+		imap_write_msg_flags(s, out, m->flags, m->keywords);
 	}
 	if (s->condstore && !modseq_done)
 		evbuffer_add_printf(out, "%sMODSEQ (%llu)", SEP(), (unsigned long long)m->modseq);
@@ -752,12 +746,58 @@ static void view_update(struct imap_view *v, const struct mbox_msg *ch, size_t n
 {
 	for (size_t i = 0; i < n; i++) {
 		long idx = imap_view_find(v, ch[i].uid);
-		if (idx < 0)
-			continue;
-		uint32_t recent = v->msgs[idx].flags & MBOX_F_RECENT;
-		v->msgs[idx] = ch[i];
-		v->msgs[idx].flags = (v->msgs[idx].flags & ~MBOX_F_RECENT) | recent;
+		if (idx >= 0)
+			imap_view_set(v, (size_t)idx, &ch[i]);
 	}
+}
+
+/* Does the FETCH need the index's records (sizes, dates, MODSEQ), not only the view's? */
+static bool fetch_needs_records(const struct imap_session *s, const struct fetch *f)
+{
+	if (s->condstore || f->has_changedsince)
+		return true;
+	for (size_t i = 0; i < f->n; i++)
+		if (f->items[i].kind == IT_INTERNALDATE || f->items[i].kind == IT_SIZE ||
+		    f->items[i].kind == IT_MODSEQ)
+			return true;
+	return false;
+}
+
+/*
+ * CHANGEDSINCE: the records of the messages changed since `since`, through the
+ * index's MODSEQ order (a client polling a large folder reads only what changed);
+ * the others get MODSEQ 0 and are skipped like any unchanged one.
+ */
+static struct mbox_msg *changed_records(struct imap_session *s, const size_t *idx, size_t n,
+                                        uint64_t since, bool **gone_r)
+{
+	struct imap_view *v = &s->view;
+	struct mbox_msg *ch = NULL;
+	uint32_t *ex = NULL;
+	size_t nch = 0, nex = 0;
+	char *err = NULL;
+	if (mbox_changes(v->box, since, &ch, &nch, &ex, &nex, &err) < 0) {
+		free(err);
+		return imap_view_records(s, idx, n, gone_r);
+	}
+	free(ex);
+	struct mbox_msg *recs = xcalloc(n + 1, sizeof(*recs));
+	*gone_r = xcalloc(n + 1, sizeof(bool));
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t uid = v->uids[idx[i]];
+		while (k < nch && ch[k].uid < uid)
+			k++;
+		if (k < nch && ch[k].uid == uid) {
+			recs[i] = ch[k];
+			recs[i].flags =
+			    (recs[i].flags & ~MBOX_F_RECENT) | (v->flags[idx[i]] & MBOX_F_RECENT);
+		} else {
+			imap_view_msg(v, idx[i], &recs[i]); /* modseq 0: not changed */
+		}
+	}
+	free(ch);
+	return recs;
 }
 
 void imap_cmd_fetch(struct imap_job *j)
@@ -818,8 +858,8 @@ void imap_cmd_fetch(struct imap_job *j)
 		uint32_t *uids = xmalloc((n + 1) * sizeof(uint32_t));
 		size_t k = 0;
 		for (size_t i = 0; i < n; i++)
-			if (!(s->view.msgs[idx[i]].flags & MBOX_F_SEEN))
-				uids[k++] = s->view.msgs[idx[i]].uid;
+			if (!(s->view.flags[idx[i]] & MBOX_F_SEEN))
+				uids[k++] = s->view.uids[idx[i]];
 		if (k > 0) {
 			struct mbox_msg *ch = NULL;
 			size_t nch = 0;
@@ -843,12 +883,23 @@ void imap_cmd_fetch(struct imap_job *j)
 	if (f.vanished) {
 		struct imap_seqset within;
 		const char *serr;
-		uint32_t max = s->view.n > 0 ? s->view.msgs[s->view.n - 1].uid : 0;
+		uint32_t max = s->view.n > 0 ? s->view.uids[s->view.n - 1] : 0;
 		if (imap_seqset_parse(j->args[0].str, max, &within, &serr) == 0)
 			imap_qresync_report(s, j->out, f.changedsince, NULL, &within);
 		imap_seqset_free(&within);
 	}
 	bool vanished = false;
+	/* sizes, dates, MODSEQ: from the index; FLAGS and UID alone: from the view. The
+	   records are read after the \Seen update so that they carry it. */
+	struct mbox_msg *recs = NULL;
+	bool *gone = NULL;
+	bool flags_item = false;
+	for (size_t i = 0; i < f.n; i++)
+		flags_item |= f.items[i].kind == IT_FLAGS;
+	if (f.has_changedsince)
+		recs = changed_records(s, idx, n, f.changedsince, &gone);
+	else if (fetch_needs_records(s, &f))
+		recs = imap_view_records(s, idx, n, &gone);
 	/* record items only (FLAGS, UID, sizes, dates): the response is about 64 octets a
 	   message; one buffer for it instead of growing chain after chain */
 	if (!f.need_cache && !f.need_body && n > 64)
@@ -861,7 +912,7 @@ void imap_cmd_fetch(struct imap_job *j)
 		bool have_pre = false;
 		if (pre != NULL) {
 			for (size_t i = start; i < end; i++)
-				batch_uids[i - start] = s->view.msgs[idx[i]].uid;
+				batch_uids[i - start] = s->view.uids[idx[i]];
 			char *cerr = NULL;
 			have_pre = mbox_msg_caches(s->view.box, batch_uids, end - start,
 						   MBOX_CACHE_ENVELOPE | MBOX_CACHE_BODYSTRUCTURE,
@@ -869,12 +920,27 @@ void imap_cmd_fetch(struct imap_job *j)
 			free(cerr);
 		}
 		for (size_t i = start; i < end; i++) {
-			const struct mbox_msg *m = &s->view.msgs[idx[i]];
+			struct mbox_msg own;
+			const struct mbox_msg *m = &own;
+			if (recs != NULL) {
+				if (gone[i]) {
+					/* its size, dates and MODSEQ are gone too */
+					vanished = true;
+					continue;
+				}
+				m = &recs[i];
+			} else {
+				imap_view_msg(&s->view, idx[i], &own);
+			}
 			if (f.has_changedsince && m->modseq <= f.changedsince)
 				continue;
-			if (fetch_one(j, &f, idx[i], seen_added != NULL && seen_added[idx[i]],
-				      have_pre ? &pre[i - start] : NULL) < 0)
+			if (fetch_one(j, &f, idx[i], m, seen_added != NULL && seen_added[idx[i]],
+			              have_pre ? &pre[i - start] : NULL) < 0)
 				vanished = true;
+			else if (recs != NULL &&
+			         (flags_item || (seen_added != NULL && seen_added[idx[i]])))
+				/* the client now has these flags: the view too (no second FETCH) */
+				imap_view_set(&s->view, idx[i], m);
 		}
 		if (have_pre)
 			for (size_t i = 0; i < end - start; i++)
@@ -882,6 +948,8 @@ void imap_cmd_fetch(struct imap_job *j)
 	}
 	free(pre);
 	free(batch_uids);
+	free(recs);
+	free(gone);
 	free(seen_added);
 	free(idx);
 	fetch_free(&f);
@@ -962,7 +1030,7 @@ void imap_cmd_store(struct imap_job *j)
 	}
 	uint32_t *uids = xmalloc((n + 1) * sizeof(uint32_t));
 	for (size_t i = 0; i < n; i++)
-		uids[i] = s->view.msgs[idx[i]].uid;
+		uids[i] = s->view.uids[idx[i]];
 	struct mbox_msg *ch = NULL;
 	uint32_t *failed = NULL;
 	size_t nch = 0, nfailed = 0;
@@ -984,6 +1052,10 @@ void imap_cmd_store(struct imap_job *j)
 		return;
 	}
 	view_update(&s->view, ch, nch);
+	/* MODSEQ of the messages STORE left as they were: from the index */
+	struct mbox_msg *recs = NULL;
+	if (s->condstore && nch < n)
+		recs = imap_view_records(s, idx, n, NULL);
 	if (!silent || s->condstore) {
 		for (size_t i = 0; i < n; i++) {
 			bool is_failed = false;
@@ -991,26 +1063,34 @@ void imap_cmd_store(struct imap_job *j)
 				is_failed = failed[k] == uids[i];
 			if (is_failed)
 				continue;
-			bool changed = false;
-			for (size_t k = 0; k < nch && !changed; k++)
-				changed = ch[k].uid == uids[i];
-			if (silent && !changed)
+			const struct mbox_msg *changed = NULL;
+			for (size_t k = 0; k < nch && changed == NULL; k++)
+				if (ch[k].uid == uids[i])
+					changed = &ch[k];
+			if (silent && changed == NULL)
 				continue;
-			const struct mbox_msg *m = &s->view.msgs[idx[i]];
+			if (s->condstore && changed == NULL &&
+			    (recs == NULL || recs[i].modseq == 0))
+				continue; /* expunged meanwhile: no MODSEQ to give */
+			uint32_t vf = s->view.flags[idx[i]];
 			evbuffer_add_printf(j->out, "* %zu FETCH (", idx[i] + 1);
 			bool sp = false;
 			if (!silent) {
 				evbuffer_add_printf(j->out, "FLAGS ");
-				imap_write_msg_flags(s, j->out, m);
+				imap_write_msg_flags(s, j->out, IMAP_VF_FLAGS(vf),
+				                     IMAP_VF_KEYWORDS(vf));
 				sp = true;
 			}
 			if (j->uid) {
-				evbuffer_add_printf(j->out, "%sUID %u", sp ? " " : "", m->uid);
+				evbuffer_add_printf(j->out, "%sUID %u", sp ? " " : "", uids[i]);
 				sp = true;
 			}
 			if (s->condstore)
-				evbuffer_add_printf(j->out, "%sMODSEQ (%llu)", sp ? " " : "",
-						    (unsigned long long)m->modseq);
+				evbuffer_add_printf(
+				    j->out, "%sMODSEQ (%llu)", sp ? " " : "",
+				    (unsigned long long)(changed != NULL ? changed->modseq
+				                         : recs != NULL  ? recs[i].modseq
+				                                         : 0));
 			evbuffer_add(j->out, ")\r\n", 3);
 		}
 	}
@@ -1029,6 +1109,7 @@ void imap_cmd_store(struct imap_job *j)
 	} else {
 		imap_reply(j->out, "%s OK %sSTORE completed", j->tag, j->uid ? "UID " : "");
 	}
+	free(recs);
 	free(ch);
 	free(failed);
 	free(uids);
@@ -1093,7 +1174,7 @@ void imap_cmd_copy(struct imap_job *j)
 	}
 	uint32_t *uids = xmalloc(n * sizeof(uint32_t));
 	for (size_t i = 0; i < n; i++)
-		uids[i] = s->view.msgs[idx[i]].uid;
+		uids[i] = s->view.uids[idx[i]];
 	free(idx);
 	uint32_t uidvalidity = 0, *src = NULL, *dst = NULL;
 	size_t np = 0;
@@ -1154,7 +1235,7 @@ void imap_cmd_expunge(struct imap_job *j)
 		}
 		uids = xmalloc((n + 1) * sizeof(uint32_t));
 		for (size_t i = 0; i < n; i++)
-			uids[i] = s->view.msgs[idx[i]].uid;
+			uids[i] = s->view.uids[idx[i]];
 		free(idx);
 		if (n == 0) {
 			free(uids);

@@ -101,25 +101,26 @@ void imap_write_mailbox(struct imap_session *s, struct evbuffer *out, const char
 /* ------------------------------------------------------------------ */
 /* flags */
 
-void imap_write_msg_flags(struct imap_session *s, struct evbuffer *out, const struct mbox_msg *m)
+void imap_write_msg_flags(struct imap_session *s, struct evbuffer *out, uint32_t flags,
+                          uint32_t keywords)
 {
 	evbuffer_add(out, "(", 1);
 	bool first = true;
 	for (size_t i = 0; i < 5; i++) {
-		if (m->flags & flag_bits[i]) {
+		if (flags & flag_bits[i]) {
 			evbuffer_add_printf(out, "%s%s", first ? "" : " ", flag_names[i]);
 			first = false;
 		}
 	}
-	if (m->flags & MBOX_F_RECENT) {
+	if (flags & MBOX_F_RECENT) {
 		evbuffer_add_printf(out, "%s\\Recent", first ? "" : " ");
 		first = false;
 	}
-	if (m->keywords != 0 && s->view.box != NULL) {
+	if (keywords != 0 && s->view.box != NULL) {
 		size_t nkw;
 		const char *const *kw = mbox_keywords(s->view.box, &nkw);
 		for (size_t i = 0; i < nkw && i < 32; i++) {
-			if (m->keywords & (1U << i)) {
+			if (keywords & (1U << i)) {
 				evbuffer_add_printf(out, "%s%s", first ? "" : " ", kw[i]);
 				first = false;
 			}
@@ -275,7 +276,10 @@ void imap_view_clear(struct imap_view *v)
 {
 	mbox_close(&v->box);
 	free(v->name);
-	free(v->msgs);
+	free(v->uids);
+	free(v->flags);
+	free(v->runs);
+	free(v->fruns);
 	free(v->expunged);
 	free(v->saved_uids);
 	memset(v, 0, sizeof(*v));
@@ -286,14 +290,148 @@ long imap_view_find(const struct imap_view *v, uint32_t uid)
 	size_t lo = 0, hi = v->n;
 	while (lo < hi) {
 		size_t mid = lo + (hi - lo) / 2;
-		if (v->msgs[mid].uid < uid)
+		if (v->uids[mid] < uid)
 			lo = mid + 1;
-		else if (v->msgs[mid].uid > uid)
+		else if (v->uids[mid] > uid)
 			hi = mid;
 		else
 			return (long)mid;
 	}
 	return -1;
+}
+
+void imap_view_msg(const struct imap_view *v, size_t idx, struct mbox_msg *m_r)
+{
+	*m_r = (struct mbox_msg){.uid = v->uids[idx],
+	                         .flags = IMAP_VF_FLAGS(v->flags[idx]),
+	                         .keywords = IMAP_VF_KEYWORDS(v->flags[idx])};
+}
+
+void imap_view_set(struct imap_view *v, size_t idx, const struct mbox_msg *m)
+{
+	uint32_t recent = v->flags[idx] & MBOX_F_RECENT;
+	v->flags[idx] = IMAP_VF_PACK((m->flags & ~MBOX_F_RECENT) | recent, m->keywords);
+}
+
+struct mbox_msg *imap_view_records(struct imap_session *s, const size_t *idx, size_t n,
+                                   bool **gone_r)
+{
+	struct imap_view *v = &s->view;
+	struct mbox_msg *recs = xcalloc(n + 1, sizeof(*recs));
+	uint32_t *uids = xmalloc((n + 1) * sizeof(uint32_t));
+	for (size_t i = 0; i < n; i++)
+		uids[i] = v->uids[idx[i]];
+	char *err = NULL;
+	if (n > 0 && mbox_messages_get(v->box, uids, n, recs, &err) < 0) {
+		char q[600];
+		log_warn("event=imap_index_read_failed user=%s folder=%s error=%s", s->user,
+		         v->name, log_quote(q, sizeof(q), err != NULL ? err : "?", 500));
+		free(err);
+		memset(recs, 0, n * sizeof(*recs));
+	}
+	free(uids);
+	bool *gone = gone_r != NULL ? xcalloc(n + 1, sizeof(bool)) : NULL;
+	for (size_t i = 0; i < n; i++) {
+		if (recs[i].uid == 0) {
+			imap_view_msg(v, idx[i], &recs[i]);
+			if (gone != NULL)
+				gone[i] = true;
+		} else {
+			/* \Recent as this session knows it */
+			recs[i].flags =
+			    (recs[i].flags & ~MBOX_F_RECENT) | (v->flags[idx[i]] & MBOX_F_RECENT);
+		}
+	}
+	if (gone_r != NULL)
+		*gone_r = gone;
+	return recs;
+}
+
+void imap_view_pack(struct imap_view *v)
+{
+	if (v->packed || v->uids == NULL)
+		return;
+	v->packed = true;
+	size_t n = v->n;
+	if (n == 0)
+		return;
+	size_t nruns = 1, nfruns = 1;
+	for (size_t i = 1; i < n; i++) {
+		nruns += v->uids[i] != v->uids[i - 1] + 1;
+		nfruns += v->flags[i] != v->flags[i - 1];
+	}
+	/* 8 bytes a run against 4 a message; otherwise only the growth slack goes */
+	if (2 * nruns < n) {
+		uint32_t *runs = xmalloc(2 * nruns * sizeof(*runs));
+		size_t k = 0;
+		runs[0] = v->uids[0];
+		runs[1] = 1;
+		for (size_t i = 1; i < n; i++) {
+			if (v->uids[i] == v->uids[i - 1] + 1) {
+				runs[2 * k + 1]++;
+			} else {
+				k++;
+				runs[2 * k] = v->uids[i];
+				runs[2 * k + 1] = 1;
+			}
+		}
+		free(v->uids);
+		v->uids = NULL;
+		v->runs = runs;
+		v->nruns = nruns;
+	} else if (v->cap != n) {
+		v->uids = xrealloc(v->uids, n * sizeof(*v->uids));
+	}
+	if (2 * nfruns < n) {
+		uint32_t *fruns = xmalloc(2 * nfruns * sizeof(*fruns));
+		size_t k = 0;
+		fruns[0] = 1;
+		fruns[1] = v->flags[0];
+		for (size_t i = 1; i < n; i++) {
+			if (v->flags[i] == v->flags[i - 1]) {
+				fruns[2 * k]++;
+			} else {
+				k++;
+				fruns[2 * k] = 1;
+				fruns[2 * k + 1] = v->flags[i];
+			}
+		}
+		free(v->flags);
+		v->flags = NULL;
+		v->fruns = fruns;
+		v->nfruns = nfruns;
+	} else if (v->cap != n) {
+		v->flags = xrealloc(v->flags, n * sizeof(*v->flags));
+	}
+	v->cap = n;
+}
+
+void imap_view_unpack(struct imap_view *v)
+{
+	if (!v->packed)
+		return;
+	v->packed = false;
+	if (v->runs != NULL) {
+		uint32_t *uids = xmalloc((v->n + 1) * sizeof(*uids));
+		size_t i = 0;
+		for (size_t k = 0; k < v->nruns; k++)
+			for (uint32_t c = 0; c < v->runs[2 * k + 1] && i < v->n; c++)
+				uids[i++] = v->runs[2 * k] + c;
+		xfree(&v->runs);
+		v->nruns = 0;
+		v->uids = uids;
+	}
+	if (v->fruns != NULL) {
+		uint32_t *flags = xmalloc((v->n + 1) * sizeof(*flags));
+		size_t i = 0;
+		for (size_t k = 0; k < v->nfruns; k++)
+			for (uint32_t c = 0; c < v->fruns[2 * k] && i < v->n; c++)
+				flags[i++] = v->fruns[2 * k + 1];
+		xfree(&v->fruns);
+		v->nfruns = 0;
+		v->flags = flags;
+	}
+	v->cap = v->n;
 }
 
 static bool pending_expunge(const struct imap_view *v, uint32_t uid)
@@ -322,16 +460,17 @@ static void announce_expunges(struct imap_session *s, struct evbuffer *out)
 	size_t ngone = 0;
 	size_t w = 0, e = 0;
 	for (size_t i = 0; i < v->n; i++) {
-		while (e < v->nexpunged && v->expunged[e] < v->msgs[i].uid)
+		while (e < v->nexpunged && v->expunged[e] < v->uids[i])
 			e++;
-		if (e < v->nexpunged && v->expunged[e] == v->msgs[i].uid) {
+		if (e < v->nexpunged && v->expunged[e] == v->uids[i]) {
 			if (vanished)
-				gone[ngone++] = v->msgs[i].uid;
+				gone[ngone++] = v->uids[i];
 			else
 				evbuffer_add_printf(out, "* %zu EXPUNGE\r\n", w + 1);
 			continue;
 		}
-		v->msgs[w++] = v->msgs[i];
+		v->uids[w] = v->uids[i];
+		v->flags[w++] = v->flags[i];
 	}
 	if (vanished) {
 		/* RFC 7162 3.2.10: VANISHED instead of EXPUNGE once QRESYNC is enabled */
@@ -360,27 +499,45 @@ static void add_expunged(struct imap_view *v, uint32_t uid)
 static void view_append(struct imap_view *v, const struct mbox_msg *m)
 {
 	if (v->n == v->cap) {
-		v->cap = v->cap == 0 ? 64 : v->cap * 2;
-		v->msgs = xrealloc(v->msgs, v->cap * sizeof(*v->msgs));
+		/* grown by a quarter: an idle session keeps the slack */
+		v->cap = v->cap < 16 ? 16 : v->cap + v->cap / 4;
+		v->uids = xrealloc(v->uids, v->cap * sizeof(*v->uids));
+		v->flags = xrealloc(v->flags, v->cap * sizeof(*v->flags));
 	}
-	v->msgs[v->n++] = *m;
+	v->uids[v->n] = m->uid;
+	v->flags[v->n++] = IMAP_VF_PACK(m->flags, m->keywords);
 }
 
-static void write_fetch_flags(struct imap_session *s, struct evbuffer *out, size_t idx)
+/* Unsolicited FETCH of a changed message: m is its store record (for MODSEQ). */
+static void write_fetch_flags(struct imap_session *s, struct evbuffer *out, size_t idx,
+                              const struct mbox_msg *m)
 {
-	const struct mbox_msg *m = &s->view.msgs[idx];
-	evbuffer_add_printf(out, "* %zu FETCH (UID %u FLAGS ", idx + 1, m->uid);
-	imap_write_msg_flags(s, out, m);
+	uint32_t w = s->view.flags[idx];
+	evbuffer_add_printf(out, "* %zu FETCH (UID %u FLAGS ", idx + 1, s->view.uids[idx]);
+	imap_write_msg_flags(s, out, IMAP_VF_FLAGS(w), IMAP_VF_KEYWORDS(w));
 	if (s->condstore)
 		evbuffer_add_printf(out, " MODSEQ (%llu)", (unsigned long long)m->modseq);
 	evbuffer_add(out, ")\r\n", 3);
 }
+
+static void view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_ok);
 
 void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_ok)
 {
 	struct imap_view *v = &s->view;
 	if (!s->selected || v->box == NULL)
 		return;
+	/* an idling session's view is packed (imap_view_pack) between changes */
+	bool packed = v->packed;
+	imap_view_unpack(v);
+	view_sync(s, out, expunge_ok);
+	if (packed)
+		imap_view_pack(v);
+}
+
+static void view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_ok)
+{
+	struct imap_view *v = &s->view;
 	char *err = NULL;
 	if (s->synced_before) {
 		s->synced_before = false; /* the command ran after a sync (runs_here()) */
@@ -422,7 +579,7 @@ void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_o
 			imap_write_flags_list(s, out, true);
 			v->nkeywords = nkw;
 		}
-		uint32_t last_uid = v->n > 0 ? v->msgs[v->n - 1].uid : 0;
+		uint32_t last_uid = v->n > 0 ? v->uids[v->n - 1] : 0;
 		for (size_t i = 0; i < nch; i++) {
 			if (ch[i].modseq > top)
 				top = ch[i].modseq;
@@ -434,14 +591,10 @@ void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_o
 			long idx = imap_view_find(v, ch[i].uid);
 			if (idx < 0 || (size_t)idx >= old_n || pending_expunge(v, ch[i].uid))
 				continue;
-			struct mbox_msg *m = &v->msgs[idx];
-			bool changed = (m->flags & ~MBOX_F_RECENT) != (ch[i].flags & ~MBOX_F_RECENT) ||
-				       m->keywords != ch[i].keywords;
-			uint32_t recent = m->flags & MBOX_F_RECENT;
-			*m = ch[i];
-			m->flags = (m->flags & ~MBOX_F_RECENT) | recent;
-			if (changed || s->condstore)
-				write_fetch_flags(s, out, (size_t)idx);
+			uint32_t before = v->flags[idx];
+			imap_view_set(v, (size_t)idx, &ch[i]);
+			if (v->flags[idx] != before || s->condstore)
+				write_fetch_flags(s, out, (size_t)idx, &ch[i]);
 		}
 		free(ch);
 		free(ex);
@@ -451,7 +604,7 @@ void imap_view_sync(struct imap_session *s, struct evbuffer *out, bool expunge_o
 			if (!(s->enabled & IMAP_EN_REV2)) {
 				size_t recent = 0;
 				for (size_t i = 0; i < v->n; i++)
-					if (v->msgs[i].flags & MBOX_F_RECENT)
+					if (v->flags[i] & MBOX_F_RECENT)
 						recent++;
 				evbuffer_add_printf(out, "* %zu RECENT\r\n", recent);
 			}
@@ -503,10 +656,13 @@ void imap_qresync_report(struct imap_session *s, struct evbuffer *out, uint64_t 
 			long idx = imap_view_find(v, ch[i].uid);
 			if (idx < 0)
 				continue;
-			const struct mbox_msg *m = &v->msgs[idx];
-			evbuffer_add_printf(out, "* %ld FETCH (UID %u FLAGS ", idx + 1, m->uid);
-			imap_write_msg_flags(s, out, m);
-			evbuffer_add_printf(out, " MODSEQ (%llu))\r\n", (unsigned long long)m->modseq);
+			/* the store's record: its FLAGS and MODSEQ go together */
+			imap_view_set(v, (size_t)idx, &ch[i]);
+			uint32_t w = v->flags[idx];
+			evbuffer_add_printf(out, "* %ld FETCH (UID %u FLAGS ", idx + 1, ch[i].uid);
+			imap_write_msg_flags(s, out, IMAP_VF_FLAGS(w), IMAP_VF_KEYWORDS(w));
+			evbuffer_add_printf(out, " MODSEQ (%llu))\r\n",
+			                    (unsigned long long)ch[i].modseq);
 		}
 	}
 	free(ch);
@@ -606,16 +762,22 @@ void imap_cmd_select(struct imap_job *j)
 		imap_store_error(j, "select", err);
 		return;
 	}
-	v->msgs = msgs;
-	v->n = v->cap = n;
+	/* the view keeps UIDs and flags (8 bytes a message, not 48) */
+	v->uids = xmalloc((n + 1) * sizeof(*v->uids));
+	v->flags = xmalloc((n + 1) * sizeof(*v->flags));
+	v->n = 0;
+	v->cap = n + 1;
 	/* no counts needed: EXISTS, RECENT and UNSEEN come from the view */
 	struct mbox_status st = {0};
 	mbox_get_ids(box, &st.uidvalidity, &st.uidnext, &st.highestmodseq);
 	v->uidvalidity = st.uidvalidity;
 	v->modseq = st.highestmodseq;
-	for (size_t i = 0; i < n; i++)
-		if (v->msgs[i].modseq > v->modseq)
-			v->modseq = v->msgs[i].modseq;
+	for (size_t i = 0; i < n; i++) {
+		view_append(v, &msgs[i]);
+		if (msgs[i].modseq > v->modseq)
+			v->modseq = msgs[i].modseq;
+	}
+	free(msgs);
 	mbox_keywords(box, &v->nkeywords);
 	if (condstore)
 		s->condstore = true;
@@ -632,9 +794,9 @@ void imap_cmd_select(struct imap_job *j)
 	if (!(s->enabled & IMAP_EN_REV2)) {
 		size_t recent = 0, first_unseen = 0;
 		for (size_t i = 0; i < n; i++) {
-			if (v->msgs[i].flags & MBOX_F_RECENT)
+			if (v->flags[i] & MBOX_F_RECENT)
 				recent++;
-			if (first_unseen == 0 && !(v->msgs[i].flags & MBOX_F_SEEN))
+			if (first_unseen == 0 && !(v->flags[i] & MBOX_F_SEEN))
 				first_unseen = i + 1;
 		}
 		evbuffer_add_printf(out, "* %zu RECENT\r\n", recent);

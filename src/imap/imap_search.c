@@ -2013,6 +2013,30 @@ bool imap_search_has_modseq(const struct imap_search *search)
 	return search->has_modseq;
 }
 
+static bool key_needs_record(const struct key *k)
+{
+	switch (k->type) {
+	case K_DATE: /* SENT* falls back to INTERNALDATE */
+	case K_LARGER:
+	case K_SMALLER:
+	case K_OLDER:
+	case K_YOUNGER:
+	case K_MODSEQ:
+		return true;
+	default:
+		break;
+	}
+	for (size_t i = 0; i < k->nkids; i++)
+		if (key_needs_record(&k->kids[i]))
+			return true;
+	return false;
+}
+
+bool imap_search_needs_record(const struct imap_search *search)
+{
+	return key_needs_record(&search->root);
+}
+
 bool imap_search_uses_saved(const struct imap_search *search)
 {
 	return search->uses_saved;

@@ -81,6 +81,9 @@ void imap_search_free(struct imap_search **search);
 /* True if the program has a MODSEQ key (the reply then carries (MODSEQ n), RFC 7162 3.1.5). */
 bool imap_search_has_modseq(const struct imap_search *search);
 
+/* True if the program reads a record's size, dates or MODSEQ (not only UID, flags, keywords). */
+bool imap_search_needs_record(const struct imap_search *search);
+
 /* The MBOX_CACHE_* fields the program reads from the cache (0: none). */
 unsigned imap_search_cache_fields(const struct imap_search *search);
 /* True if the program uses "$" (the saved result). */

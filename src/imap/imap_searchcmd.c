@@ -33,6 +33,7 @@ struct search_state {
 	size_t win_start, win_n; /* view indexes [win_start, win_start + win_n) */
 	bool win_failed;
 	unsigned fields; /* MBOX_CACHE_* the program reads */
+	size_t cur;      /* view index of the message being matched */
 	unsigned char *data;
 	size_t len;
 	uint32_t data_uid;
@@ -84,8 +85,8 @@ static const struct mbox_cache *get_cache(void *arg, const struct mbox_msg *msg)
 {
 	struct search_state *st = arg;
 	struct imap_view *v = &st->s->view;
-	if (!st->win_failed && msg >= v->msgs && msg < v->msgs + v->n) {
-		size_t i = (size_t)(msg - v->msgs);
+	if (!st->win_failed && st->cur < v->n && v->uids[st->cur] == msg->uid) {
+		size_t i = st->cur;
 		if (i < st->win_start || i >= st->win_start + st->win_n) {
 			/* the program walks the view in order: the next window starts here */
 			window_clear(st);
@@ -93,8 +94,7 @@ static const struct mbox_cache *get_cache(void *arg, const struct mbox_msg *msg)
 				st->win = xcalloc(SEARCH_WINDOW, sizeof(*st->win));
 			size_t n = v->n - i < SEARCH_WINDOW ? v->n - i : SEARCH_WINDOW;
 			uint32_t uids[SEARCH_WINDOW];
-			for (size_t k = 0; k < n; k++)
-				uids[k] = v->msgs[i + k].uid;
+			memcpy(uids, v->uids + i, n * sizeof(uint32_t));
 			char *err = NULL;
 			if (mbox_msg_caches(v->box, uids, n, st->fields, st->win, &err) < 0) {
 				free(err);
@@ -182,26 +182,40 @@ static size_t run_search(struct imap_session *s, struct imap_search *search, siz
 	for (size_t i = 0; i < v->saved_uids_n; i++)
 		imap_seqset_add(&saved, v->saved_uids[i], v->saved_uids[i]);
 	struct imap_search_ctx ctx = {
-		.arg = &st,
-		.max_msn = (uint32_t)v->n,
-		.max_uid = v->n > 0 ? v->msgs[v->n - 1].uid : 0,
-		.saved = &saved,
-		.now = (int64_t)time(NULL),
-		.keyword_index = kw_index,
-		.cache = get_cache,
-		.content = get_content,
+	    .arg = &st,
+	    .max_msn = (uint32_t)v->n,
+	    .max_uid = v->n > 0 ? v->uids[v->n - 1] : 0,
+	    .saved = &saved,
+	    .now = (int64_t)time(NULL),
+	    .keyword_index = kw_index,
+	    .cache = get_cache,
+	    .content = get_content,
 	};
 	imap_search_prepare(search, &ctx);
 	size_t *hits = xmalloc((v->n + 1) * sizeof(size_t));
 	size_t n = 0;
 	uint64_t maxmod = 0;
+	/* keys on sizes, dates or MODSEQ read the index's records; flags, keywords and
+	   sets need only the view */
+	struct mbox_msg *recs = NULL;
+	if (imap_search_needs_record(search)) {
+		for (size_t i = 0; i < v->n; i++)
+			hits[i] = i;
+		recs = imap_view_records(s, hits, v->n, NULL);
+	}
 	for (size_t i = 0; i < v->n; i++) {
-		if (imap_search_match(search, &ctx, (uint32_t)(i + 1), &v->msgs[i])) {
+		struct mbox_msg own;
+		const struct mbox_msg *m = recs != NULL ? &recs[i] : &own;
+		if (recs == NULL)
+			imap_view_msg(v, i, &own);
+		st.cur = i;
+		if (imap_search_match(search, &ctx, (uint32_t)(i + 1), m)) {
 			hits[n++] = i;
-			if (v->msgs[i].modseq > maxmod)
-				maxmod = v->msgs[i].modseq;
+			if (m->modseq > maxmod)
+				maxmod = m->modseq;
 		}
 	}
+	free(recs);
 	state_clear(&st);
 	imap_seqset_free(&saved);
 	*hits_r = hits;
@@ -234,12 +248,12 @@ static void cmd_search(struct imap_job *j)
 	struct imap_view *v = &s->view;
 	uint32_t *nums = xmalloc((n + 1) * sizeof(uint32_t));
 	for (size_t i = 0; i < n; i++)
-		nums[i] = j->uid ? v->msgs[hits[i]].uid : (uint32_t)(hits[i] + 1);
+		nums[i] = j->uid ? v->uids[hits[i]] : (uint32_t)(hits[i] + 1);
 	if (opts.ret & IMAP_SEARCH_RET_SAVE) {
 		free(v->saved_uids);
 		v->saved_uids = xmalloc((n + 1) * sizeof(uint32_t));
 		for (size_t i = 0; i < n; i++)
-			v->saved_uids[i] = v->msgs[hits[i]].uid;
+			v->saved_uids[i] = v->uids[hits[i]];
 		v->saved_uids_n = (uint32_t)n;
 	}
 	bool esearch = opts.esearch || (s->enabled & IMAP_EN_REV2);
@@ -332,11 +346,18 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 	size_t ncache = windowed ? (n < SORT_WINDOW ? n : SORT_WINDOW) : n;
 	struct mbox_cache *caches = xcalloc(ncache + 1, sizeof(*caches));
 	uint32_t *uids = xmalloc((ncache + 1) * sizeof(uint32_t));
+	/* ARRIVAL and SIZE from the index's records (and THREAD's date fallback); a sort
+	   without them reads only the records of the messages without a Date: below */
+	bool need_recs = thread;
+	for (size_t k = 0; !thread && k < prog.n; k++)
+		if (prog.crit[k].key == IMAP_SORT_ARRIVAL || prog.crit[k].key == IMAP_SORT_SIZE)
+			need_recs = true;
+	struct mbox_msg *recs = need_recs ? imap_view_records(s, hits, n, NULL) : NULL;
 	char *cerr = NULL;
 	for (size_t w = 0; w < n; w += ncache) {
 		size_t wn = n - w < ncache ? n - w : ncache;
 		for (size_t i = 0; i < wn; i++)
-			uids[i] = v->msgs[hits[w + i]].uid;
+			uids[i] = v->uids[hits[w + i]];
 		if (fields != 0 && mbox_msg_caches(v->box, uids, wn, fields, caches, &cerr) < 0) {
 			/* the index failed: every message sorts as one without headers */
 			free(cerr);
@@ -344,7 +365,12 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 			memset(caches, 0, wn * sizeof(*caches));
 		}
 		for (size_t i = 0; i < wn; i++) {
-			const struct mbox_msg *m = &v->msgs[hits[w + i]];
+			struct mbox_msg own;
+			const struct mbox_msg *m = &own;
+			if (recs != NULL)
+				m = &recs[w + i];
+			else
+				imap_view_msg(v, hits[w + i], &own);
 			struct mbox_cache *c = &caches[i];
 			if (fields != 0 && !c->found) {
 				/* no cache row: one by one (computed from the file if needed) */
@@ -365,6 +391,23 @@ static void cmd_sort_thread(struct imap_job *j, bool thread)
 		}
 	}
 	free(uids);
+	free(recs);
+	if (!need_recs && (fields & (MBOX_CACHE_DATE | MBOX_CACHE_HEADERS))) {
+		/* DATE of a message without a usable Date: is its INTERNALDATE (RFC 5256) */
+		size_t *late = xmalloc((n + 1) * sizeof(size_t));
+		size_t nlate = 0;
+		for (size_t i = 0; i < n; i++)
+			if (msgs[i].date == 0)
+				late[nlate++] = hits[i];
+		if (nlate > 0) {
+			struct mbox_msg *lr = imap_view_records(s, late, nlate, NULL);
+			for (size_t i = 0, k = 0; i < n && k < nlate; i++)
+				if (msgs[i].date == 0)
+					msgs[i].arrival = lr[k++].internaldate;
+			free(lr);
+		}
+		free(late);
+	}
 	if (thread) {
 		char *t = imap_thread(alg, msgs, n, j->uid);
 		evbuffer_add_printf(j->out, "* THREAD %s\r\n", t);

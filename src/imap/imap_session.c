@@ -76,13 +76,21 @@ static struct evbuffer *output(struct imap_session *s)
 	return bufferevent_get_output(s->bev);
 }
 
+/* [imap] plaintext_auth = loopback: a client on this host may log in without TLS. */
+static bool plaintext_ok(const struct imap_session *s)
+{
+	return strcmp(s->cfg->imap_plaintext_auth, "loopback") == 0 &&
+	       (strncmp(s->ip, "127.", 4) == 0 || strcmp(s->ip, "::1") == 0 ||
+	        strncmp(s->ip, "::ffff:127.", 11) == 0);
+}
+
 void imap_capability_string(struct imap_session *s, struct evbuffer *out)
 {
 	evbuffer_add_printf(out, "CAPABILITY IMAP4rev1 IMAP4rev2 LITERAL+ SASL-IR ID ENABLE IDLE");
 	if (s->state == IMAP_NOT_AUTH) {
 		if (!s->tls && s->conf->tls != NULL)
 			evbuffer_add_printf(out, " STARTTLS");
-		if (s->tls)
+		if (s->tls || plaintext_ok(s))
 			evbuffer_add_printf(out, " AUTH=PLAIN");
 		else
 			evbuffer_add_printf(out, " LOGINDISABLED");
@@ -512,7 +520,7 @@ static void login_done(struct imap_session *s, struct imap_job *j)
 static bool login_allowed(struct imap_session *s, const char *tag, const char *login)
 {
 	struct evbuffer *out = output(s);
-	if (!s->tls) {
+	if (!s->tls && !plaintext_ok(s)) {
 		imap_reply(out, "%s NO [PRIVACYREQUIRED] Use STARTTLS or the imaps port to log in",
 			   tag);
 		return false;
@@ -850,20 +858,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 	job_submit(j);
 }
 
-/* An idle session holds its view for as long as it idles: without the slack
-   of the array it was built in (SELECT grows it by doubling, up to half of it
-   unused). The store's array is 48 bytes a message. */
-static void view_trim(struct imap_view *v)
-{
-	if (v->msgs == NULL || v->n == 0)
-		return;
-	v->msgs = xrealloc(v->msgs, v->n * sizeof(*v->msgs));
-	v->cap = v->n;
-}
-
 static void cmd_idle(struct imap_session *s, struct imap_command *c)
 {
-	view_trim(&s->view);
+	/* an idle session holds its view for as long as it idles: packed */
+	imap_view_pack(&s->view);
 	s->idling = true;
 	free(s->idle_tag);
 	s->idle_tag = xstrdup(c->tag);
@@ -875,6 +873,7 @@ static void cmd_idle(struct imap_session *s, struct imap_command *c)
 static void idle_done(struct imap_session *s, const char *line, size_t len)
 {
 	s->idling = false;
+	imap_view_unpack(&s->view);
 	if (len == 4 && strncasecmp(line, "DONE", 4) == 0) {
 		imap_reply(output(s), "%s OK Idle completed", s->idle_tag);
 	} else {

@@ -79,6 +79,7 @@ struct config {
 	uint64_t imap_max_line_length; /* command line octets, literals excluded */
 	uint64_t imap_autologout;      /* seconds of inactivity after login */
 	uint64_t imap_max_connections_per_user; /* per account and client IP */
+	char *imap_plaintext_auth; /* no | loopback (login without TLS from 127/8, ::1) */
 
 	/* [pop3] */
 	char *pop3_delete; /* allow | keep (DELE accepted, nothing removed) */

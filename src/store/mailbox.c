@@ -3031,6 +3031,74 @@ int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char 
 	return select_msgs(box, "", 0, msgs_r, n_r, error_r);
 }
 
+/* One row of messages (the columns of select_msgs) into *m. */
+static void msg_from_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *m)
+{
+	m->uid = (uint32_t)sqlite3_column_int64(s, 0);
+	m->flags = (uint32_t)sqlite3_column_int64(s, 1);
+	m->keywords = (uint32_t)sqlite3_column_int64(s, 2);
+	m->modseq = (uint64_t)sqlite3_column_int64(s, 3);
+	m->size = (uint64_t)sqlite3_column_int64(s, 4);
+	m->internaldate = sqlite3_column_int64(s, 5);
+	m->savedate = sqlite3_column_int64(s, 6);
+	if (!box->readonly && box_recent(box, m->uid))
+		m->flags |= MBOX_F_RECENT;
+}
+
+int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct mbox_msg *msgs_r,
+                      char **error_r)
+{
+	memset(msgs_r, 0, n * sizeof(*msgs_r));
+	if (n == 0)
+		return 0;
+	sqlite3 *db = conn_db(box->acct->st, error_r);
+	if (db == NULL)
+		return -1;
+	/* a dense set (FETCH 1:*, SORT of a whole folder) in one range scan, a sparse
+	   one (FETCH 17, a SEARCH hit list) by primary-key lookups */
+	uint64_t span = (uint64_t)uids[n - 1] - uids[0] + 1;
+	bool range = span <= 4 * (uint64_t)n;
+	sqlite3_stmt *s = prep(db,
+	                       range ? "SELECT uid, flags, keywords, modseq, size, internaldate, "
+	                               "savedate FROM messages WHERE folder_id = ?1 AND uid >= ?2 "
+	                               "AND uid <= ?3 ORDER BY uid"
+	                             : "SELECT uid, flags, keywords, modseq, size, internaldate, "
+	                               "savedate FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	                       error_r);
+	if (s == NULL)
+		return -1;
+	int rc = SQLITE_DONE;
+	sqlite3_bind_int64(s, 1, box->folder_id);
+	if (range) {
+		sqlite3_bind_int64(s, 2, uids[0]);
+		sqlite3_bind_int64(s, 3, uids[n - 1]);
+		size_t i = 0;
+		while (i < n && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+			uint32_t uid = (uint32_t)sqlite3_column_int64(s, 0);
+			while (i < n && uids[i] < uid)
+				i++;
+			if (i < n && uids[i] == uid)
+				msg_from_row(box, s, &msgs_r[i++]);
+		}
+		if (rc == SQLITE_ROW)
+			rc = SQLITE_DONE;
+	} else {
+		for (size_t i = 0; i < n && (rc == SQLITE_DONE || rc == SQLITE_ROW); i++) {
+			sqlite3_reset(s);
+			sqlite3_bind_int64(s, 2, uids[i]);
+			rc = sqlite3_step(s);
+			if (rc == SQLITE_ROW)
+				msg_from_row(box, s, &msgs_r[i]);
+		}
+		if (rc == SQLITE_ROW)
+			rc = SQLITE_DONE;
+	}
+	unprep(s);
+	if (rc != SQLITE_DONE)
+		return fail_db(error_r, db, "messages");
+	return 0;
+}
+
 int mbox_changes(struct mbox *box, uint64_t since, struct mbox_msg **changed_r, size_t *nchanged_r,
                  uint32_t **expunged_r, size_t *nexpunged_r, char **error_r)
 {

@@ -198,6 +198,15 @@ void mbox_get_ids(const struct mbox *box, uint32_t *uidvalidity_r, uint32_t *uid
 int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char **error_r);
 
 /*
+ * The records of the messages with the given UIDs (ascending): msgs_r[i] for
+ * uids[i], all zero (uid 0) for a UID that is not in the folder (expunged).
+ * Does not sync. IMAP sessions keep only UIDs and flags per message and read
+ * the rest (size, dates, MODSEQ) here when a command needs it.
+ */
+int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct mbox_msg *msgs_r,
+                      char **error_r);
+
+/*
  * What changed since MODSEQ `since`: messages with modseq > since (new or
  * with changed flags), ascending UID, and the UIDs expunged with a modseq
  * > since, ascending. Does not sync (call mbox_sync first).
