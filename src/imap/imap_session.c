@@ -999,7 +999,7 @@ static bool search_keys_light(const struct imap_arg *a, size_t n, size_t depth)
 static enum here runs_here(struct imap_session *s, const struct command *cmd, bool uid,
                            const struct imap_arg *args, size_t nargs)
 {
-	if (s->state != IMAP_SELECTED || s->here_off || s->view.box == NULL ||
+	if (s->state != IMAP_SELECTED || s->here_off || s->view.box == NULL || s->view.packed ||
 	    s->view.n > HERE_MAX_MESSAGES)
 		return HERE_NO;
 	enum here how = HERE_READ;
@@ -1012,7 +1012,7 @@ static enum here runs_here(struct imap_session *s, const struct command *cmd, bo
 			struct imap_seqset set;
 			const char *err = NULL;
 			uint32_t max = s->view.n == 0 ? 0
-			               : uid          ? s->view.msgs[s->view.n - 1].uid
+			               : uid          ? s->view.uids[s->view.n - 1]
 			                              : (uint32_t)s->view.n;
 			int r = imap_seqset_parse(args[0].str, max, &set, &err);
 			uint64_t n = r == 0 && !set.saved ? imap_seqset_count(&set) : UINT64_MAX;
