@@ -716,6 +716,9 @@ out:
 		close(srv->reserve_fd);
 	ratelimit_free(&srv->smtp.limits);
 	smtp_conf_unref(&srv->smtp.conf);
+	/* a bufferevent freed above whose deferred callbacks were still queued is
+	   released by them: run them (event_base_free() would cancel them, leaking it) */
+	event_base_loop(srv->smtp.base, EVLOOP_NONBLOCK);
 	event_base_free(srv->smtp.base);
 	free(srv);
 	log_info("event=stopped exit=%d", ret);
