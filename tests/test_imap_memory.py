@@ -11,7 +11,7 @@ The plaintext variant holds the goal itself: the same without TLS ([imap]
 plaintext_auth = loopback) and with a 200-message INBOX, so the selected
 view counts (8 bytes a message, UIDs as runs while idling): at most
 PLAIN_PER_CONN_KIB (10) each. Measured (2026-11-23): 2.8-3.6 KiB in a release
-build, 6-13 KiB under ASan (it varies from run to run).
+build, 6-24 KiB under ASan (it varies from run to run).
 
 Measured (2026-11): about 17 KiB per session in a release build with this
 small INBOX, of which OpenSSL's per-connection state is about 14.5 KiB; under
@@ -41,7 +41,10 @@ PER_CONN_KIB = 28
 ASAN_PER_CONN_KIB = 56
 PLAIN_MESSAGES = 200
 PLAIN_PER_CONN_KIB = 10
-ASAN_PLAIN_PER_CONN_KIB = 20
+# under ASan a session's few KiB come from size-class regions ASan maps a MiB or more at a
+# time, so the slope over 150 sessions jumps (6-24 KiB measured): a loose bound there, the
+# goal itself is held by the release build
+ASAN_PLAIN_PER_CONN_KIB = 40
 USERS = ("a", "b", "c")
 
 
