@@ -748,9 +748,14 @@ static void run_batch(struct queue *q, struct deliver_item *batch, bool include_
 	 * write transaction; without it the statements simply run on their own.
 	 */
 	bool reading = queue_stmt_exec(q->deliver_db, q->deliver_st, QS_BEGIN, "BEGIN") == 0;
+	/* and in postern.db for the recipients' lookups */
+	struct directory *dir = directory_thread(q->data_dir);
+	bool dir_reading = dir != NULL && directory_read_begin(dir) == 0;
 	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
 		deliver_message(q, &rd, d, include_deferred);
 	}
+	if (dir_reading)
+		directory_read_end(dir);
 	if (reading && queue_stmt_exec(q->deliver_db, q->deliver_st, QS_COMMIT, "COMMIT") < 0)
 		queue_db_exec(q->deliver_db, "ROLLBACK");
 	/* every copy durable (file and new/ entry) before any row says delivered */
@@ -960,16 +965,23 @@ struct direct_round *queue_direct_deliver(struct queue *q, struct commit_item *b
 {
 	struct direct_round *dr = NULL;
 	struct directory *dir = NULL;
+	bool reading = false;
 	for (struct commit_item *it = batch; it != NULL; it = it->next) {
 		it->direct = false;
 		if (!direct_eligible(it))
 			continue;
-		if (dir == NULL && (dir = directory_thread(q->data_dir)) == NULL)
-			break;
+		if (dir == NULL) {
+			if ((dir = directory_thread(q->data_dir)) == NULL)
+				break;
+			/* one read lock for the batch's lookups, not one per statement */
+			reading = directory_read_begin(dir) == 0;
+		}
 		if (dr == NULL)
 			dr = xcalloc(1, sizeof(*dr));
 		it->direct = direct_start(&dr->rd, dir, it, now);
 	}
+	if (reading)
+		directory_read_end(dir);
 	if (dr == NULL)
 		return NULL;
 	struct round *rd = &dr->rd;
