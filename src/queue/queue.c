@@ -564,6 +564,8 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 {
 	size_t n = 0;
 	time_t now = time(NULL);
+	/* the batch's log lines in one write per sink, before the 250s */
+	log_hold();
 
 	/*
 	 * 0. Messages for local accounts only: straight into their Maildirs,
@@ -675,12 +677,15 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 		q->done_head = batch;
 	q->done_tail = last;
 	pthread_mutex_unlock(&q->lock);
+	log_flush();
 	uint64_t one = 1;
 	if (write(q->efd, &one, sizeof(one)) < 0) {
 		/* an eventfd counter cannot overflow here */
 	}
 	/* after the 250s: log the direct copies, wake IDLE, count usage */
+	log_hold();
 	queue_direct_settle(q, direct);
+	log_flush();
 }
 
 static void *commit_main(void *arg)
