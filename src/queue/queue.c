@@ -661,6 +661,8 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 			deliver_push(q, it->msg->id, it->recovering, it->msg);
 	}
 	log_debug("event=group_commit batch=%zu ok=%zu", n, nok);
+	/* written before the loop can see the batch (it may answer it on an earlier wake-up) */
+	log_flush();
 
 	pthread_mutex_lock(&q->lock);
 	q->stats.batches++;
@@ -677,7 +679,6 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 		q->done_head = batch;
 	q->done_tail = last;
 	pthread_mutex_unlock(&q->lock);
-	log_flush();
 	uint64_t one = 1;
 	if (write(q->efd, &one, sizeof(one)) < 0) {
 		/* an eventfd counter cannot overflow here */
