@@ -212,6 +212,28 @@ def test_case_insensitive_local_part(srv):
     srv.wait_for_delivery("b@example.test", before + 1)
 
 
+def test_local_only_delivered_before_the_250(srv):
+    # Every recipient a local account: the copies are written and made durable in the
+    # Maildirs before the 250 (direct delivery), once per account, with no spool file.
+    before = {a: count(srv, a) for a in ("a@example.test", "b@example.test", "c@example.test")}
+    c = srv.smtp()
+    code, text = send(c, "sender@remote.test", ["team@example.test", "b@example.test"],
+                      make_message("direct delivery"))
+    assert code == 250, text
+    qid = queue_id_of(text)
+    for a in before:  # no waiting: already there when the 250 came
+        got = [m for m in srv.maildir(a) if b"direct delivery" in m]
+        assert len(got) == 1, (a, len(got))
+        assert count(srv, a) == before[a] + 1
+    assert qid not in srv.spool_files()
+    assert "event=committed queue_id=%s" % qid in srv.log()  # written before the 250
+    want = re.compile(r"event=delivered queue_id=%s to=\S+ account=b@example.test .*direct=1" % qid)
+    deadline = time.monotonic() + 10  # the copies' lines follow the 250
+    while not want.search(srv.log()):
+        assert time.monotonic() < deadline, "no delivered line for %s" % qid
+        time.sleep(0.05)
+
+
 def test_external_alias_target_stays_queued(srv):
     # remote.test has no mail server in the test DNS (conftest): the outbound agent tries the
     # external target, defers it, and the message waits in the spool for the next attempt.

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
@@ -56,6 +58,64 @@ void log_set_stderr(int enabled)
 	to_stderr = enabled;
 }
 
+/* log_hold(): this thread's lines waiting for log_flush() (allocated while any wait) */
+static _Thread_local bool holding;
+static _Thread_local char *held;
+static _Thread_local size_t held_len, held_cap;
+
+#define LOG_HELD_MAX (64 * 1024)
+
+static void write_sinks(const char *buf, size_t len)
+{
+	if (to_stderr && write(STDERR_FILENO, buf, len) < 0) {
+		/* nothing sensible to do */
+	}
+	int fd = file_fd;
+	if (fd >= 0 && write(fd, buf, len) < 0) {
+		/* nothing sensible to do */
+	}
+}
+
+void log_hold(void)
+{
+	holding = true;
+}
+
+void log_flush(void)
+{
+	holding = false;
+	if (held == NULL)
+		return;
+	int saved = errno;
+	write_sinks(held, held_len);
+	errno = saved;
+	free(held);
+	held = NULL;
+	held_len = held_cap = 0;
+}
+
+/* Append a line to the held ones; false if it must be written now. */
+static bool hold_line(const char *line, size_t len)
+{
+	if (held_len + len > LOG_HELD_MAX) {
+		log_flush();
+		holding = true;
+	}
+	if (held_len + len > held_cap) {
+		size_t cap = held_cap == 0 ? 8192 : held_cap * 2;
+		while (cap < held_len + len)
+			cap *= 2;
+		char *p = realloc(held, cap);
+		if (p == NULL)
+			return false;
+		held = p;
+		held_cap = cap;
+	}
+	memcpy(held + held_len, line, len);
+	held_len += len;
+	return true;
+}
+
 void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 {
 	if ((int)level < cur_level)
@@ -105,13 +165,17 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 	}
 	line[len++] = '\n';
 	int saved = errno;
-	if (to_stderr && write(STDERR_FILENO, line, len) < 0) {
-		/* nothing sensible to do */
+	if (holding && level < LOG_FATAL && hold_line(line, len)) {
+		errno = saved;
+		return;
 	}
-	int fd = file_fd;
-	if (fd >= 0 && write(fd, line, len) < 0) {
-		/* nothing sensible to do */
+	if (held != NULL) {
+		/* a fatal line, or no memory: what is held goes first, in order */
+		bool was = holding;
+		log_flush();
+		holding = was;
 	}
+	write_sinks(line, len);
 	errno = saved;
 }
 

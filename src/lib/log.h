@@ -25,6 +25,15 @@ void log_close_file(void);
 /* Silence stderr output (the file, if open, still gets every line). */
 void log_set_stderr(int enabled);
 
+/*
+ * Hold this thread's lines (below LOG_FATAL) in memory until log_flush(),
+ * which writes them with one write() per sink instead of one per line. For
+ * a thread that logs a batch of lines at once (the queue's commit thread);
+ * a held line is lost if the process dies before the flush, so flush
+ * before anything the lines describe becomes visible (the 250).
+ */
+void log_hold(void);
+void log_flush(void);
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vwrite(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 

@@ -604,6 +604,24 @@ static int64_t backoff(int attempts)
 	return d < RETRY_MAX ? d : RETRY_MAX;
 }
 
+/* The round's usage counters in postern.db: one transaction. */
+static void add_usage_counters(struct queue *q, struct round *rd)
+{
+	struct directory *dir = rd->nusage > 0 ? directory_thread(q->data_dir) : NULL;
+	if (dir == NULL)
+		return;
+	int64_t *ids = xcalloc(rd->nusage, sizeof(*ids));
+	int64_t *deltas = xcalloc(rd->nusage, sizeof(*deltas));
+	for (size_t i = 0; i < rd->nusage; i++) {
+		ids[i] = rd->usage[i].account_id;
+		deltas[i] = rd->usage[i].delta;
+	}
+	if (directory_usage_add_many(dir, ids, deltas, rd->nusage) < 0)
+		log_error("event=usage_update_failed accounts=%zu", rd->nusage);
+	free(ids);
+	free(deltas);
+}
+
 /* Write the round's outcome and finish messages with nothing left pending. */
 static void apply_round(struct queue *q, struct round *rd, struct deliver_item *batch,
 			size_t nbatch)
@@ -697,20 +715,7 @@ static void apply_round(struct queue *q, struct round *rd, struct deliver_item *
 				  strerror(errno));
 		free(p);
 	}
-	/* usage counters: one transaction per round */
-	struct directory *dir = rd->nusage > 0 ? directory_thread(q->data_dir) : NULL;
-	if (dir != NULL) {
-		int64_t *ids = xcalloc(rd->nusage, sizeof(*ids));
-		int64_t *deltas = xcalloc(rd->nusage, sizeof(*deltas));
-		for (size_t i = 0; i < rd->nusage; i++) {
-			ids[i] = rd->usage[i].account_id;
-			deltas[i] = rd->usage[i].delta;
-		}
-		if (directory_usage_add_many(dir, ids, deltas, rd->nusage) < 0)
-			log_error("event=usage_update_failed accounts=%zu", rd->nusage);
-		free(ids);
-		free(deltas);
-	}
+	add_usage_counters(q, rd);
 	goto out;
 rollback:
 	log_error("event=queue_update_failed error=\"%s\"", sqlite3_errmsg(db));
@@ -743,9 +748,14 @@ static void run_batch(struct queue *q, struct deliver_item *batch, bool include_
 	 * write transaction; without it the statements simply run on their own.
 	 */
 	bool reading = queue_stmt_exec(q->deliver_db, q->deliver_st, QS_BEGIN, "BEGIN") == 0;
+	/* and in postern.db for the recipients' lookups */
+	struct directory *dir = directory_thread(q->data_dir);
+	bool dir_reading = dir != NULL && directory_read_begin(dir) == 0;
 	for (struct deliver_item *d = batch; d != NULL; d = d->next) {
 		deliver_message(q, &rd, d, include_deferred);
 	}
+	if (dir_reading)
+		directory_read_end(dir);
 	if (reading && queue_stmt_exec(q->deliver_db, q->deliver_st, QS_COMMIT, "COMMIT") < 0)
 		queue_db_exec(q->deliver_db, "ROLLBACK");
 	/* every copy durable (file and new/ entry) before any row says delivered */
@@ -843,4 +853,199 @@ void *queue_deliver_main(void *arg)
 	}
 	pthread_mutex_unlock(&q->lock);
 	return NULL;
+}
+
+/*
+ * ---- direct delivery, on the commit thread ----
+ *
+ * A message whose recipients are all local accounts does not need the
+ * queue: writing it into the Maildirs and making those copies durable
+ * before the 250 is as safe as making a spool file and its rows durable,
+ * and saves the spool file (create, fsync, unlink), three queue.db
+ * transactions and the hand-off to the delivery thread. A crash before the
+ * 250 may leave copies in new/ of a message never acknowledged; the client
+ * sends it again, which is the same as a crash after the spool file was
+ * durable but before the 250 (RFC 1047). A crash after the 250 loses
+ * nothing: every copy was durable before it.
+ */
+struct direct_round {
+	struct round rd;
+	bool *done; /* per copy: durable, and its message answered 250 */
+};
+
+static bool direct_eligible(const struct commit_item *it)
+{
+	const struct spool_msg *m = it->msg;
+	if (it->env == NULL || it->env->nrcpts == 0 || m == NULL || m->error != 0 || m->fd >= 0 ||
+	    m->buf == NULL || m->size < m->prefix_len)
+		return false;
+	for (size_t i = 0; i < it->env->nrcpts; i++)
+		if (!it->env->rcpts[i].local)
+			return false;
+	return true;
+}
+
+static void drop_copies(struct round *rd, size_t first)
+{
+	for (size_t k = first; k < rd->ncopies; k++) {
+		maildir_delivery_clear(&rd->mds[k]); /* removes the tmp/ file */
+		free(rd->copies[k].account);
+		free(rd->copies[k].rcpt);
+	}
+	rd->ncopies = first;
+}
+
+/*
+ * Write the copies of one message into tmp/ (one per account, however many
+ * recipients lead there). False, with nothing left behind, when the message
+ * must take the queue: a recipient that no longer resolves to local
+ * accounts only (unknown now, external alias targets, a lookup error), or
+ * a copy that could not be written (the queue defers and retries it).
+ */
+static bool direct_start(struct round *rd, struct directory *dir, struct commit_item *it,
+			 time_t now)
+{
+	const struct envelope *env = it->env;
+	struct spool_msg *m = it->msg;
+	struct deliver_item view = {
+	    .in_memory = true,
+	    .prefix = m->prefix,
+	    .prefix_len = m->prefix_len,
+	    .body = m->buf,
+	    .body_len = (size_t)(m->size - m->prefix_len),
+	};
+	struct source src = {.mem = &view, .fd = -1};
+	char *sender = header_safe(env->sender);
+	size_t first = rd->ncopies;
+	bool ok = true;
+	for (size_t i = 0; i < env->nrcpts && ok; i++) {
+		const char *addr = env->rcpts[i].address;
+		struct resolved res;
+		if (directory_resolve(dir, addr, &res) != RESOLVE_OK) {
+			ok = false;
+			break;
+		}
+		if (res.naccounts == 0 || res.nexternal > 0) {
+			resolved_free(&res);
+			ok = false;
+			break;
+		}
+		char *rcpt = header_safe(addr);
+		char *prefix = xasprintf("Return-Path: <%s>\r\nDelivered-To: %s\r\n", sender, rcpt);
+		free(rcpt);
+		for (size_t a = 0; a < res.naccounts && ok; a++) {
+			const struct account *acct = &res.accounts[a];
+			size_t k = first;
+			while (k < rd->ncopies && rd->copies[k].account_id != acct->id)
+				k++;
+			if (k < rd->ncopies)
+				continue; /* an earlier recipient of this message leads there too */
+			ssize_t ci;
+			if (start_copy(rd, m->id, now, prefix, &src, acct, addr, false, &ci) < 0) {
+				log_warn("event=maildir_write_failed queue_id=%s account=%s "
+					 "error=\"%s\" next=queue",
+					 m->id, acct->address, strerror(errno));
+				ok = false;
+			}
+		}
+		free(prefix);
+		resolved_free(&res);
+	}
+	free(sender);
+	if (!ok) {
+		drop_copies(rd, first);
+		return false;
+	}
+	it->copy_first = first;
+	it->ncopies = rd->ncopies - first;
+	return true;
+}
+
+struct direct_round *queue_direct_deliver(struct queue *q, struct commit_item *batch, time_t now)
+{
+	struct direct_round *dr = NULL;
+	struct directory *dir = NULL;
+	bool reading = false;
+	for (struct commit_item *it = batch; it != NULL; it = it->next) {
+		it->direct = false;
+		if (!direct_eligible(it))
+			continue;
+		if (dir == NULL) {
+			if ((dir = directory_thread(q->data_dir)) == NULL)
+				break;
+			/* one read lock for the batch's lookups, not one per statement */
+			reading = directory_read_begin(dir) == 0;
+		}
+		if (dr == NULL)
+			dr = xcalloc(1, sizeof(*dr));
+		it->direct = direct_start(&dr->rd, dir, it, now);
+	}
+	if (reading)
+		directory_read_end(dir);
+	if (dr == NULL)
+		return NULL;
+	struct round *rd = &dr->rd;
+	/* every copy durable (file, then its new/ entry) before any 250 */
+	finish_copies(rd);
+	dr->done = xcalloc(rd->ncopies + 1, sizeof(*dr->done));
+	for (struct commit_item *it = batch; it != NULL; it = it->next) {
+		if (!it->direct)
+			continue;
+		size_t nok = 0;
+		for (size_t k = it->copy_first; k < it->copy_first + it->ncopies; k++)
+			if (rd->mds[k].error == 0)
+				nok++;
+		if (nok == it->ncopies) {
+			for (size_t k = it->copy_first; k < it->copy_first + it->ncopies; k++)
+				dr->done[k] = true;
+			continue;
+		}
+		/* to the queue, which skips the copies that were made (maildir_has) */
+		for (size_t k = it->copy_first; k < it->copy_first + it->ncopies; k++)
+			if (rd->mds[k].error != 0)
+				log_warn("event=maildir_write_failed queue_id=%s account=%s "
+					 "error=\"%s\" next=queue",
+					 it->msg->id, rd->copies[k].account,
+					 strerror(rd->mds[k].error));
+		it->direct = false;
+		it->recovering = nok > 0;
+	}
+	return dr;
+}
+
+void queue_direct_settle(struct queue *q, struct direct_round *dr)
+{
+	if (dr == NULL)
+		return;
+	struct round *rd = &dr->rd;
+	uint64_t ndelivered = 0;
+	for (size_t k = 0; k < rd->ncopies; k++) {
+		if (!dr->done[k])
+			continue;
+		struct copy *c = &rd->copies[k];
+		struct maildir_delivery *md = &rd->mds[k];
+		uint64_t used = c->used + (uint64_t)pending_usage(rd, c->account_id);
+		if (c->quota != 0 && used + md->size > c->quota)
+			log_warn("event=over_quota queue_id=%s account=%s quota=%llu used=%llu "
+				 "size=%llu",
+				 c->id, c->account, (unsigned long long)c->quota,
+				 (unsigned long long)used, (unsigned long long)md->size);
+		add_usage(rd, c->account_id, (int64_t)md->size);
+		/* wake IMAP IDLE sessions of the account's INBOX (md->newdir is MAILDIR/new) */
+		char *root = xstrndup(md->newdir, strlen(md->newdir) - strlen("/new"));
+		mbox_notify(root, "INBOX");
+		free(root);
+		char to[512];
+		log_info("event=delivered queue_id=%s to=%s account=%s size=%llu direct=1", c->id,
+			 log_quote(to, sizeof(to), c->rcpt, 256), c->account,
+			 (unsigned long long)md->size);
+		ndelivered++;
+	}
+	pthread_mutex_lock(&q->lock);
+	q->stats.delivered += ndelivered;
+	pthread_mutex_unlock(&q->lock);
+	add_usage_counters(q, rd);
+	round_free(rd);
+	free(dr->done);
+	free(dr);
 }

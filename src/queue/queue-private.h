@@ -46,6 +46,15 @@ struct commit_item {
 	int error;
 	int fd; /* the spool file between writing and flushing */
 	bool undo; /* its rows were committed but its spool file is not durable */
+	/*
+	 * Delivered straight into its Maildir(s) by the commit thread
+	 * (queue_direct_deliver): no spool file, no rows. Its copies are
+	 * [copy_first, copy_first + ncopies) of the direct round.
+	 */
+	bool direct;
+	size_t copy_first, ncopies;
+	/* some copies may exist already (a direct delivery that failed half-way) */
+	bool recovering;
 };
 
 struct deliver_item {
@@ -138,8 +147,6 @@ int queue_stmt_exec(sqlite3 *db, sqlite3_stmt **cache, enum queue_stmt_slot slot
 		    const char *sql);
 sqlite3 *queue_db_open(const char *path, char **error_r);
 void queue_deliver_push(struct queue *q, const char *id, bool recovering);
-/* queue_deliver_push() of a message just committed, taking its bytes from msg when it may */
-void queue_deliver_push_msg(struct queue *q, struct spool_msg *msg);
 /* Free a list of deliver_items (and the memory they hold). */
 void queue_deliver_items_free(struct queue *q, struct deliver_item *d);
 int fsync_path(const char *path);
@@ -179,5 +186,26 @@ void queue_admin_process(struct admin_ctx *ctx);
 
 /* deliver.c */
 void *queue_deliver_main(void *arg);
+/*
+ * On the commit thread, before the batch's spool files are written: every
+ * message of `batch` whose recipients all resolve to local accounts only
+ * (no external alias targets), held in memory, is written into those
+ * Maildirs and made durable there (file, then new/) and gets it->direct;
+ * no spool file or queue.db row is ever made for it. A message that
+ * cannot go this way, or whose copies could not all be made durable,
+ * keeps it->direct false and takes the queue (with it->recovering when
+ * some of its copies are already in place: delivery skips them). Returns
+ * the round to pass to queue_direct_settle() once the batch is answered,
+ * or NULL.
+ */
+struct direct_round;
+struct direct_round *queue_direct_deliver(struct queue *q, struct commit_item *batch,
+					  time_t now);
+/*
+ * After the batch was handed to the loop (the round no longer looks at
+ * it): log the durable copies, wake IMAP IDLE, count usage in postern.db.
+ * Frees the round.
+ */
+void queue_direct_settle(struct queue *q, struct direct_round *dr);
 
 #endif

@@ -7,6 +7,12 @@
  * waiting at that moment and does all of this once for the whole batch, so
  * under load one directory fsync and one WAL fsync serve many messages.
  *
+ * A message whose recipients are all local accounts skips all of that: the
+ * commit thread writes it into the Maildirs and makes the copies durable
+ * before the 250 (queue_direct_deliver() in deliver.c); it never has a spool
+ * file or rows. Anything else, or a direct delivery that failed, takes the
+ * queue as described above.
+ *
  * Threads: queue_commit(), queue_kick() and the done callbacks belong to the
  * event-loop thread; the commit thread and the delivery thread (deliver.c)
  * each have their own SQLite connection. Shared lists are under q->lock.
@@ -237,11 +243,6 @@ static void deliver_push(struct queue *q, const char *id, bool recovering, struc
 void queue_deliver_push(struct queue *q, const char *id, bool recovering)
 {
 	deliver_push(q, id, recovering, NULL);
-}
-
-void queue_deliver_push_msg(struct queue *q, struct spool_msg *msg)
-{
-	deliver_push(q, msg->id, false, msg);
 }
 
 void queue_deliver_items_free(struct queue *q, struct deliver_item *d)
@@ -563,6 +564,15 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 {
 	size_t n = 0;
 	time_t now = time(NULL);
+	/* the batch's log lines in one write per sink, before the 250s */
+	log_hold();
+
+	/*
+	 * 0. Messages for local accounts only: straight into their Maildirs,
+	 * durable there, no spool file and no rows (deliver.c). The others, and
+	 * any that could not be delivered so, take the queue below.
+	 */
+	struct direct_round *direct = queue_direct_deliver(q, batch, now);
 
 	/* 1. every spool file written (no fsync yet) */
 	for (struct commit_item *it = batch; it != NULL; it = it->next)
@@ -573,6 +583,8 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 	for (struct commit_item *it = batch; it != NULL; it = it->next) {
 		it->ok = true;
 		it->fd = -1;
+		if (it->direct)
+			continue;
 		if (it->env == NULL || it->env->nrcpts == 0) {
 			fail_item(it, EINVAL);
 			continue;
@@ -642,12 +654,15 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 			continue;
 		nok++;
 		char sender[512];
-		log_info("event=committed queue_id=%s from=%s nrcpt=%zu size=%llu", it->msg->id,
+		log_info("event=committed queue_id=%s from=%s nrcpt=%zu size=%llu%s", it->msg->id,
 			 log_quote(sender, sizeof(sender), it->env->sender, 256), it->env->nrcpts,
-			 (unsigned long long)it->msg->size);
-		queue_deliver_push_msg(q, it->msg);
+			 (unsigned long long)it->msg->size, it->direct ? " direct=1" : "");
+		if (!it->direct)
+			deliver_push(q, it->msg->id, it->recovering, it->msg);
 	}
 	log_debug("event=group_commit batch=%zu ok=%zu", n, nok);
+	/* written before the loop can see the batch (it may answer it on an earlier wake-up) */
+	log_flush();
 
 	pthread_mutex_lock(&q->lock);
 	q->stats.batches++;
@@ -668,6 +683,10 @@ static void commit_batch(struct queue *q, struct commit_item *batch)
 	if (write(q->efd, &one, sizeof(one)) < 0) {
 		/* an eventfd counter cannot overflow here */
 	}
+	/* after the 250s: log the direct copies, wake IDLE, count usage */
+	log_hold();
+	queue_direct_settle(q, direct);
+	log_flush();
 }
 
 static void *commit_main(void *arg)

@@ -397,6 +397,94 @@ static void test_unknown_at_delivery(void **state)
 	event_base_free(base);
 }
 
+static int message_rows(const char *id)
+{
+	char *dbp = xasprintf("%s/queue.db", tmpdir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(dbp, &db), SQLITE_OK);
+	sqlite3_stmt *s;
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM messages WHERE id = ?1", -1,
+					    &s, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	int n = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	free(dbp);
+	return n;
+}
+
+/*
+ * Mail for local accounts only goes straight into the Maildirs: the copy is
+ * durable in new/ when the commit answers, with no spool file and no rows.
+ * A copy that cannot be written there takes the queue, which delivers it
+ * once the Maildir is usable again.
+ */
+static void test_direct(void **state)
+{
+	struct event_base *base = event_base_new();
+	char *err = NULL;
+	struct queue *q = queue_open(base, cfg, &err);
+	assert_non_null(q);
+	int spooled = spool_count(tmpdir);
+	struct queue_stats before;
+	queue_get_stats(q, &before);
+
+	/* two accounts (one written with a capital letter): one copy each */
+	static const char *const rcpts[] = {"bob@example.test", "Alice@example.test", NULL};
+	struct done_state d = {0};
+	struct envelope env;
+	make_env(&env, "direct@remote.test", rcpts);
+	struct spool_msg *m = make_msg(tmpdir, "direct", 1000);
+	char id[QUEUE_ID_MAX];
+	snprintf(id, sizeof(id), "%s", spool_msg_id(m));
+	queue_commit(q, m, &env, on_done, &d);
+	run_until(base, &d, 1);
+	assert_int_equal(d.ok, 1);
+	/* at the answer, without waiting for the delivery thread */
+	assert_int_equal(mail_count("bob@example.test", id), 1);
+	assert_int_equal(mail_count("alice@example.test", id), 1);
+	assert_int_equal(spool_count(tmpdir), spooled);
+	assert_int_equal(message_rows(id), 0);
+	struct queue_stats st;
+	queue_get_stats(q, &st);
+	assert_int_equal(st.delivered, before.delivered + 2);
+	assert_int_equal(st.committed, before.committed + 1);
+
+	/* bob's tmp/ unusable: the whole message takes the queue, each copy made once */
+	char *bob = maildir_path(tmpdir, "bob@example.test");
+	char *tmp = xasprintf("%s/tmp", bob), *saved = xasprintf("%s/tmp.saved", bob);
+	assert_int_equal(rename(tmp, saved), 0);
+	FILE *f = fopen(tmp, "w"); /* a file where the directory was: ENOTDIR */
+	assert_non_null(f);
+	fclose(f);
+	make_env(&env, "direct@remote.test", rcpts);
+	m = make_msg(tmpdir, "fallback", 1000);
+	snprintf(id, sizeof(id), "%s", spool_msg_id(m));
+	queue_commit(q, m, &env, on_done, &d);
+	run_until(base, &d, 2);
+	assert_int_equal(d.ok, 2);
+	assert_int_equal(message_rows(id), 1); /* queued, bob deferred */
+	assert_int_equal(mail_count("bob@example.test", id), 0);
+	assert_int_equal(unlink(tmp), 0);
+	assert_int_equal(rename(saved, tmp), 0);
+	double end = now_s() + 60;
+	while (message_rows(id) > 0 && now_s() < end) {
+		queue_kick(q);
+		usleep(20000);
+	}
+	assert_int_equal(message_rows(id), 0);
+	assert_int_equal(mail_count("bob@example.test", id), 1);
+	assert_int_equal(mail_count("alice@example.test", id), 1);
+	assert_int_equal(spool_count(tmpdir), spooled);
+	free(tmp);
+	free(saved);
+	free(bob);
+	queue_close(&q);
+	event_base_free(base);
+}
+
 /* Insert a message row and recipient rows in `state`, as a crash would leave them. */
 static void craft_rows(const char *id, const char *state, const char *const *rcpts, size_t size)
 {
@@ -745,7 +833,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ids),      cmocka_unit_test(test_commit_and_deliver),
-		cmocka_unit_test(test_unknown),  cmocka_unit_test(test_recovery),
+		cmocka_unit_test(test_unknown),  cmocka_unit_test(test_direct),
+		cmocka_unit_test(test_recovery),
 		cmocka_unit_test(test_write_failure), cmocka_unit_test(test_kill9),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -613,6 +613,54 @@ out:
    "unknown" unless the PTR name resolves back to the client's address. */
 static void policy_lookup_done(struct smtp_session *s);
 
+/*
+ * The FCrDNS answers of the last FCRDNS_CACHE_MS per client address (loop
+ * thread only, direct-mapped): a client that opens one connection per
+ * message (most MTAs) had each one wait for libunbound's thread, about 35
+ * system calls and two thread wake-ups for an answer its cache already
+ * held. Temporary errors are not kept.
+ */
+#define FCRDNS_CACHE_SLOTS 256
+#define FCRDNS_CACHE_MS 10000
+struct fcrdns_cached {
+	const struct dns_resolver *res; /* answers of another resolver do not count */
+	char ip[64];
+	int status;
+	char name[256];
+	uint64_t until_ms;
+};
+static struct fcrdns_cached fcrdns_cache[FCRDNS_CACHE_SLOTS];
+
+static uint64_t loop_now_ms(struct smtp_server *srv)
+{
+	struct timeval tv;
+	event_base_gettimeofday_cached(srv->base, &tv);
+	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static struct fcrdns_cached *fcrdns_slot(const char *ip)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = ip; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return &fcrdns_cache[h % FCRDNS_CACHE_SLOTS];
+}
+
+/* The cached answer for the session's client, if any: then no lookup is needed. */
+static bool fcrdns_from_cache(struct smtp_session *s)
+{
+	struct fcrdns_cached *c = fcrdns_slot(s->ip);
+	if (c->res != s->srv->dns || strcmp(c->ip, s->ip) != 0 ||
+	    c->until_ms <= loop_now_ms(s->srv))
+		return false;
+	s->fcrdns = c->status;
+	if (c->status == DNS_FCRDNS_PASS)
+		snprintf(s->ptr, sizeof(s->ptr), "%s", c->name);
+	log_debug("event=fcrdns client=%s result=%s name=%s cached=1", s->ip,
+		  dns_fcrdns_status_name((enum dns_fcrdns_status)c->status), s->ptr);
+	return true;
+}
+
 static void on_fcrdns(struct dns_fcrdns_result *fr, void *arg)
 {
 	struct smtp_session *s = arg;
@@ -620,6 +668,14 @@ static void on_fcrdns(struct dns_fcrdns_result *fr, void *arg)
 	s->fcrdns = (int)fr->status;
 	if (fr->status == DNS_FCRDNS_PASS && fr->name != NULL)
 		snprintf(s->ptr, sizeof(s->ptr), "%s", fr->name);
+	if (fr->status != DNS_FCRDNS_TEMPERROR) {
+		struct fcrdns_cached *c = fcrdns_slot(s->ip);
+		c->res = s->srv->dns;
+		snprintf(c->ip, sizeof(c->ip), "%s", s->ip);
+		c->status = (int)fr->status;
+		snprintf(c->name, sizeof(c->name), "%s", s->ptr);
+		c->until_ms = loop_now_ms(s->srv) + FCRDNS_CACHE_MS;
+	}
 	log_debug("event=fcrdns client=%s result=%s name=%s", s->ip,
 		  dns_fcrdns_status_name(fr->status), s->ptr);
 	dns_fcrdns_result_free(&fr);
@@ -2040,7 +2096,7 @@ void smtp_session_start(struct smtp_server *srv, evutil_socket_t fd, const struc
 	bufferevent_set_timeouts(bev, &(struct timeval){(time_t)s->cfg->idle_timeout, 0}, NULL);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 
-	if (srv->dns != NULL) {
+	if (srv->dns != NULL && !fcrdns_from_cache(s)) {
 		s->fcrdns = -1;
 		s->ptr_query = dns_fcrdns(srv->dns, (const struct sockaddr *)&s->sa, on_fcrdns, s);
 	}

@@ -1258,6 +1258,27 @@ enum resolve_result directory_resolve(struct directory *dir, const char *address
 	return res;
 }
 
+int directory_read_begin(struct directory *dir)
+{
+	sqlite3_stmt *st = prepare(dir, "BEGIN");
+	if (st == NULL)
+		return -1;
+	int rc = sqlite3_step(st);
+	unprep(dir, st);
+	return rc == SQLITE_DONE ? 0 : -1;
+}
+
+void directory_read_end(struct directory *dir)
+{
+	if (sqlite3_get_autocommit(dir->db))
+		return; /* never begun */
+	sqlite3_stmt *st = prepare(dir, "COMMIT");
+	int rc = st != NULL ? sqlite3_step(st) : SQLITE_ERROR;
+	unprep(dir, st);
+	if (rc != SQLITE_DONE)
+		exec(dir, "ROLLBACK");
+}
+
 int directory_is_local_domain(struct directory *dir, const char *domain_in)
 {
 	char *domain = str_lower(xstrdup(domain_in));

@@ -94,6 +94,16 @@ void resolved_free(struct resolved *r);
 int directory_is_local_domain(struct directory *dir, const char *domain);
 
 /*
+ * Several lookups in one read transaction: each statement on its own takes
+ * and drops SQLite's WAL read lock (two fcntl() calls on postern.db-shm);
+ * between these they share one snapshot. Lookups only: end it before any
+ * change through the same handle. begin: 0 / -1 (then the lookups simply
+ * run on their own; end is a no-op).
+ */
+int directory_read_begin(struct directory *dir);
+void directory_read_end(struct directory *dir);
+
+/*
  * Expand a recipient: domain aliases, exact aliases (recursively, loops
  * detected, depth <= 16), accounts, plus-addressing (user+tag@ -> user@),
  * then the domain's catch-all. `address` is local@domain as received.
