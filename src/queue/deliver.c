@@ -529,6 +529,26 @@ static void deliver_message(struct queue *q, struct round *rd, const struct deli
 	free(sender);
 }
 
+/* A copy made durable: the account's usage, its IDLE sessions woken, the log line. */
+static void copy_delivered(struct round *rd, const struct copy *c,
+                           const struct maildir_delivery *md, bool direct)
+{
+	uint64_t used = c->used + (uint64_t)pending_usage(rd, c->account_id);
+	if (c->quota != 0 && used + md->size > c->quota)
+		log_warn("event=over_quota queue_id=%s account=%s quota=%llu used=%llu size=%llu",
+		         c->id, c->account, (unsigned long long)c->quota, (unsigned long long)used,
+		         (unsigned long long)md->size);
+	add_usage(rd, c->account_id, (int64_t)md->size);
+	/* wake IMAP IDLE sessions of the account's INBOX (md->newdir is MAILDIR/new) */
+	char *root = xstrndup(md->newdir, strlen(md->newdir) - strlen("/new"));
+	mbox_notify(root, "INBOX");
+	free(root);
+	char to[512];
+	log_info("event=delivered queue_id=%s to=%s account=%s size=%llu%s", c->id,
+	         log_quote(to, sizeof(to), c->rcpt, 256), c->account, (unsigned long long)md->size,
+	         direct ? " direct=1" : "");
+}
+
 /*
  * After finish_copies(): log and count each copy, and settle each pending
  * recipient: delivered (with its external targets) only when every copy it
@@ -545,21 +565,7 @@ static void settle_round(struct queue *q, struct round *rd)
 				  c->id, c->account, strerror(md->error));
 			continue;
 		}
-		uint64_t used = c->used + (uint64_t)pending_usage(rd, c->account_id);
-		if (c->quota != 0 && used + md->size > c->quota)
-			log_warn("event=over_quota queue_id=%s account=%s quota=%llu used=%llu "
-				 "size=%llu",
-				 c->id, c->account, (unsigned long long)c->quota,
-				 (unsigned long long)used, (unsigned long long)md->size);
-		add_usage(rd, c->account_id, (int64_t)md->size);
-		/* wake IMAP IDLE sessions of the account's INBOX (md->newdir is MAILDIR/new) */
-		char *root = xstrndup(md->newdir, strlen(md->newdir) - strlen("/new"));
-		mbox_notify(root, "INBOX");
-		free(root);
-		char to[512];
-		log_info("event=delivered queue_id=%s to=%s account=%s size=%llu", c->id,
-			 log_quote(to, sizeof(to), c->rcpt, 256), c->account,
-			 (unsigned long long)md->size);
+		copy_delivered(rd, c, md, false);
 		ndelivered++;
 	}
 	pthread_mutex_lock(&q->lock);
@@ -1022,23 +1028,7 @@ void queue_direct_settle(struct queue *q, struct direct_round *dr)
 	for (size_t k = 0; k < rd->ncopies; k++) {
 		if (!dr->done[k])
 			continue;
-		struct copy *c = &rd->copies[k];
-		struct maildir_delivery *md = &rd->mds[k];
-		uint64_t used = c->used + (uint64_t)pending_usage(rd, c->account_id);
-		if (c->quota != 0 && used + md->size > c->quota)
-			log_warn("event=over_quota queue_id=%s account=%s quota=%llu used=%llu "
-				 "size=%llu",
-				 c->id, c->account, (unsigned long long)c->quota,
-				 (unsigned long long)used, (unsigned long long)md->size);
-		add_usage(rd, c->account_id, (int64_t)md->size);
-		/* wake IMAP IDLE sessions of the account's INBOX (md->newdir is MAILDIR/new) */
-		char *root = xstrndup(md->newdir, strlen(md->newdir) - strlen("/new"));
-		mbox_notify(root, "INBOX");
-		free(root);
-		char to[512];
-		log_info("event=delivered queue_id=%s to=%s account=%s size=%llu direct=1", c->id,
-			 log_quote(to, sizeof(to), c->rcpt, 256), c->account,
-			 (unsigned long long)md->size);
+		copy_delivered(rd, &rd->copies[k], &rd->mds[k], true);
 		ndelivered++;
 	}
 	pthread_mutex_lock(&q->lock);

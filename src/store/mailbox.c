@@ -2982,6 +2982,20 @@ void mbox_get_ids(const struct mbox *box, uint32_t *uidvalidity_r, uint32_t *uid
 	*highestmodseq_r = box->status.highestmodseq;
 }
 
+/* One row of messages (the columns of select_msgs) into *m. */
+static void msg_from_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *m)
+{
+	m->uid = (uint32_t)sqlite3_column_int64(s, 0);
+	m->flags = (uint32_t)sqlite3_column_int64(s, 1);
+	m->keywords = (uint32_t)sqlite3_column_int64(s, 2);
+	m->modseq = (uint64_t)sqlite3_column_int64(s, 3);
+	m->size = (uint64_t)sqlite3_column_int64(s, 4);
+	m->internaldate = sqlite3_column_int64(s, 5);
+	m->savedate = sqlite3_column_int64(s, 6);
+	if (!box->readonly && box_recent(box, m->uid))
+		m->flags |= MBOX_F_RECENT;
+}
+
 static int select_msgs(struct mbox *box, const char *where, uint64_t since,
                        struct mbox_msg **msgs_r, size_t *n_r, char **error_r)
 {
@@ -3005,16 +3019,7 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		v = xgrow(v, &cap, n + 1, sizeof(*v));
-		struct mbox_msg *m = &v[n++];
-		m->uid = (uint32_t)sqlite3_column_int64(s, 0);
-		m->flags = (uint32_t)sqlite3_column_int64(s, 1);
-		m->keywords = (uint32_t)sqlite3_column_int64(s, 2);
-		m->modseq = (uint64_t)sqlite3_column_int64(s, 3);
-		m->size = (uint64_t)sqlite3_column_int64(s, 4);
-		m->internaldate = sqlite3_column_int64(s, 5);
-		m->savedate = sqlite3_column_int64(s, 6);
-		if (!box->readonly && box_recent(box, m->uid))
-			m->flags |= MBOX_F_RECENT;
+		msg_from_row(box, s, &v[n++]);
 	}
 	unprep(s);
 	if (rc != SQLITE_DONE) {
@@ -3029,20 +3034,6 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char **error_r)
 {
 	return select_msgs(box, "", 0, msgs_r, n_r, error_r);
-}
-
-/* One row of messages (the columns of select_msgs) into *m. */
-static void msg_from_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *m)
-{
-	m->uid = (uint32_t)sqlite3_column_int64(s, 0);
-	m->flags = (uint32_t)sqlite3_column_int64(s, 1);
-	m->keywords = (uint32_t)sqlite3_column_int64(s, 2);
-	m->modseq = (uint64_t)sqlite3_column_int64(s, 3);
-	m->size = (uint64_t)sqlite3_column_int64(s, 4);
-	m->internaldate = sqlite3_column_int64(s, 5);
-	m->savedate = sqlite3_column_int64(s, 6);
-	if (!box->readonly && box_recent(box, m->uid))
-		m->flags |= MBOX_F_RECENT;
 }
 
 int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct mbox_msg *msgs_r,
