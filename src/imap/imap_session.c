@@ -46,7 +46,6 @@
 #define PREAUTH_MAX_LITERAL 8192
 #define OUTPUT_HIGH_WATER (1024 * 1024) /* stop taking commands while this much output waits */
 #define INPUT_HIGH_WATER (256 * 1024)
-#define RESPONSE_PIECE (64 * 1024) /* see add_coalesced() */
 /* commands run on the loop thread: see runs_here() */
 #define HERE_MAX_MESSAGES 2000
 #define HERE_MAX_BODIES 16
@@ -287,43 +286,14 @@ static void rewatch(struct imap_session *s)
 
 static void login_done(struct imap_session *s, struct imap_job *j);
 
-/*
- * Move a response to the output in pieces of up to RESPONSE_PIECE bytes: one
- * built with printf comes in ~1 KiB evbuffer chains, and TLS writes each chain
- * as a record of its own, one system call each (FETCH 1:* FLAGS of 100,000
- * messages: some 4,000). A copy costs far less.
- */
-static void add_coalesced(struct evbuffer *dst, struct evbuffer *src)
-{
-	size_t len = evbuffer_get_length(src);
-	if (len <= RESPONSE_PIECE) {
-		evbuffer_pullup(src, -1);
-		evbuffer_add_buffer(dst, src);
-		return;
-	}
-	while (len > 0) {
-		size_t n = len < RESPONSE_PIECE ? len : RESPONSE_PIECE;
-		struct evbuffer_iovec v;
-		if (evbuffer_reserve_space(dst, (ev_ssize_t)n, &v, 1) != 1 || v.iov_len < n)
-			break;
-		int got = evbuffer_remove(src, v.iov_base, n);
-		v.iov_len = got > 0 ? (size_t)got : 0;
-		evbuffer_commit_space(dst, &v, 1);
-		if (got <= 0)
-			break;
-		len -= (size_t)got;
-	}
-	evbuffer_add_buffer(dst, src); /* anything left (out of memory above) */
-}
-
 /* On the loop, the job run: its response and results into the session. False when it closes. */
 static bool job_finish(struct imap_session *s, struct imap_job *j)
 {
 	s->suspended = false;
 	if (j->login != NULL)
 		login_done(s, j);
-	if (j->out != NULL)
-		add_coalesced(output(s), j->out);
+	if (j->out != NULL) /* a response of many printf chains: few TLS records */
+		smtp_tls_add_coalesced(output(s), j->out);
 	if (j->watch_changed) {
 		rewatch(s);
 		s->here_off = false; /* another folder (or none) */

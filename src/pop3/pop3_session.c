@@ -58,7 +58,6 @@
 #define INPUT_HIGH_WATER (64 * 1024)  /* stop reading while this much input waits */
 #define CHUNK (64 * 1024)             /* message octets read per worker job */
 #define OUTPUT_LOW (128 * 1024)       /* read the next chunk below this much queued output */
-#define COALESCE_MAX (256 * 1024) /* output made one piece up to this size (output_coalesce()) */
 
 enum pop3_state {
 	ST_AUTHORIZATION, /* greeted, not logged in */
@@ -162,18 +161,6 @@ static void reply(struct pop3_session *s, const char *fmt, ...)
 			 log_quote(q, sizeof(q), text, 200));
 	}
 	free(text);
-}
-
-/*
- * What waits to be sent, in one piece when it is not too large: lines added
- * with printf come in ~1 KiB evbuffer chains, and TLS writes each chain as a
- * record of its own (one system call each).
- */
-static void output_coalesce(struct pop3_session *s)
-{
-	struct evbuffer *out = bufferevent_get_output(s->bev);
-	if (evbuffer_get_length(out) <= COALESCE_MAX)
-		evbuffer_pullup(out, -1);
 }
 
 /* Multi-line response data (already CRLF-terminated lines). */
@@ -645,7 +632,7 @@ static void chunk_done(void *arg)
 		bufferevent_write(s->bev, j->out, j->out_len);
 	if (j->eof) {
 		reply_raw(s, ".\r\n");
-		output_coalesce(s);
+		smtp_tls_coalesce(bufferevent_get_output(s->bev)); /* few TLS records */
 		if (s->stream_retr && !m->retrieved) {
 			m->retrieved = true;
 			s->nretrieved++;
@@ -1016,7 +1003,7 @@ static void transaction_cmd(struct pop3_session *s, const struct pop3_cmd *c)
 						    (unsigned long long)s->msgs[i].size);
 		}
 		evbuffer_add(out, ".\r\n", 3);
-		output_coalesce(s);
+		smtp_tls_coalesce(bufferevent_get_output(s->bev)); /* few TLS records */
 		break;
 	}
 	case POP3_RETR:

@@ -1,6 +1,7 @@
 /* Server TLS context (see smtp_tls.h). */
 #include "smtp/smtp_tls.h"
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -82,4 +83,43 @@ struct bufferevent *smtp_tls_takeover(struct event_base *base, SSL_CTX *ctx,
 	bufferevent_setfd(plain, -1);
 	bufferevent_free(plain);
 	return tls;
+}
+
+#define TLS_PIECE (64 * 1024)
+
+void smtp_tls_add_coalesced(struct evbuffer *dst, struct evbuffer *src)
+{
+	size_t len = evbuffer_get_length(src);
+	if (len <= TLS_PIECE) {
+		evbuffer_pullup(src, -1);
+		evbuffer_add_buffer(dst, src);
+		return;
+	}
+	while (len > 0) {
+		size_t n = len < TLS_PIECE ? len : TLS_PIECE;
+		struct evbuffer_iovec v;
+		if (evbuffer_reserve_space(dst, (ev_ssize_t)n, &v, 1) != 1 || v.iov_len < n)
+			break;
+		int got = evbuffer_remove(src, v.iov_base, n);
+		v.iov_len = got > 0 ? (size_t)got : 0;
+		evbuffer_commit_space(dst, &v, 1);
+		if (got <= 0)
+			break;
+		len -= (size_t)got;
+	}
+	evbuffer_add_buffer(dst, src); /* anything left (out of memory above) */
+}
+
+void smtp_tls_coalesce(struct evbuffer *buf)
+{
+	if (evbuffer_get_length(buf) <= TLS_PIECE) {
+		evbuffer_pullup(buf, -1);
+		return;
+	}
+	struct evbuffer *tmp = evbuffer_new();
+	if (tmp == NULL)
+		return;
+	evbuffer_add_buffer(tmp, buf); /* moves the chains, no copy */
+	smtp_tls_add_coalesced(buf, tmp);
+	evbuffer_free(tmp);
 }

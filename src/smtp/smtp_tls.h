@@ -15,6 +15,7 @@ SSL_CTX *smtp_tls_ctx_new(const char *cert_file, const char *key_file, char *err
 
 struct bufferevent;
 struct event_base;
+struct evbuffer;
 
 /*
  * STARTTLS (SMTP, IMAP) and STLS (POP3), once the plain bufferevent has sent
@@ -27,6 +28,16 @@ struct event_base;
  */
 struct bufferevent *smtp_tls_takeover(struct event_base *base, SSL_CTX *ctx,
 				      struct bufferevent *plain);
+
+/*
+ * Output for a TLS bufferevent in few records: bufferevent_openssl writes each
+ * evbuffer chain as a TLS record of its own (one system call each), and text
+ * added with printf comes in ~1 KiB chains. smtp_tls_add_coalesced() moves src
+ * to the end of dst in pieces of up to 64 KiB (a copy costs far less);
+ * smtp_tls_coalesce() does the same to buf in place.
+ */
+void smtp_tls_add_coalesced(struct evbuffer *dst, struct evbuffer *src);
+void smtp_tls_coalesce(struct evbuffer *buf);
 
 /* "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)" for Received. */
 void smtp_tls_describe(SSL *ssl, char *buf, size_t bufsize);
