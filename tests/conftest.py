@@ -830,6 +830,17 @@ def dribble_until_closed(port, n=5, closed_marker=b"", limit=10.0, greeting=b"")
     return len(closed), time.time() - start
 
 
+def recv_line(sock, buf):
+    """The next CRLF-ended line from sock (without the CRLF), after what buf already holds:
+    (line, what came after it)."""
+    while b"\r\n" not in buf:
+        data = sock.recv(4096)
+        assert data, "connection closed"
+        buf += data
+    line, rest = buf.split(b"\r\n", 1)
+    return line, rest
+
+
 def rss_kib(pid):
     """VmRSS of a process in KiB, from /proc/PID/status."""
     with open("/proc/%d/status" % pid) as f:

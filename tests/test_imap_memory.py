@@ -29,7 +29,8 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import DOMAIN, PASSWORD, is_asan, make_message, rss_kib, tls_client_context
+from conftest import (DOMAIN, PASSWORD, is_asan, make_message, recv_line, rss_kib,
+                      tls_client_context)
 
 N = 300
 # warm-up sessions, opened 32 at a time: every one of the server's 16 worker threads then has
@@ -66,11 +67,7 @@ class Idler:
         assert line.startswith(b"+"), line
 
     def line(self):
-        while b"\r\n" not in self.buf:
-            data = self.s.recv(4096)
-            assert data, "connection closed"
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
+        line, self.buf = recv_line(self.s, self.buf)
         return line
 
     def cmd(self, text):

@@ -20,7 +20,7 @@ import resource
 import socket
 import time
 
-from conftest import is_asan, rss_kib, tls_client_context
+from conftest import is_asan, recv_line, rss_kib, tls_client_context
 
 N = 300
 WARM = 10
@@ -42,11 +42,7 @@ class Idler:
         assert self.cmd(b"EHLO idler.test").startswith(b"250")
 
     def line(self):
-        while b"\r\n" not in self.buf:
-            data = self.s.recv(4096)
-            assert data, "connection closed"
-            self.buf += data
-        line, self.buf = self.buf.split(b"\r\n", 1)
+        line, self.buf = recv_line(self.s, self.buf)
         return line
 
     def reply(self):
