@@ -51,11 +51,6 @@
 #define HERE_MAX_BODIES 16
 #define HERE_SLOW_US 20000
 
-enum here {
-	HERE_NO,   /* on a worker */
-	HERE_READ, /* on the loop; the probe was the command's sync */
-};
-
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
@@ -371,7 +366,7 @@ static void job_submit(struct imap_job *j)
  * the workers. A command that still took long (a cold disk) sends the
  * session's later commands to the workers until it selects again.
  */
-static void job_run_here(struct imap_job *j, enum here how)
+static void job_run_here(struct imap_job *j)
 {
 	struct imap_session *s = j->s;
 	struct timespec t0, t1;
@@ -379,7 +374,7 @@ static void job_run_here(struct imap_job *j, enum here how)
 	j->out = evbuffer_new();
 	j->here = true;
 	/* synced by mbox_sync_probe() in runs_here() */
-	s->synced_before = how == HERE_READ;
+	s->synced_before = true;
 	mbox_thread_nowait(true);
 	j->exec(j);
 	mbox_thread_nowait(false);
@@ -966,18 +961,17 @@ static bool search_keys_light(const struct imap_arg *a, size_t n, size_t depth)
 	return true;
 }
 
-static enum here runs_here(struct imap_session *s, const struct command *cmd, bool uid,
-                           const struct imap_arg *args, size_t nargs)
+static bool runs_here(struct imap_session *s, const struct command *cmd, bool uid,
+                      const struct imap_arg *args, size_t nargs)
 {
 	if (s->state != IMAP_SELECTED || s->here_off || s->view.box == NULL || s->view.packed ||
 	    s->view.n > HERE_MAX_MESSAGES)
-		return HERE_NO;
-	enum here how = HERE_READ;
+		return false;
 	if (cmd->exec == imap_cmd_fetch) {
 		unsigned bodies = 0;
 		if (nargs < 2 || args[0].type != IMAP_ARG_ATOM ||
 		    !fetch_items_light(&args[1], 0, &bodies))
-			return HERE_NO;
+			return false;
 		if (bodies > 0) {
 			struct imap_seqset set;
 			const char *err = NULL;
@@ -990,25 +984,25 @@ static enum here runs_here(struct imap_session *s, const struct command *cmd, bo
 			if (n > s->view.n)
 				n = s->view.n;
 			if (n * bodies > HERE_MAX_BODIES)
-				return HERE_NO;
+				return false;
 		}
 	} else if (cmd->exec == imap_cmd_search) {
 		if (!search_keys_light(args, nargs, 0))
-			return HERE_NO;
+			return false;
 	} else if (cmd->exec == imap_cmd_select) {
 		/* the selected folder again, as it is selected: the probe below tells
 		   whether opening it anew needs a write */
 		if (nargs != 1 || (strcasecmp(cmd->name, "EXAMINE") == 0) != s->view.readonly)
-			return HERE_NO;
+			return false;
 		char *name = imap_mailbox_name(s, &args[0]);
 		bool same = name != NULL && s->view.name != NULL && strcmp(name, s->view.name) == 0;
 		free(name);
 		if (!same)
-			return HERE_NO;
+			return false;
 	} else if (cmd->exec != imap_cmd_noop) {
-		return HERE_NO;
+		return false;
 	}
-	return mbox_sync_probe(s->view.box) ? how : HERE_NO;
+	return mbox_sync_probe(s->view.box);
 }
 
 static unsigned state_bit(enum imap_state st)
@@ -1069,11 +1063,11 @@ static void dispatch(struct imap_session *s, struct imap_command *c)
 		return;
 	}
 	/* the canonical command name outlives the parsed command */
-	enum here how = runs_here(s, cmd, uid, args, nargs);
+	bool here = runs_here(s, cmd, uid, args, nargs);
 	struct imap_job *j = job_new(s, c, uid, cmd->name, args, nargs, cmd->exec,
 				     (cmd->flags & J_EXPUNGE_OK) || uid);
-	if (how != HERE_NO)
-		job_run_here(j, how);
+	if (here)
+		job_run_here(j);
 	else
 		job_submit(j);
 }
