@@ -182,8 +182,11 @@ bool mbox_sync_probe(struct mbox *box);
 /*
  * Mark the calling thread as one that must not wait on the disk or on
  * writers (the event loop): the store then leaves optional writes (cache
- * records of lazily indexed messages) and WAL checkpoints to other threads.
- * Required writes still happen; callers keep such work off this thread.
+ * records of lazily indexed messages) and WAL checkpoints to other threads,
+ * and takes the folder and index locks only if they are free (SQLite's busy
+ * timeout 0): a write that would have to wait fails with errno EWOULDBLOCK
+ * before it changed anything, and the caller runs it again where it may wait.
+ * Callers keep writes off this thread; this covers the races.
  */
 void mbox_thread_nowait(bool on);
 /* State as of the last sync or change made through `box`. */
