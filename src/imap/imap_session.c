@@ -1210,10 +1210,11 @@ static void on_login_timeout(evutil_socket_t fd, short what, void *arg)
 
 static void refuse(evutil_socket_t fd, const char *msg, const char *ip, const char *reason)
 {
+	log_info("event=imap_reject client=%s reason=%s", ip, reason);
+	log_flush(); /* the line before the reply, as for every other one */
 	/* best effort: the socket is fresh, the line fits in its buffer */
 	ssize_t w = send(fd, msg, strlen(msg), MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)w;
-	log_info("event=imap_reject client=%s reason=%s", ip, reason);
 	evutil_closesocket(fd);
 }
 

@@ -62,6 +62,9 @@ void log_set_stderr(int enabled)
 static _Thread_local bool holding;
 static _Thread_local char *held;
 static _Thread_local size_t held_len, held_cap;
+/* log_defer(): called when this thread's first line is held */
+static _Thread_local void (*defer_wake)(void *);
+static _Thread_local void *defer_arg;
 
 #define LOG_HELD_MAX (64 * 1024)
 
@@ -81,6 +84,14 @@ void log_hold(void)
 	holding = true;
 }
 
+void log_defer(void (*wake)(void *), void *arg)
+{
+	if (wake == NULL)
+		log_flush();
+	defer_wake = wake;
+	defer_arg = arg;
+}
+
 void log_flush(void)
 {
 	holding = false;
@@ -98,8 +109,9 @@ void log_flush(void)
 static bool hold_line(const char *line, size_t len)
 {
 	if (held_len + len > LOG_HELD_MAX) {
+		bool was = holding;
 		log_flush();
-		holding = true;
+		holding = was;
 	}
 	if (held_len + len > held_cap) {
 		size_t cap = held_cap == 0 ? 8192 : held_cap * 2;
@@ -165,9 +177,14 @@ void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 	}
 	line[len++] = '\n';
 	int saved = errno;
-	if (holding && level < LOG_FATAL && hold_line(line, len)) {
-		errno = saved;
-		return;
+	if ((holding || defer_wake != NULL) && level < LOG_FATAL) {
+		bool first = held_len == 0;
+		if (hold_line(line, len)) {
+			if (first && !holding && defer_wake != NULL)
+				defer_wake(defer_arg);
+			errno = saved;
+			return;
+		}
 	}
 	if (held != NULL) {
 		/* a fatal line, or no memory: what is held goes first, in order */

@@ -34,6 +34,15 @@ void log_set_stderr(int enabled);
  */
 void log_hold(void);
 void log_flush(void);
+/*
+ * Hold this thread's lines for good, and call wake(arg) whenever the first
+ * line is held after a flush: an event loop thread has wake() schedule a
+ * log_flush() at the end of its current round of callbacks, so the lines of
+ * every session served in that round go out in one write() per sink, before
+ * the loop next waits (and so before any reply queued in the round is sent).
+ * log_defer(NULL, NULL) writes what is held and ends it.
+ */
+void log_defer(void (*wake)(void *), void *arg);
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vwrite(enum log_level level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 

@@ -113,11 +113,53 @@ static void test_hold_many(void **state)
 	assert_string_equal(c, "");
 }
 
+static int wakes;
+
+static void count_wake(void *arg)
+{
+	assert_ptr_equal(arg, &wakes);
+	wakes++;
+}
+
+static void test_defer(void **state)
+{
+	/* an event loop's mode: held for good, one wake per batch, flushed in order */
+	truncate_log();
+	wakes = 0;
+	log_defer(count_wake, &wakes);
+	log_info("event=a");
+	log_info("event=b");
+	assert_int_equal(wakes, 1);
+	assert_string_equal(contents(), "");
+	log_flush();
+	assert_string_equal(contents(), "info event=a\ninfo event=b\n");
+	log_warn("event=c"); /* still deferred after a flush: a new batch, a new wake */
+	assert_int_equal(wakes, 2);
+	assert_string_equal(contents(), "info event=a\ninfo event=b\n");
+	/* a fatal line cannot wait: what is held goes first */
+	log_write(LOG_FATAL, "event=d");
+	assert_string_equal(contents(), "info event=a\ninfo event=b\nwarn event=c\nfatal event=d\n");
+	/* more than the buffer takes: written on the way, in order, no wake in between */
+	for (int i = 0; i < 2000; i++)
+		log_info("event=line i=%04d padding=%s", i, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+	assert_int_equal(wakes, 3);
+	log_info("event=e");
+	/* ending it writes what is held and lines go out at once again */
+	log_defer(NULL, NULL);
+	const char *c = strstr(contents(), "i=1999 ");
+	assert_non_null(c);
+	assert_non_null(strstr(c, "info event=e\n"));
+	log_info("event=f");
+	assert_non_null(strstr(contents(), "info event=e\ninfo event=f\n"));
+	assert_int_equal(wakes, 3);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hold_flush),
 		cmocka_unit_test(test_hold_many),
+		cmocka_unit_test(test_defer),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

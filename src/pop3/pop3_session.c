@@ -1259,6 +1259,7 @@ static void refuse_connection(evutil_socket_t fd, const char *text, const char *
 			      const char *reason, bool tls)
 {
 	log_info("event=pop3_reject client=%s reason=%s", ip, reason);
+	log_flush(); /* the line before the reply, as for every other one */
 	if (!tls) {
 		/* a short blocking-free attempt; the socket is fresh so this fits its buffer */
 		ssize_t r = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);

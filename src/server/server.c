@@ -85,6 +85,7 @@ struct server {
 	int exit_code;
 	/* accept() failing (out of descriptors): listeners paused, see on_accept_error() */
 	struct event *accept_timer; /* ends a pause */
+	struct event *log_ev;       /* writes the lines logged in this round of callbacks */
 	int reserve_fd;             /* /dev/null, given up to accept-and-refuse when out of fds */
 	bool accept_paused;         /* listeners disabled until accept_timer fires */
 	bool accept_retried;        /* a pause of this episode has ended and accept failed again */
@@ -228,6 +229,21 @@ static void pause_listeners(struct server *srv)
 		struct timeval tv = {0, ACCEPT_BACKOFF_MS * 1000};
 		evtimer_add(srv->accept_timer, &tv);
 	}
+}
+
+/* log_defer()'s wake: the flush runs after the callbacks already active in
+   this round, before the loop waits again (and so before queued replies are sent) */
+static void log_wake(void *arg)
+{
+	event_active(arg, 0, 0);
+}
+
+static void on_log_flush(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_flush();
 }
 
 static void on_accept_backoff(evutil_socket_t fd, short what, void *arg)
@@ -588,6 +604,11 @@ int server_run(struct config *cfg)
 		event_config_free(ecfg);
 	if (srv->smtp.base == NULL)
 		fatal("event=event_base_new_failed");
+	/* the loop's log lines go out once per round of callbacks (log_defer()) */
+	srv->log_ev = event_new(srv->smtp.base, -1, 0, on_log_flush, NULL);
+	if (srv->log_ev == NULL)
+		fatal("event=event_new_failed");
+	log_defer(log_wake, srv->log_ev);
 	srv->smtp.conf = conf_new(cfg);
 	srv->smtp.limits = ratelimit_new();
 	srv->smtp.drained = on_drained;
@@ -688,6 +709,7 @@ int server_run(struct config *cfg)
 	ret = 0;
 
 out:
+	log_defer(NULL, NULL);
 	close_listeners(srv);
 	smtp_sessions_close_all(&srv->smtp);
 	/* the loop is over: a second call frees sessions still flushing their goodbye */
@@ -712,6 +734,8 @@ out:
 		event_free(srv->drain_timer);
 	if (srv->accept_timer != NULL)
 		event_free(srv->accept_timer);
+	if (srv->log_ev != NULL)
+		event_free(srv->log_ev);
 	if (srv->reserve_fd >= 0)
 		close(srv->reserve_fd);
 	ratelimit_free(&srv->smtp.limits);

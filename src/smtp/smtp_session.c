@@ -2017,6 +2017,7 @@ static void refuse_connection(evutil_socket_t fd, const char *text, const char *
 			      const char *reason)
 {
 	log_info("event=reject client=%s reason=%s", ip, reason);
+	log_flush(); /* the line before the reply, as for every other one */
 	/* a short blocking-free attempt; the socket is fresh so this fits its buffer */
 	ssize_t r = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
 	(void)r;
