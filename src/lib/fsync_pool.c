@@ -119,6 +119,7 @@ static void start_threads(void)
 			log_warn("event=fsync_pool_thread_failed started=%u", nthreads);
 			break;
 		}
+		pthread_setname_np(t, "fsync");
 		nthreads++;
 	}
 	pthread_attr_destroy(&attr);

@@ -118,9 +118,11 @@ struct worker_pool *worker_pool_new(struct event_base *base, unsigned threads)
 	event_add(pool->ev, NULL);
 	pool->nthreads = threads ? threads : 1;
 	pool->threads = xcalloc(pool->nthreads, sizeof(pthread_t));
-	for (unsigned i = 0; i < pool->nthreads; i++)
+	for (unsigned i = 0; i < pool->nthreads; i++) {
 		if (pthread_create(&pool->threads[i], NULL, worker_main, pool) != 0)
 			fatal("event=pthread_create_failed");
+		pthread_setname_np(pool->threads[i], "worker"); /* top -H, perf */
+	}
 	return pool;
 }
 

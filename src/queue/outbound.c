@@ -1675,9 +1675,11 @@ int queue_outbound_start(struct queue *q, const struct config *cfg, char **error
 		ob->workers[i].ob = ob;
 		if (pthread_create(&ob->workers[i].thread, NULL, worker_main, &ob->workers[i]) != 0)
 			fatal("event=pthread_create_failed what=outbound_worker");
+		pthread_setname_np(ob->workers[i].thread, "outbound");
 	}
 	if (pthread_create(&ob->sched_thread, NULL, sched_main, ob) != 0)
 		fatal("event=pthread_create_failed what=outbound_scheduler");
+	pthread_setname_np(ob->sched_thread, "out-sched");
 	q->outbound = ob;
 	log_info("event=outbound_start workers=%zu per_domain=%u remote_port=%u smarthost=%s",
 		 ob->nworkers, ob->max_per_domain, (unsigned)ob->port,

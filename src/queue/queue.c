@@ -852,8 +852,10 @@ struct queue *queue_open(struct event_base *base, const struct config *cfg, char
 	}
 	if (pthread_create(&q->commit_thread, NULL, commit_main, q) != 0)
 		fatal("event=pthread_create_failed what=queue_commit");
+	pthread_setname_np(q->commit_thread, "commit");
 	if (pthread_create(&q->deliver_thread, NULL, queue_deliver_main, q) != 0)
 		fatal("event=pthread_create_failed what=queue_deliver");
+	pthread_setname_np(q->deliver_thread, "deliver");
 	q->threads_started = true;
 	log_info("event=queue_open data_dir=%s", q->data_dir);
 	return q;
