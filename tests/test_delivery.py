@@ -1,6 +1,7 @@
 """Local delivery: users, aliases, lists, plus-addressing, catch-all, domain aliases, quota, queueing."""
 import os
 import re
+import sqlite3
 import time
 
 import pytest
@@ -423,3 +424,58 @@ class TestQuota:
         assert s.maildir("a@example.test") == []
         assert s.maildir_files("q@example.test", subdirs=("tmp",)) == []
         assert s.spool_tmp_files() == []
+
+
+def test_rcpt_lookup_error_goes_to_a_worker_then_recovers(postern_factory):
+    """RCPT lookups run on the event loop, without waiting for locks; one that fails there
+    is run again on a worker (which waits for locks), and only a failure there is a 451."""
+    p = postern_factory()
+    db = sqlite3.connect(os.path.join(p.data_dir, "postern.db"), timeout=10, isolation_level=None)
+    try:
+        db.execute("ALTER TABLE accounts RENAME TO accounts_gone")
+        try:
+            c = p.smtp()
+            c.ehlo_or_helo_if_needed()
+            assert c.mail("sender@remote.test")[0] == 250
+            code, msg = c.rcpt("a@example.test")
+            assert (code, msg[:5]) == (451, b"4.3.0"), (code, msg)
+            # the session goes on: the next one is answered too
+            code, msg = c.rcpt("b@example.test")
+            assert code == 451, (code, msg)
+        finally:
+            db.execute("ALTER TABLE accounts_gone RENAME TO accounts")
+        code, msg = c.rcpt("a@example.test")
+        assert code == 250, (code, msg)
+        code, msg = c.data(make_message("after the lookup errors"))
+        assert code == 250, (code, msg)
+        c.quit()
+        p.wait_for_delivery("a@example.test", 1)
+        assert "event=rcpt_lookup_slow" not in p.log()
+    finally:
+        db.close()
+
+
+def test_rcpt_answered_while_the_directory_is_written(postern_factory):
+    """A writer holding the directory's write lock (the CLI, a usage update) does not hold
+    up the lookups on the event loop (WAL readers do not wait for writers)."""
+    p = postern_factory()
+    db = sqlite3.connect(os.path.join(p.data_dir, "postern.db"), timeout=10, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("UPDATE accounts SET used = used + 0")
+        c = p.smtp()
+        c.ehlo_or_helo_if_needed()
+        assert c.mail("sender@remote.test")[0] == 250
+        t0 = time.monotonic()
+        for rcpt in ("a@example.test", "b@example.test"):
+            code, msg = c.rcpt(rcpt)
+            assert code == 250, (code, msg)
+        code, msg = c.rcpt("nobody@example.test")
+        assert code == 550, (code, msg)
+        assert time.monotonic() - t0 < 3.0
+        db.execute("COMMIT")
+        code, msg = c.data(make_message("while written"))
+        assert code == 250, (code, msg)
+        c.quit()
+    finally:
+        db.close()

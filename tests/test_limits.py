@@ -111,6 +111,20 @@ def test_max_errors_disconnects(limited):
     assert closed
 
 
+def test_accepted_commands_are_not_errors(limited):
+    """Only refusals count towards max_errors: more accepted RCPTs (looked up on the loop
+    or on a worker) than the limit, in transactions of their own, keep the session."""
+    c = limited.raw()
+    c.cmd("EHLO client.example.test")
+    for i in range(3):
+        assert c.cmd("MAIL FROM:<s@remote.test>").code == 250
+        for u in ("a", "b", "c"):
+            r = c.cmd("RCPT TO:<%s@example.test>" % u)
+            assert r.code == 250, (i, u, r)
+        assert c.cmd("RSET").code == 250
+    assert c.cmd("NOOP").code == 250
+
+
 def test_command_line_too_long(limited):
     c = limited.raw()
     c.cmd("EHLO client.example.test")

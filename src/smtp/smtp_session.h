@@ -48,6 +48,8 @@ struct smtp_server {
 	unsigned commits;              /* queue commits in flight */
 	struct smtp_session *sessions; /* all live sessions */
 	bool draining;                 /* SIGTERM: finish transactions, then close */
+	/* RCPT lookups go to the workers until then (CLOCK_MONOTONIC s): one was slow */
+	time_t rcpt_here_off_until;
 	/* called when draining and the last session is gone */
 	void (*drained)(struct smtp_server *srv);
 };

@@ -52,6 +52,7 @@ struct directory {
 	sqlite3 *db;
 	char *data_dir;
 	struct stmt_cache stmts; /* at most 24 kept */
+	bool nowait;             /* busy timeout 0: directory_thread_nowait() */
 };
 
 /* ---- helpers ---- */
@@ -260,6 +261,15 @@ static const char *const schema_v1 =
 
 static int migrate(struct directory *dir, bool create, char **error_r)
 {
+	/*
+	 * Up to date, the usual case: no write lock. Every server thread opens
+	 * its own connection on first use, which must not wait for (or fail
+	 * behind) a write transaction of the CLI.
+	 */
+	int64_t current;
+	if (query_count(dir, "PRAGMA user_version", NULL, NULL, &current) == 0 &&
+	    current == SCHEMA_VERSION)
+		return 0;
 	if (exec(dir, "BEGIN IMMEDIATE") < 0) {
 		db_error(dir, error_r, "begin");
 		return -1;
@@ -395,6 +405,16 @@ struct directory *directory_thread(const char *data_dir)
 	 */
 	exec(dir, "PRAGMA synchronous=NORMAL");
 	pthread_setspecific(thread_key, dir);
+	return dir;
+}
+
+struct directory *directory_thread_nowait(const char *data_dir)
+{
+	struct directory *dir = directory_thread(data_dir);
+	if (dir != NULL && !dir->nowait) {
+		sqlite3_busy_timeout(dir->db, 0);
+		dir->nowait = true;
+	}
 	return dir;
 }
 

@@ -6,7 +6,8 @@
  *
  * A `struct directory` is one SQLite connection and is NOT thread-safe: each
  * thread opens its own (see directory_thread()). All calls may block on disk:
- * never call them on the event-loop thread.
+ * never call them on the event-loop thread, but for the one exception of
+ * directory_thread_nowait().
  *
  * Addresses are handled in canonical form: the domain lowercased (A-label
  * for IDNs), the local part lowercased (local parts are matched without
@@ -30,6 +31,14 @@ void directory_close(struct directory **dir);
  * thread exits. NULL (and a logged error) if the database cannot be opened.
  */
 struct directory *directory_thread(const char *data_dir);
+/*
+ * The same for the event-loop thread's address lookups (SMTP RCPT): SQLite
+ * does not wait for locks on it (busy timeout 0), so a lookup fails at once
+ * where another would wait; the caller runs a failed one again on a worker.
+ * Only for reads; it still reads pages from disk when they are not cached,
+ * which the caller bounds by timing the lookups.
+ */
+struct directory *directory_thread_nowait(const char *data_dir);
 
 /* ---- administration (CLI). Each returns 0, or -1 with *error_r (allocated, human text). ---- */
 
