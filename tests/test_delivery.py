@@ -479,3 +479,40 @@ def test_rcpt_answered_while_the_directory_is_written(postern_factory):
         c.quit()
     finally:
         db.close()
+
+
+def test_direct_delivery_partial_failure_takes_the_queue(postern_factory):
+    """Direct delivery (every recipient local: copies made durable before the 250) where one
+    account's copy cannot be put into new/: the 250 still comes, the copies already made stay,
+    and the queue delivers the missing one later, without a second copy for the others."""
+    p = postern_factory()
+    c = p.smtp()
+    # both Maildirs exist (a first message each)
+    for rcpt in ("a@example.test", "b@example.test"):
+        code, text = send(c, "sender@remote.test", [rcpt], make_message("warm " + rcpt, to=rcpt))
+        assert code == 250, text
+        p.wait_for_delivery(rcpt, 1)
+    bnew = os.path.join(p.maildir_path("b@example.test"), "new")
+    os.chmod(bnew, 0o500)  # the server (not root) cannot rename a copy into it
+    try:
+        code, text = send(c, "sender@remote.test", ["a@example.test", "b@example.test"],
+                          make_message("partial direct"))
+        assert code == 250, text
+        qid = queue_id_of(text)
+        p.wait_for_delivery("a@example.test", 2)
+        deadline = time.monotonic() + 10
+        while "event=maildir_write_failed queue_id=%s account=b@example.test" % qid not in p.log():
+            assert time.monotonic() < deadline, p.log()[-3000:]
+            time.sleep(0.1)
+        assert len(p.maildir("b@example.test")) == 1
+    finally:
+        os.chmod(bnew, 0o700)
+    p.must("queue", "flush")
+    p.wait_for_delivery("b@example.test", 2, timeout=30)
+    time.sleep(1.0)  # a wrong second copy for a would show up by now
+    for rcpt in ("a@example.test", "b@example.test"):
+        got = [m for m in p.maildir(rcpt) if b"partial direct" in m]
+        assert len(got) == 1, (rcpt, len(got))
+    # a's copy was made before the 250 and the queue knew it (no second one)
+    assert "event=already_delivered queue_id=%s account=a@example.test" % qid in p.log()
+    c.quit()
