@@ -399,52 +399,74 @@ struct conn {
 	long fetches;  /* "* N FETCH" lines of the last command */
 	long searched; /* numbers in the last SEARCH/SORT reply */
 	bool sent;     /* a command went out and nothing was read since */
+	bool hold;     /* conn_write() leaves TLS records in the memory BIO */
 };
 
-/* After an SSL call returned r <= 0: wait for what it wants and return 0 to
- * retry it, or -1. */
-static int ssl_wait(SSL *ssl, int r)
+static int sock_write(struct conn *c, const char *p, size_t n)
 {
-	switch (SSL_get_error(ssl, r)) {
+	while (n > 0) {
+		ssize_t w = write(c->fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && errno == EAGAIN) {
+			if (wait_io(EPOLLOUT) < 0)
+				return -1;
+			continue;
+		}
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* TLS writes its records into a memory BIO (start_tls); this sends them,
+ * so the records of one command (APPEND's four writes) go out in one
+ * write(): the same records and octets, fewer system calls. */
+static int conn_flush(struct conn *c)
+{
+	BIO *w = SSL_get_wbio(c->ssl);
+	char *p;
+	long n = BIO_get_mem_data(w, &p);
+	if (n <= 0)
+		return 0;
+	int r = sock_write(c, p, (size_t)n);
+	(void)BIO_reset(w);
+	return r;
+}
+
+/* After an SSL call returned r <= 0: send what it wrote, wait for what it
+ * wants and return 0 to retry it, or -1. */
+static int ssl_wait(struct conn *c, int r)
+{
+	switch (SSL_get_error(c->ssl, r)) {
 	case SSL_ERROR_WANT_READ:
+		if (conn_flush(c) < 0)
+			return -1;
 		return wait_io(EPOLLIN);
-	case SSL_ERROR_WANT_WRITE:
-		return wait_io(EPOLLOUT);
-	default:
+	default: /* no WANT_WRITE: the memory BIO takes everything */
 		return -1;
 	}
 }
 
 static int conn_write(struct conn *c, const char *p, size_t n)
 {
+	if (c->ssl == NULL)
+		return sock_write(c, p, n);
 	while (n > 0) {
-		ssize_t w;
-		if (c->ssl != NULL) {
+		ERR_clear_error();
+		int r = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
+		if (r <= 0) {
 			/* a retry after WANT_* passes the same buffer and length */
-			ERR_clear_error();
-			int r = SSL_write(c->ssl, p, n > INT32_MAX ? INT32_MAX : (int)n);
-			if (r <= 0) {
-				if (ssl_wait(c->ssl, r) < 0)
-					return -1;
-				continue;
-			}
-			w = r;
-		} else {
-			w = write(c->fd, p, n);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0 && errno == EAGAIN) {
-				if (wait_io(EPOLLOUT) < 0)
-					return -1;
-				continue;
-			}
-			if (w <= 0)
+			if (ssl_wait(c, r) < 0)
 				return -1;
+			continue;
 		}
-		p += w;
-		n -= (size_t)w;
+		p += r;
+		n -= (size_t)r;
 	}
-	return 0;
+	return c->hold ? 0 : conn_flush(c);
 }
 
 __attribute__((format(printf, 2, 3))) static int conn_printf(struct conn *c, const char *fmt, ...)
@@ -482,7 +504,7 @@ static int fill(struct conn *c)
 		if (c->ssl != NULL) {
 			ERR_clear_error();
 			int n = SSL_read(c->ssl, c->buf + c->len, (int)(sizeof(c->buf) - c->len));
-			if (n <= 0 && ssl_wait(c->ssl, n) == 0)
+			if (n <= 0 && ssl_wait(c, n) == 0)
 				continue;
 			r = n;
 		} else {
@@ -648,14 +670,22 @@ static void conn_close(struct conn *c)
 static int start_tls(struct conn *c)
 {
 	c->ssl = SSL_new(ctx);
-	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1)
+	if (c->ssl == NULL)
 		goto bad;
+	/* reads from the socket, writes into memory (conn_flush) */
+	BIO *rb = BIO_new_socket(c->fd, BIO_NOCLOSE), *wb = BIO_new(BIO_s_mem());
+	if (rb == NULL || wb == NULL) {
+		BIO_free(rb);
+		BIO_free(wb);
+		goto bad;
+	}
+	SSL_set_bio(c->ssl, rb, wb);
 	for (;;) {
 		ERR_clear_error();
 		int r = SSL_connect(c->ssl);
 		if (r == 1)
-			return 0;
-		if (ssl_wait(c->ssl, r) < 0)
+			return conn_flush(c) < 0 ? -1 : 0;
+		if (ssl_wait(c, r) < 0)
 			break;
 	}
 bad:;
@@ -785,10 +815,13 @@ static int mix_round(struct conn *c, uint64_t *rs, long round)
 	             words[rnd(rs) % NWORDS], round, round, (unsigned long long)(rnd(rs) >> 20));
 	snprintf(c->tag, sizeof(c->tag), "a%d", ++c->tagn);
 	double t0 = now();
-	if (conn_printf(c, "%s APPEND INBOX (\\Seen) {%zu+}\r\n", c->tag, (size_t)hl + append_len) <
-	        0 ||
-	    conn_write(c, hdr, (size_t)hl) < 0 || conn_write(c, append_msg, append_len) < 0 ||
-	    conn_write(c, "\r\n", 2) < 0)
+	/* four TLS records as before, sent together by the last */
+	c->hold = true;
+	int w = conn_printf(c, "%s APPEND INBOX (\\Seen) {%zu+}\r\n", c->tag,
+	                    (size_t)hl + append_len) < 0 ||
+	        conn_write(c, hdr, (size_t)hl) < 0 || conn_write(c, append_msg, append_len) < 0;
+	c->hold = false;
+	if (w || conn_write(c, "\r\n", 2) < 0)
 		return -1;
 	c->sent = true;
 	int r = imap_wait(c);
@@ -1229,11 +1262,14 @@ int main(int argc, char **argv)
 		return 1;
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	/* read the socket in big pieces, several records at once, not each record's
-	 * 5-octet header and then its body (two read()s a record); what the
-	 * server sees does not change */
+	/* Read the socket in pieces of up to a record's size (OpenSSL's
+	 * default read buffer, about 16.7 KiB), several small records at once,
+	 * rather than each record's 5-octet header and then its body: two read()s
+	 * a record. Not a bigger buffer: OpenSSL moves what is left in it to the
+	 * front before each record it decrypts, so a 64 KiB one saves 0.2-0.5
+	 * read()s a command but moves 4x the octets (against Dovecot's small
+	 * records 55 KiB a command against 13). The server sees no difference. */
 	SSL_CTX_set_read_ahead(ctx, 1);
-	SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
 
 	/* body of the appended message: 2 KiB of 72-octet lines */
 	for (int i = 0; append_len + 80 < 2048; i++)
