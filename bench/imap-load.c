@@ -400,6 +400,7 @@ struct conn {
 	long searched; /* numbers in the last SEARCH/SORT reply */
 	bool sent;     /* a command went out and nothing was read since */
 	bool hold;     /* conn_write() leaves TLS records in the memory BIO */
+	bool membio;   /* TLS writes into a memory BIO (event loop), else the socket */
 };
 
 static int sock_write(struct conn *c, const char *p, size_t n)
@@ -426,6 +427,8 @@ static int sock_write(struct conn *c, const char *p, size_t n)
  * write(): the same records and octets, fewer system calls. */
 static int conn_flush(struct conn *c)
 {
+	if (!c->membio)
+		return 0;
 	BIO *w = SSL_get_wbio(c->ssl);
 	char *p;
 	long n = BIO_get_mem_data(w, &p);
@@ -670,8 +673,18 @@ static void conn_close(struct conn *c)
 static int start_tls(struct conn *c)
 {
 	c->ssl = SSL_new(ctx);
+	c->membio = cur_task != NULL;
 	if (c->ssl == NULL)
 		goto bad;
+	/* With blocking sockets (large, pop3, idle) TLS reads and writes the
+	 * socket: SSL_connect() would block reading before a flush. */
+	if (!c->membio) {
+		if (SSL_set_fd(c->ssl, c->fd) != 1)
+			goto bad;
+		if (SSL_connect(c->ssl) == 1)
+			return 0;
+		goto bad;
+	}
 	/* reads from the socket, writes into memory (conn_flush) */
 	BIO *rb = BIO_new_socket(c->fd, BIO_NOCLOSE), *wb = BIO_new(BIO_s_mem());
 	if (rb == NULL || wb == NULL) {
