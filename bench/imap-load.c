@@ -16,12 +16,15 @@
  *
  * mix and login run their C connections on LOOP_THREADS event-loop threads
  * (-t, default 1): non-blocking sockets in one epoll set per thread (edge-
- * triggered), each connection's script a coroutine (ucontext) with its own
- * stack that yields to the loop where a blocking client would wait, so the
- * script reads as straight-line code and a response that arrives while the
- * thread is busy costs no wake-up. -t 0: the old way, one thread per
- * connection with blocking sockets (for comparison). large, pop3 (one
- * connection) and idle (8 setup threads, then held) use blocking sockets.
+ * triggered), each connection's script a coroutine with its own stack that
+ * yields to the loop where a blocking client would wait, so the script reads
+ * as straight-line code and a response that arrives while the thread is busy
+ * costs no wake-up. TLS there reads ahead (several records a read()) and
+ * writes into memory, sent with one write() per command; the TLS records and
+ * every octet the server gets are the same as with blocking sockets. -t 0:
+ * the old way, one thread per connection with blocking sockets (for
+ * comparison). large, pop3 (one connection) and idle (8 setup threads, then
+ * held) use blocking sockets.
  *
  * Workloads (one line of key=value results on stdout; exit 1 on any failure):
  *   mix    C connections run COUNT rounds in total, ROUNDS_PER_SESSION rounds per
@@ -47,7 +50,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
@@ -194,8 +196,9 @@ static uint64_t rnd(uint64_t *s)
 
 /* Switching between a task's stack and the loop's. glibc's swapcontext()
  * saves and restores the signal mask, a system call each way (1.3-1.9 per
- * command of the mix); on x86-64 ctx_switch() saves the callee-saved
- * registers on the old stack and continues on the new one, nothing else. */
+ * command of the mix); on x86-64 bench_ctx_switch() saves the callee-saved
+ * registers on the old stack and continues on the new one, nothing else
+ * (elsewhere swapcontext()). */
 #if defined(__x86_64__)
 struct coctx {
 	void *sp;
@@ -238,8 +241,7 @@ struct loop {
 	int ep;
 	struct coctx main;
 	struct task *tasks;
-	long ntasks;
-	long live;
+	long live; /* tasks not done */
 };
 
 #define TASK_STACK (256 * 1024)
