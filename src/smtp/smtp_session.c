@@ -528,7 +528,11 @@ static bool rcpt_here(struct smtp_session *s, struct rcpt_job *j)
 	if (dir == NULL)
 		return false;
 	memset(&j->res, 0, sizeof(j->res));
+	/* one WAL read lock for the lookup's statements, not one each (two fcntl) */
+	bool reading = directory_read_begin(dir) == 0;
 	j->result = directory_resolve(dir, j->address, &j->res);
+	if (reading)
+		directory_read_end(dir);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	long long ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
 	if (ns > RCPT_HERE_SLOW_NS) {
