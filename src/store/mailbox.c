@@ -1675,15 +1675,6 @@ static int ient_cmp(const void *a, const void *b)
 	return strcmp(((const struct ient *)a)->base, ((const struct ient *)b)->base);
 }
 
-/* new messages in delivery order: by the time that starts the name, then by name */
-static int dent_ptr_cmp(const void *a, const void *b)
-{
-	const struct dent *x = *(const struct dent *const *)a, *y = *(const struct dent *const *)b;
-	/* plain byte order: names start with fixed-width seconds and our queue ids
-	   are fixed-width and sortable; strverscmp would read "80" > "9" inside them */
-	return strcmp(x->base, y->base);
-}
-
 static int read_dir(const char *dir, bool in_new, struct dent **v, size_t *n, size_t *cap)
 {
 	DIR *d = opendir(dir);
@@ -1810,16 +1801,49 @@ static void cache_file(int dfd, const char *file, struct mbox_cache *c, uint64_t
 }
 
 /*
+ * INTERNALDATE and save date not read yet: a scan that finds many new files
+ * at once takes them from the file's stat() only when a command first needs
+ * them (resolve_dates()). A file whose mtime really is -1 is stat'd each time,
+ * which is slow, not wrong.
+ */
+#define DATE_UNKNOWN (-1)
+
+/* A decimal number at s (as in ",S=123"), or -1 if there is none. */
+static int64_t name_number(const char *s, const char *end)
+{
+	int64_t v = 0;
+	const char *p = s;
+	for (; p < end && *p >= '0' && *p <= '9' && v < INT64_MAX / 10 - 9; p++)
+		v = v * 10 + (*p - '0');
+	return p == s ? -1 : v;
+}
+
+/*
  * The sizes and dates of a message file without parsing it, for a scan that
- * finds many new files at once (a Maildir copied in): the physical size and
- * the dates from stat(), the size with CRLF line ends (RFC822.SIZE) from the
- * name's ",W=" when its ",S=" agrees with the file (Dovecot's names), else by
- * counting the line ends not preceded by CR, as the MIME parser does. The
- * cache row is made when the message is first asked for (mbox_msg_caches()).
+ * finds many new files at once (a Maildir copied in). A name with ",S=" and
+ * ",W=" (Dovecot's, and ours) gives the physical size and the size with CRLF
+ * line ends (RFC822.SIZE) without touching the file, and the dates are left
+ * DATE_UNKNOWN: 100,000 stat() calls were a third of a first SELECT's time
+ * (Dovecot does not stat either). Otherwise the size and dates come from
+ * stat(), and the CRLF size by counting the line ends not preceded by CR, as
+ * the MIME parser does. The cache row is made when the message is first asked
+ * for (mbox_msg_caches()), which also corrects a size a name got wrong.
  */
 static void file_sizes(int dfd, const char *file, const char *name, uint64_t *vsize_r,
                        uint64_t *phys_r, int64_t *mtime_r, int64_t *ctime_r)
 {
+	const char *colon = strchr(name, ':');
+	const char *bend = colon != NULL ? colon : name + strlen(name);
+	const char *sp = memmem(name, (size_t)(bend - name), ",S=", 3);
+	const char *wp = memmem(name, (size_t)(bend - name), ",W=", 3);
+	int64_t s = sp != NULL ? name_number(sp + 3, bend) : -1;
+	int64_t w = wp != NULL ? name_number(wp + 3, bend) : -1;
+	if (s >= 0 && w >= s) {
+		*phys_r = (uint64_t)s;
+		*vsize_r = (uint64_t)w;
+		*mtime_r = *ctime_r = DATE_UNKNOWN;
+		return;
+	}
 	struct stat sb;
 	*vsize_r = *phys_r = 0;
 	*mtime_r = *ctime_r = time(NULL);
@@ -1828,14 +1852,6 @@ static void file_sizes(int dfd, const char *file, const char *name, uint64_t *vs
 	*phys_r = (uint64_t)sb.st_size;
 	*mtime_r = sb.st_mtim.tv_sec;
 	*ctime_r = sb.st_ctim.tv_sec;
-	const char *colon = strchr(name, ':');
-	size_t baselen = colon != NULL ? (size_t)(colon - name) : strlen(name);
-	const char *sp = memmem(name, baselen, ",S=", 3), *wp = memmem(name, baselen, ",W=", 3);
-	if (sp != NULL && wp != NULL && strtoull(sp + 3, NULL, 10) == (uint64_t)sb.st_size) {
-		*vsize_r = strtoull(wp + 3, NULL, 10);
-		if (*vsize_r >= *phys_r)
-			return;
-	}
 	int fd = openat(dfd, file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		*vsize_r = *phys_r;
@@ -2001,6 +2017,102 @@ static int update_folder_row(sqlite3 *db, const struct frow *r, char **error_r)
 }
 
 /*
+ * Let the page cache hold a bulk insert of n messages (~200 octets of pages
+ * each, up to 256 MiB); returns the cache size (PRAGMA cache_size) to go back
+ * to with cache_shrink(), which also frees the pages.
+ */
+static int64_t cache_grow(sqlite3 *db, size_t n)
+{
+	sqlite3_stmt *q = NULL;
+	int64_t old = 0;
+	if (sqlite3_prepare_v2(db, "PRAGMA cache_size", -1, &q, NULL) == SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW)
+		old = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	int64_t want = (int64_t)(n < 1310720 ? n : 1310720) / 5 + 4096;
+	if (old == 0 || (old < 0 ? -old : old * 4) >= want)
+		return 0;
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size = -%lld", (long long)want);
+	return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? old : 0;
+}
+
+static void cache_shrink(sqlite3 *db, int64_t old)
+{
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size = %lld", (long long)old);
+	sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_db_release_memory(db);
+}
+
+/* `v` in decimal at buf (no NUL); its length */
+static size_t fmt_u32(char *buf, uint32_t v)
+{
+	char tmp[10];
+	size_t k = sizeof(tmp);
+	do {
+		tmp[--k] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	memcpy(buf, tmp + k, sizeof(tmp) - k);
+	return sizeof(tmp) - k;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* (uid, position) pairs, to find the first of equal UIDs */
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The UIDs the uidlist gives the new files fresh[0..n) (an index rebuilt, or
+ * files a crash left unindexed): uids[k] is the uidlist's UID for the name,
+ * or 0 where the file needs a new one -- a name the uidlist does not know, a
+ * UID not below uidnext, one the index already has (a copy under another
+ * name), or one an earlier file of the list took. Sorted lookups: checking
+ * each against the whole index and the list before it was quadratic (an index
+ * lost on a 100,000-message folder: minutes).
+ */
+static uint32_t *fresh_uids(struct dent **fresh, size_t n, const struct uident *ul, size_t nul,
+                            const struct ient *ix, size_t ni, uint32_t uidnext)
+{
+	uint32_t *uids = xcalloc(n, sizeof(*uids));
+	if (nul == 0)
+		return uids;
+	uint32_t *have = xmalloc((ni + 1) * sizeof(*have));
+	for (size_t q = 0; q < ni; q++)
+		have[q] = ix[q].uid;
+	if (ni > 1)
+		qsort(have, ni, sizeof(*have), u32_cmp);
+	uint64_t *taken = xmalloc(n * sizeof(*taken));
+	size_t nt = 0;
+	for (size_t k = 0; k < n; k++) {
+		struct uident key = {.base = fresh[k]->base};
+		const struct uident *hit = bsearch(&key, ul, nul, sizeof(*ul), uident_cmp);
+		if (hit == NULL || hit->uid >= uidnext || hit->uid == 0 ||
+		    (ni > 0 && bsearch(&hit->uid, have, ni, sizeof(*have), u32_cmp) != NULL))
+			continue;
+		uids[k] = hit->uid;
+		taken[nt++] = (uint64_t)hit->uid << 32 | k;
+	}
+	if (nt > 1)
+		qsort(taken, nt, sizeof(*taken), u64_cmp);
+	for (size_t q = 1; q < nt; q++)
+		if (taken[q] >> 32 == taken[q - 1] >> 32)
+			uids[(uint32_t)taken[q]] = 0; /* the earlier file keeps it */
+	free(taken);
+	free(have);
+	return uids;
+}
+
+/*
  * Bring the index of folder `name` (directory `path`) up to date with its
  * files. *row_r gets the folder row after it.
  */
@@ -2054,6 +2166,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 	bool changed = false;
 	sqlite3_stmt *s = NULL;
 	struct folder_lock *flock = NULL;
+	int64_t cache_kib = 0; /* the cache size to go back to, if a bulk insert grew it */
 
 	if (stat(newdir, &sn) < 0 || stat(curdir, &sc) < 0) {
 		fail(error_r, errno == ENOENT ? ENOENT : EIO, "folder %s: %s", name,
@@ -2283,31 +2396,25 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		}
 		if (next > r.uidnext)
 			r.uidnext = next;
-		qsort(fresh, nfresh, sizeof(*fresh), dent_ptr_cmp);
+		/* new UIDs in delivery order: by the time that starts the name, then by name
+		   (plain byte order: names start with fixed-width seconds and our queue ids
+		   are fixed-width and sortable; strverscmp would read "80" > "9" inside
+		   them), which is the order of d[], so fresh[] (taken from d[] in order) is
+		   sorted already */
 		uint32_t hdr_next = r.uidnext;
-		uint32_t *uids = xcalloc(nfresh, sizeof(*uids));
+		uint32_t *uids = fresh_uids(fresh, nfresh, ul, nul, ix, ni, r.uidnext);
 		size_t ulcap = 0, ullen = 0;
 		for (size_t k = 0; k < nfresh; k++) {
-			struct uident key = {.base = fresh[k]->base};
-			struct uident *hit =
-			    nul > 0 ? bsearch(&key, ul, nul, sizeof(*ul), uident_cmp) : NULL;
-			if (hit != NULL && hit->uid < r.uidnext) {
-				/* not reused if the index already has it (a copy under another
-				 * name) */
-				bool used = false;
-				for (size_t q = 0; q < ni && !used; q++)
-					used = ix[q].uid == hit->uid;
-				for (size_t q = 0; q < k && !used; q++)
-					used = uids[q] == hit->uid;
-				if (!used) {
-					uids[k] = hit->uid;
-					continue;
-				}
-			}
+			if (uids[k] != 0)
+				continue;
 			uids[k] = r.uidnext++;
-			size_t need = ullen + strlen(fresh[k]->base) + 16;
-			ulbuf = xgrow(ulbuf, &ulcap, need, 1);
-			ullen += (size_t)sprintf(ulbuf + ullen, "%u %s\n", uids[k], fresh[k]->base);
+			size_t blen = strlen(fresh[k]->base);
+			ulbuf = xgrow(ulbuf, &ulcap, ullen + blen + 13, 1);
+			ullen += fmt_u32(ulbuf + ullen, uids[k]);
+			ulbuf[ullen++] = ' ';
+			memcpy(ulbuf + ullen, fresh[k]->base, blen);
+			ullen += blen;
+			ulbuf[ullen++] = '\n';
 		}
 		if (ullen > 0 && uidlist_append(ulpath, r.uidvalidity, hdr_next, ulbuf, ullen,
 		                                &ulsize, NULL) < 0) {
@@ -2328,6 +2435,11 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		/* many new files at once (a Maildir copied in): their cache rows are made when
 		   they are first asked for, so the first SELECT does not parse them all */
 		bool lazy = nfresh > LAZY_SCAN;
+		/* the transaction's pages stay in memory until COMMIT: with the default
+		   cache (2 MB) SQLite spilled them into the WAL and read them back, 24,000
+		   pwrite()s and pread()s for 100,000 messages; given back after the sync */
+		if (lazy && cache_kib == 0)
+			cache_kib = cache_grow(db, nfresh);
 		/* files looked up in their directory, not each by its whole path */
 		int dfd_new = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		int dfd_cur = open(curdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -2364,13 +2476,16 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			sqlite3_bind_int64(s, 10, (int64_t)phys);
 			sqlite3_bind_int64(s, 11, mtime);
 			sqlite3_bind_int64(s, 12, ctime);
-			sqlite3_reset(sc2);
-			sqlite3_bind_int64(sc2, 1, r.id);
-			sqlite3_bind_int64(sc2, 2, uids[k]);
-			bind_cache(sc2, 3, &c);
-			if (sqlite3_step(s) != SQLITE_DONE ||
-			    (!lazy && sqlite3_step(sc2) != SQLITE_DONE))
+			if (sqlite3_step(s) != SQLITE_DONE)
 				dberr = true;
+			if (!lazy && !dberr) {
+				sqlite3_reset(sc2);
+				sqlite3_bind_int64(sc2, 1, r.id);
+				sqlite3_bind_int64(sc2, 2, uids[k]);
+				bind_cache(sc2, 3, &c);
+				if (sqlite3_step(sc2) != SQLITE_DONE)
+					dberr = true;
+			}
 			mbox_cache_clear(&c);
 			/* delivery counted what it put into new/; a rebuild counts nothing */
 			if (!rebuild && !fresh[k]->in_new && !fresh[k]->delivered)
@@ -2401,6 +2516,8 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 out:
 	if (ret < 0)
 		rollback(db);
+	if (cache_kib != 0)
+		cache_shrink(db, cache_kib);
 	folder_unlock(flock);
 	unprep(s);
 	free(newdir);
@@ -2982,18 +3099,116 @@ void mbox_get_ids(const struct mbox *box, uint32_t *uidvalidity_r, uint32_t *uid
 	*highestmodseq_r = box->status.highestmodseq;
 }
 
-/* One row of messages (the columns of select_msgs) into *m. */
-static void msg_from_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *m)
+/* One row of messages (uid, flags, keywords, modseq, size[, internaldate, savedate]) into *m. */
+static void msg_from_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *m, bool dates)
 {
 	m->uid = (uint32_t)sqlite3_column_int64(s, 0);
 	m->flags = (uint32_t)sqlite3_column_int64(s, 1);
 	m->keywords = (uint32_t)sqlite3_column_int64(s, 2);
 	m->modseq = (uint64_t)sqlite3_column_int64(s, 3);
 	m->size = (uint64_t)sqlite3_column_int64(s, 4);
-	m->internaldate = sqlite3_column_int64(s, 5);
-	m->savedate = sqlite3_column_int64(s, 6);
+	if (dates) {
+		m->internaldate = sqlite3_column_int64(s, 5);
+		m->savedate = sqlite3_column_int64(s, 6);
+	}
 	if (!box->readonly && box_recent(box, m->uid))
 		m->flags |= MBOX_F_RECENT;
+}
+
+/* A record whose dates a bulk scan left for later (file_sizes()), as found by a query. */
+struct late_date {
+	size_t i; /* into the records */
+	char *file;
+	bool in_new;
+};
+
+/*
+ * The dates of msgs[late[k].i] that are DATE_UNKNOWN, from stat() of the
+ * files (INTERNALDATE the mtime, the save date the ctime, as a scan would
+ * have taken them), then kept in the index in one transaction (best effort;
+ * not on a thread that must not wait). A file not found (renamed or removed
+ * behind our back) gives now for this time, and is not kept.
+ */
+static void resolve_dates(struct mbox *box, sqlite3 *db, struct mbox_msg *msgs,
+                          struct late_date *late, size_t nlate)
+{
+	int dfd[2] = {-1, -1};
+	bool *keep = xcalloc(nlate + 1, sizeof(*keep));
+	size_t nkeep = 0;
+	time_t now = time(NULL);
+	for (size_t k = 0; k < nlate; k++) {
+		int w = late[k].in_new ? 1 : 0;
+		if (dfd[w] < 0) {
+			char *d = xasprintf("%s/%s", box->path, w ? "new" : "cur");
+			dfd[w] = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			free(d);
+		}
+		struct mbox_msg *m = &msgs[late[k].i];
+		struct stat sb;
+		if (dfd[w] < 0 || fstatat(dfd[w], late[k].file, &sb, 0) < 0) {
+			if (m->internaldate == DATE_UNKNOWN)
+				m->internaldate = now;
+			if (m->savedate == DATE_UNKNOWN)
+				m->savedate = now;
+			continue;
+		}
+		if (m->internaldate == DATE_UNKNOWN)
+			m->internaldate = sb.st_mtim.tv_sec;
+		if (m->savedate == DATE_UNKNOWN)
+			m->savedate = sb.st_ctim.tv_sec;
+		keep[k] = true;
+		nkeep++;
+	}
+	for (int w = 0; w < 2; w++)
+		if (dfd[w] >= 0)
+			close(dfd[w]);
+	if (nkeep > 0 && !thread_nowait && exec(db, "BEGIN IMMEDIATE", NULL) == 0) {
+		/* only what is still unknown: a concurrent resolver or change wins */
+		sqlite3_stmt *u =
+		    prep(db,
+		         "UPDATE messages SET internaldate = CASE internaldate WHEN -1 THEN ?3 "
+		         "ELSE internaldate END, savedate = CASE savedate WHEN -1 THEN ?4 ELSE "
+		         "savedate END WHERE folder_id = ?1 AND uid = ?2",
+		         NULL);
+		bool ok = u != NULL;
+		for (size_t k = 0; ok && k < nlate; k++) {
+			if (!keep[k])
+				continue;
+			const struct mbox_msg *m = &msgs[late[k].i];
+			sqlite3_reset(u);
+			sqlite3_bind_int64(u, 1, box->folder_id);
+			sqlite3_bind_int64(u, 2, m->uid);
+			sqlite3_bind_int64(u, 3, m->internaldate);
+			sqlite3_bind_int64(u, 4, m->savedate);
+			ok = sqlite3_step(u) == SQLITE_DONE;
+		}
+		unprep(u);
+		if (!ok || exec(db, "COMMIT", NULL) < 0)
+			rollback(db);
+	}
+	free(keep);
+}
+
+static void late_dates_free(struct late_date *late, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		free(late[k].file);
+	free(late);
+}
+
+/* A row of mbox_messages_get()'s query into msgs[i]; its file noted if a date is unknown. */
+static void take_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *msgs, size_t i,
+                     struct late_date **late, size_t *nlate, size_t *cap)
+{
+	struct mbox_msg *m = &msgs[i];
+	msg_from_row(box, s, m, true);
+	if (m->internaldate != DATE_UNKNOWN && m->savedate != DATE_UNKNOWN)
+		return;
+	*late = xgrow(*late, cap, *nlate + 1, sizeof(**late));
+	(*late)[*nlate].i = i;
+	(*late)[*nlate].file = col_dup(s, 7);
+	(*late)[*nlate].in_new = sqlite3_column_int(s, 8) != 0;
+	(*nlate)++;
 }
 
 static int select_msgs(struct mbox *box, const char *where, uint64_t since,
@@ -3004,7 +3219,7 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 	sqlite3 *db = conn_db(box->acct->st, error_r);
 	if (db == NULL)
 		return -1;
-	char *sql = xasprintf("SELECT uid, flags, keywords, modseq, size, internaldate, savedate "
+	char *sql = xasprintf("SELECT uid, flags, keywords, modseq, size "
 	                      "FROM messages WHERE folder_id = ?1 %s ORDER BY uid",
 	                      where);
 	sqlite3_stmt *s = prep(db, sql, error_r);
@@ -3019,7 +3234,8 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		v = xgrow(v, &cap, n + 1, sizeof(*v));
-		msg_from_row(box, s, &v[n++]);
+		memset(&v[n], 0, sizeof(v[n]));
+		msg_from_row(box, s, &v[n++], false);
 	}
 	unprep(s);
 	if (rc != SQLITE_DONE) {
@@ -3051,14 +3267,17 @@ int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct m
 	bool range = span <= 4 * (uint64_t)n;
 	sqlite3_stmt *s = prep(db,
 	                       range ? "SELECT uid, flags, keywords, modseq, size, internaldate, "
-	                               "savedate FROM messages WHERE folder_id = ?1 AND uid >= ?2 "
-	                               "AND uid <= ?3 ORDER BY uid"
+	                               "savedate, filename, in_new FROM messages WHERE folder_id = "
+	                               "?1 AND uid >= ?2 AND uid <= ?3 ORDER BY uid"
 	                             : "SELECT uid, flags, keywords, modseq, size, internaldate, "
-	                               "savedate FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	                               "savedate, filename, in_new FROM messages WHERE folder_id = "
+	                               "?1 AND uid = ?2",
 	                       error_r);
 	if (s == NULL)
 		return -1;
 	int rc = SQLITE_DONE;
+	struct late_date *late = NULL;
+	size_t nlate = 0, latecap = 0;
 	sqlite3_bind_int64(s, 1, box->folder_id);
 	if (range) {
 		sqlite3_bind_int64(s, 2, uids[0]);
@@ -3069,24 +3288,27 @@ int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct m
 			while (i < n && uids[i] < uid)
 				i++;
 			if (i < n && uids[i] == uid)
-				msg_from_row(box, s, &msgs_r[i++]);
+				take_row(box, s, msgs_r, i++, &late, &nlate, &latecap);
 		}
-		if (rc == SQLITE_ROW)
-			rc = SQLITE_DONE;
 	} else {
 		for (size_t i = 0; i < n && (rc == SQLITE_DONE || rc == SQLITE_ROW); i++) {
 			sqlite3_reset(s);
 			sqlite3_bind_int64(s, 2, uids[i]);
 			rc = sqlite3_step(s);
 			if (rc == SQLITE_ROW)
-				msg_from_row(box, s, &msgs_r[i]);
+				take_row(box, s, msgs_r, i, &late, &nlate, &latecap);
 		}
-		if (rc == SQLITE_ROW)
-			rc = SQLITE_DONE;
 	}
+	if (rc == SQLITE_ROW)
+		rc = SQLITE_DONE;
 	unprep(s);
-	if (rc != SQLITE_DONE)
+	if (rc != SQLITE_DONE) {
+		late_dates_free(late, nlate);
 		return fail_db(error_r, db, "messages");
+	}
+	if (nlate > 0)
+		resolve_dates(box, db, msgs_r, late, nlate);
+	late_dates_free(late, nlate);
 	return 0;
 }
 
@@ -3208,8 +3430,8 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 		goto out;
 	int64_t cur_pre = dir_mtime(box->path, "cur");
 	sel = prep(db,
-	           "SELECT filename, in_new, flags, keywords, modseq, size, internaldate, "
-	           "savedate, basename FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	           "SELECT filename, in_new, flags, keywords, modseq, size, 0, 0, basename "
+	           "FROM messages WHERE folder_id = ?1 AND uid = ?2",
 	           error_r);
 	upd = prep(db,
 	           "UPDATE messages SET filename = ?3, in_new = 0, flags = ?4, keywords = ?5, "
@@ -3278,8 +3500,7 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 		m->keywords = nk;
 		m->modseq = modseq;
 		m->size = (uint64_t)sqlite3_column_int64(sel, 5);
-		m->internaldate = sqlite3_column_int64(sel, 6);
-		m->savedate = sqlite3_column_int64(sel, 7);
+		m->internaldate = m->savedate = 0; /* as mbox_changes() (mailbox.h) */
 	}
 	unprep(sel);
 	unprep(upd);
@@ -4548,15 +4769,25 @@ int mbox_expire(struct mbox_store *st, int64_t account_id, const char *address, 
 		}
 		struct mbox_msg *msgs;
 		size_t n;
+		/* the save dates: mbox_messages_get() (mbox_messages() has no dates) */
 		if (mbox_messages(box, &msgs, &n, error_r) < 0) {
 			mbox_close(&box);
 			ret = -1;
 			break;
 		}
 		uint32_t *old = xcalloc(n + 1, sizeof(*old));
+		for (size_t k = 0; k < n; k++)
+			old[k] = msgs[k].uid;
+		if (mbox_messages_get(box, old, n, msgs, error_r) < 0) {
+			free(msgs);
+			free(old);
+			mbox_close(&box);
+			ret = -1;
+			break;
+		}
 		size_t nold = 0;
 		for (size_t k = 0; k < n; k++)
-			if (msgs[k].savedate < (int64_t)now - (int64_t)age)
+			if (msgs[k].uid != 0 && msgs[k].savedate < (int64_t)now - (int64_t)age)
 				old[nold++] = msgs[k].uid;
 		free(msgs);
 		size_t nexp = 0;
