@@ -4531,12 +4531,13 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 	};
 	char sql[640];
 	size_t o = (size_t)snprintf(sql, sizeof(sql), "SELECT uid");
+	bool want[ARRAY_SIZE(cols)];
 	for (size_t k = 0; k < ARRAY_SIZE(cols); k++) {
-		bool want =
+		want[k] =
 		    (fields & cols[k].bit) != 0 || (hd && cols[k].bit != MBOX_CACHE_ENVELOPE &&
 		                                    cols[k].bit != MBOX_CACHE_BODYSTRUCTURE);
-		o +=
-		    (size_t)snprintf(sql + o, sizeof(sql) - o, ", %s", want ? cols[k].col : "NULL");
+		o += (size_t)snprintf(sql + o, sizeof(sql) - o, ", %s",
+		                      want[k] ? cols[k].col : "NULL");
 	}
 	snprintf(sql + o, sizeof(sql) - o,
 	         ", %s FROM msgcache WHERE folder_id = ?1 AND uid >= ?2 AND uid <= ?3 ORDER BY uid",
@@ -4562,8 +4563,10 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 		              &c->in_reply_to, &c->references,    &c->sort_from,
 		              &c->sort_to,     &c->sort_cc,       &c->display_from,
 		              &c->display_to};
+		/* only the columns asked for: sqlite3_column_type() of the 16 columns of a
+		   SORT (DATE) was a tenth of its time */
 		for (size_t k = 0; k < ARRAY_SIZE(v); k++)
-			if (sqlite3_column_type(s, (int)k + 1) != SQLITE_NULL)
+			if (want[k] && sqlite3_column_type(s, (int)k + 1) != SQLITE_NULL)
 				*v[k] = col_dup(s, (int)k + 1);
 		c->date = sqlite3_column_int64(s, (int)ARRAY_SIZE(v) + 1);
 		c->date_tz = sqlite3_column_int(s, (int)ARRAY_SIZE(v) + 2);
