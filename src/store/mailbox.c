@@ -200,6 +200,11 @@ static const char schema[] =
     "  savedate INTEGER NOT NULL,"
     "  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder_id, modseq);"
+    /* what SELECT lists (mbox_messages()), read from this index alone: a seventh of the
+       table's pages (its rows hold the file names), so a 100,000-message folder fits the
+       page cache */
+    "CREATE INDEX IF NOT EXISTS messages_list ON messages (folder_id, uid, flags, keywords, "
+    "modseq, size);"
     /* the big columns last: a scan of the header values stops before them */
     "CREATE TABLE IF NOT EXISTS msgcache ("
     "  folder_id INTEGER NOT NULL,"
@@ -355,7 +360,8 @@ static void unprep(sqlite3_stmt *s)
 static pthread_mutex_t index_write_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local bool index_write_held;
 static atomic_bool index_checkpoint_due;
-
+/* this thread's commit leaves a due checkpoint to the next writer (a bulk scan's) */
+static _Thread_local bool index_checkpoint_defer;
 
 /*
  * Instead of SQLite's automatic checkpoint (run by the committing thread while
@@ -380,8 +386,8 @@ static void index_write_release(sqlite3 *db)
 		index_write_held = false;
 		pthread_mutex_unlock(&index_write_mu);
 	}
-	if (!index_write_held && !thread_nowait && atomic_load(&index_checkpoint_due) &&
-	    atomic_exchange(&index_checkpoint_due, false))
+	if (!index_write_held && !thread_nowait && !index_checkpoint_defer &&
+	    atomic_load(&index_checkpoint_due) && atomic_exchange(&index_checkpoint_due, false))
 		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }
 
@@ -1651,7 +1657,7 @@ static int frow_create(sqlite3 *db, int64_t account_id, const char *name, const 
 }
 
 struct dent {
-	char *base;
+	char *base; /* in file's allocation */
 	char *file;
 	bool in_new;
 	bool delivered; /* moved from new/ by this sync */
@@ -1685,8 +1691,17 @@ static int read_dir(const char *dir, bool in_new, struct dent **v, size_t *n, si
 		if (de->d_name[0] == '.')
 			continue;
 		*v = xgrow(*v, cap, *n + 1, sizeof(**v));
-		(*v)[*n].file = xstrdup(de->d_name);
-		(*v)[*n].base = base_of(de->d_name);
+		/* the name and its base in one allocation (dents_free()): 200,000
+		   mallocs and frees were a tenth of scanning 100,000 files */
+		size_t len = strlen(de->d_name);
+		const char *colon = memchr(de->d_name, ':', len);
+		size_t blen = colon != NULL ? (size_t)(colon - de->d_name) : len;
+		char *file = xmalloc(len + blen + 2);
+		memcpy(file, de->d_name, len + 1);
+		memcpy(file + len + 1, de->d_name, blen);
+		file[len + 1 + blen] = '\0';
+		(*v)[*n].file = file;
+		(*v)[*n].base = file + len + 1;
 		(*v)[*n].in_new = in_new;
 		(*v)[*n].delivered = in_new;
 		(*n)++;
@@ -1979,10 +1994,8 @@ static int cur_carry(sqlite3 *db, int64_t folder_id, int64_t rec, int64_t pre, c
 
 static void dents_free(struct dent *d, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		free(d[i].base);
-		free(d[i].file);
-	}
+	for (size_t i = 0; i < n; i++)
+		free(d[i].file); /* base is in the same allocation (read_dir()) */
 	free(d);
 }
 
@@ -2509,7 +2522,13 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		r.hms = modseq;
 	r.new_mtime = mtime_to_store(ts_ns(&sn.st_mtim));
 	r.cur_mtime = mtime_to_store(ts_ns(&sc.st_mtim));
-	if (update_folder_row(db, &r, error_r) < 0 || exec(db, "COMMIT", error_r) < 0)
+	/* the checkpoint of a bulk insert (copying ~20 MB of WAL into index.db for
+	   100,000 messages, a tenth of a first SELECT) is left to the next writer:
+	   the SELECT that found the files answers without waiting for it */
+	index_checkpoint_defer = nfresh > LAZY_SCAN;
+	int crc = update_folder_row(db, &r, error_r) < 0 ? -1 : exec(db, "COMMIT", error_r);
+	index_checkpoint_defer = false;
+	if (crc < 0)
 		goto out;
 	*row_r = r;
 	ret = 0;
