@@ -3274,9 +3274,9 @@ int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char 
 int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct mbox_msg *msgs_r,
                       char **error_r)
 {
-	memset(msgs_r, 0, n * sizeof(*msgs_r));
 	if (n == 0)
 		return 0;
+	memset(msgs_r, 0, n * sizeof(*msgs_r));
 	sqlite3 *db = conn_db(box->acct->st, error_r);
 	if (db == NULL)
 		return -1;
