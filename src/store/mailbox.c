@@ -2242,6 +2242,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 	sqlite3 *db = conn_db(a->st, error_r);
 	if (db == NULL)
 		return -1;
+	index_checkpoint_defer = false;
 	char *newdir = xasprintf("%s/new", path), *curdir = xasprintf("%s/cur", path);
 	struct stat sn, sc;
 	int ret = -1;
@@ -2252,6 +2253,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 	struct uident *ul = NULL;
 	size_t nul = 0;
 	struct dent **fresh = NULL;
+	size_t freshcap = 0;
 	size_t nfresh = 0;
 	char *ulbuf = NULL;
 	int64_t usage_delta = 0;
@@ -2431,7 +2433,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			continue;
 		}
 		if (c < 0) {
-			fresh = xrealloc(fresh, (nfresh + 1) * sizeof(*fresh));
+			fresh = xgrow(fresh, &freshcap, nfresh + 1, sizeof(*fresh));
 			fresh[nfresh++] = &d[i++];
 		} else if (c > 0) {
 			/* gone */
@@ -2618,12 +2620,11 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 	r.new_mtime = mtime_to_store(ts_ns(&sn.st_mtim));
 	r.cur_mtime = mtime_to_store(ts_ns(&sc.st_mtim));
 	/* the checkpoint of a bulk insert (copying ~20 MB of WAL into index.db for
-	   100,000 messages, a tenth of a first SELECT) is left to the next writer:
-	   the SELECT that found the files answers without waiting for it */
+	   100,000 messages, a tenth of a first SELECT) is left to another command's
+	   write: the SELECT that found the files (its \Recent update included, until
+	   box_refresh() ends) answers without waiting for it */
 	index_checkpoint_defer = nfresh > LAZY_SCAN;
-	int crc = update_folder_row(db, &r, error_r) < 0 ? -1 : exec(db, "COMMIT", error_r);
-	index_checkpoint_defer = false;
-	if (crc < 0)
+	if (update_folder_row(db, &r, error_r) < 0 || exec(db, "COMMIT", error_r) < 0)
 		goto out;
 	*row_r = r;
 	ret = 0;
@@ -3069,7 +3070,7 @@ static void box_take_row(struct mbox *box, const struct frow *r, size_t nrecent_
 	box->synced = true;
 }
 
-static int box_refresh(struct mbox *box, char **error_r)
+static int box_refresh_sync(struct mbox *box, char **error_r)
 {
 	struct frow r;
 	if (folder_sync(box->acct, box->name, box->path, box->readonly, &r, error_r) < 0)
@@ -3086,6 +3087,13 @@ static int box_refresh(struct mbox *box, char **error_r)
 	box_keywords_reload(box);
 	box_take_row(box, &r, nrecent);
 	return 0;
+}
+
+static int box_refresh(struct mbox *box, char **error_r)
+{
+	int r = box_refresh_sync(box, error_r);
+	index_checkpoint_defer = false; /* a bulk scan's (folder_sync_ex()) ends here */
+	return r;
 }
 
 /* The counts of the status, from the index (a scan of the folder's rows). */
