@@ -298,6 +298,93 @@ static const char *sort_string(const struct imap_sort_msg *m, enum imap_sort_key
 	}
 }
 
+/*
+ * Put msgs in the order order[] gives (position j takes the message order[j]
+ * names), in place, cycle by cycle (order[] marks the places already filled).
+ */
+static void apply_order(struct imap_sort_msg *msgs, uint32_t *order, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (order[i] == i)
+			continue;
+		struct imap_sort_msg tmp = msgs[i];
+		size_t j = i;
+		for (;;) {
+			size_t k = order[j];
+			order[j] = (uint32_t)j;
+			if (k == i) {
+				msgs[j] = tmp;
+				break;
+			}
+			msgs[j] = msgs[k];
+			j = k;
+		}
+	}
+}
+
+/*
+ * One stable LSD radix sort of the permutation *perm (n message indexes) by
+ * key[message], a byte at a time; bytes that are the same in every key (the
+ * high ones of dates and sizes) cost one counting pass and no move.
+ */
+static void radix_by(uint32_t **perm, uint32_t **tmp, const uint64_t *key, size_t n)
+{
+	size_t count[8][256];
+	memset(count, 0, sizeof(count));
+	for (size_t i = 0; i < n; i++)
+		for (unsigned b = 0; b < 8; b++)
+			count[b][(key[i] >> (8 * b)) & 0xff]++;
+	for (unsigned b = 0; b < 8; b++) {
+		if (count[b][(key[0] >> (8 * b)) & 0xff] == n)
+			continue;
+		size_t sum = 0;
+		for (unsigned v = 0; v < 256; v++) {
+			size_t c = count[b][v];
+			count[b][v] = sum;
+			sum += c;
+		}
+		uint32_t *in = *perm, *out = *tmp;
+		for (size_t i = 0; i < n; i++)
+			out[count[b][(key[in[i]] >> (8 * b)) & 0xff]++] = in[i];
+		*tmp = in;
+		*perm = out;
+	}
+}
+
+/*
+ * A sort on numeric keys alone (SORT (DATE), (REVERSE ARRIVAL), (SIZE DATE)):
+ * radix passes from the last criterion to the first over a stable order by
+ * UID, which gives the order of sort_cmp() without its 1.7 million calls for
+ * 100,000 messages. A key becomes unsigned with its sign bit flipped, and
+ * REVERSE inverts it (ties stay by ascending UID, as in sort_cmp()).
+ */
+static void sort_numeric(const struct imap_sort_program *prog, struct imap_sort_msg *msgs, size_t n)
+{
+	uint32_t *perm = xmalloc(n * sizeof(*perm)), *tmp = xmalloc(n * sizeof(*tmp));
+	uint64_t *key = xmalloc(n * sizeof(*key));
+	bool by_uid = true;
+	for (size_t i = 0; i < n; i++) {
+		perm[i] = (uint32_t)i;
+		key[i] = msgs[i].uid;
+		if (i > 0 && msgs[i].uid < msgs[i - 1].uid)
+			by_uid = false;
+	}
+	if (!by_uid)
+		radix_by(&perm, &tmp, key, n);
+	for (size_t c = prog->n; c-- > 0;) {
+		for (size_t i = 0; i < n; i++) {
+			uint64_t u = (uint64_t)numeric_key(&msgs[i], prog->crit[c].key) ^
+			             (UINT64_C(1) << 63);
+			key[i] = prog->crit[c].reverse ? ~u : u;
+		}
+		radix_by(&perm, &tmp, key, n);
+	}
+	free(key);
+	free(tmp);
+	apply_order(msgs, perm, n);
+	free(perm);
+}
+
 void imap_sort(const struct imap_sort_program *prog, struct imap_sort_msg *msgs, size_t n)
 {
 	if (n < 2)
@@ -305,6 +392,10 @@ void imap_sort(const struct imap_sort_program *prog, struct imap_sort_msg *msgs,
 	bool strings = false;
 	for (size_t c = 0; c < prog->n; c++)
 		strings |= !key_numeric(prog->crit[c].key);
+	if (!strings && n <= UINT32_MAX) {
+		sort_numeric(prog, msgs, n);
+		return;
+	}
 	struct sort_entry *e = xmalloc(n * sizeof(*e));
 	for (size_t i = 0; i < n; i++) {
 		e[i].idx = (uint32_t)i;
@@ -338,22 +429,7 @@ void imap_sort(const struct imap_sort_program *prog, struct imap_sort_msg *msgs,
 		free(e[i].str);
 	}
 	free(e);
-	for (size_t i = 0; i < n; i++) {
-		if (order[i] == i)
-			continue;
-		struct imap_sort_msg tmp = msgs[i];
-		size_t j = i;
-		for (;;) {
-			size_t k = order[j];
-			order[j] = (uint32_t)j;
-			if (k == i) {
-				msgs[j] = tmp;
-				break;
-			}
-			msgs[j] = msgs[k];
-			j = k;
-		}
-	}
+	apply_order(msgs, order, n);
 	free(order);
 }
 

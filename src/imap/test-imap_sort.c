@@ -171,6 +171,51 @@ static void test_sort(void **state)
 	assert_int_equal(imap_sort_parse(&bad[0], &prog, &error), -1); /* not a list */
 }
 
+/*
+ * The radix sort of numeric-only criteria against the comparison sort: the
+ * same criteria plus an empty string key (which takes the comparison path)
+ * must give the same order, also with dates that tie, are negative or 0,
+ * and with messages not in UID order.
+ */
+static void test_sort_numeric_same(void **state)
+{
+	enum { N = 3000 };
+	static const char *const crits[][2] = {
+	    {"(DATE)", "(DATE TO)"},
+	    {"(REVERSE DATE)", "(REVERSE DATE TO)"},
+	    {"(REVERSE ARRIVAL)", "(REVERSE ARRIVAL CC)"},
+	    {"(SIZE REVERSE DATE)", "(SIZE REVERSE DATE TO)"},
+	    {"(REVERSE SIZE ARRIVAL DATE)", "(REVERSE SIZE ARRIVAL DATE CC)"},
+	};
+	struct imap_sort_msg *base = calloc(N, sizeof(*base)), *a = calloc(N, sizeof(*a)),
+			     *b = calloc(N, sizeof(*b));
+	uint32_t seed = 12345;
+	for (int shuffled = 0; shuffled < 2; shuffled++) {
+		for (uint32_t i = 0; i < N; i++) {
+			seed = seed * 1103515245 + 12345;
+			base[i].msn = i + 1;
+			base[i].uid = shuffled ? (i * 7919) % N + 1 : i * 3 + 1;
+			int64_t r = (int64_t)(seed >> 8) % 50;
+			base[i].date = r == 0 ? 0 : r == 1 ? -86400 * (int64_t)(seed % 9) : 1600000000 + r * 100000;
+			base[i].arrival = 1500000000 + (int64_t)(seed % 13) * 977;
+			base[i].size = seed % 7 == 0 ? UINT64_MAX : seed % 41;
+		}
+		for (size_t c = 0; c < sizeof(crits) / sizeof(crits[0]); c++) {
+			memcpy(a, base, N * sizeof(*a));
+			memcpy(b, base, N * sizeof(*b));
+			sort_by(crits[c][0], a, N);
+			sort_by(crits[c][1], b, N);
+			for (size_t i = 0; i < N; i++)
+				if (a[i].msn != b[i].msn)
+					fail_msg("%s (shuffled %d): position %zu: %u, not %u", crits[c][0],
+						 shuffled, i, a[i].msn, b[i].msn);
+		}
+	}
+	free(base);
+	free(a);
+	free(b);
+}
+
 /* ---- THREAD ---- */
 
 struct tmsg {
@@ -365,6 +410,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_base_subject), cmocka_unit_test(test_sort),
+		cmocka_unit_test(test_sort_numeric_same),
 		cmocka_unit_test(test_orderedsubject), cmocka_unit_test(test_references),
 		cmocka_unit_test(test_deep_chain),
 	};

@@ -200,6 +200,11 @@ static const char schema[] =
     "  savedate INTEGER NOT NULL,"
     "  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS messages_modseq ON messages (folder_id, modseq);"
+    /* what SELECT lists (mbox_messages()), read from this index alone: a seventh of the
+       table's pages (its rows hold the file names), so a 100,000-message folder fits the
+       page cache */
+    "CREATE INDEX IF NOT EXISTS messages_list ON messages (folder_id, uid, flags, keywords, "
+    "modseq, size);"
     /* the big columns last: a scan of the header values stops before them */
     "CREATE TABLE IF NOT EXISTS msgcache ("
     "  folder_id INTEGER NOT NULL,"
@@ -355,7 +360,8 @@ static void unprep(sqlite3_stmt *s)
 static pthread_mutex_t index_write_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local bool index_write_held;
 static atomic_bool index_checkpoint_due;
-
+/* this thread's commit leaves a due checkpoint to the next writer (a bulk scan's) */
+static _Thread_local bool index_checkpoint_defer;
 
 /*
  * Instead of SQLite's automatic checkpoint (run by the committing thread while
@@ -380,8 +386,8 @@ static void index_write_release(sqlite3 *db)
 		index_write_held = false;
 		pthread_mutex_unlock(&index_write_mu);
 	}
-	if (!index_write_held && !thread_nowait && atomic_load(&index_checkpoint_due) &&
-	    atomic_exchange(&index_checkpoint_due, false))
+	if (!index_write_held && !thread_nowait && !index_checkpoint_defer &&
+	    atomic_load(&index_checkpoint_due) && atomic_exchange(&index_checkpoint_due, false))
 		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }
 
@@ -1651,7 +1657,7 @@ static int frow_create(sqlite3 *db, int64_t account_id, const char *name, const 
 }
 
 struct dent {
-	char *base;
+	char *base; /* in file's allocation */
 	char *file;
 	bool in_new;
 	bool delivered; /* moved from new/ by this sync */
@@ -1675,15 +1681,6 @@ static int ient_cmp(const void *a, const void *b)
 	return strcmp(((const struct ient *)a)->base, ((const struct ient *)b)->base);
 }
 
-/* new messages in delivery order: by the time that starts the name, then by name */
-static int dent_ptr_cmp(const void *a, const void *b)
-{
-	const struct dent *x = *(const struct dent *const *)a, *y = *(const struct dent *const *)b;
-	/* plain byte order: names start with fixed-width seconds and our queue ids
-	   are fixed-width and sortable; strverscmp would read "80" > "9" inside them */
-	return strcmp(x->base, y->base);
-}
-
 static int read_dir(const char *dir, bool in_new, struct dent **v, size_t *n, size_t *cap)
 {
 	DIR *d = opendir(dir);
@@ -1694,8 +1691,17 @@ static int read_dir(const char *dir, bool in_new, struct dent **v, size_t *n, si
 		if (de->d_name[0] == '.')
 			continue;
 		*v = xgrow(*v, cap, *n + 1, sizeof(**v));
-		(*v)[*n].file = xstrdup(de->d_name);
-		(*v)[*n].base = base_of(de->d_name);
+		/* the name and its base in one allocation (dents_free()): 200,000
+		   mallocs and frees were a tenth of scanning 100,000 files */
+		size_t len = strlen(de->d_name);
+		const char *colon = memchr(de->d_name, ':', len);
+		size_t blen = colon != NULL ? (size_t)(colon - de->d_name) : len;
+		char *file = xmalloc(len + blen + 2);
+		memcpy(file, de->d_name, len + 1);
+		memcpy(file + len + 1, de->d_name, blen);
+		file[len + 1 + blen] = '\0';
+		(*v)[*n].file = file;
+		(*v)[*n].base = file + len + 1;
 		(*v)[*n].in_new = in_new;
 		(*v)[*n].delivered = in_new;
 		(*n)++;
@@ -1810,16 +1816,49 @@ static void cache_file(int dfd, const char *file, struct mbox_cache *c, uint64_t
 }
 
 /*
+ * INTERNALDATE and save date not read yet: a scan that finds many new files
+ * at once takes them from the file's stat() only when a command first needs
+ * them (resolve_dates()). A file whose mtime really is -1 is stat'd each time,
+ * which is slow, not wrong.
+ */
+#define DATE_UNKNOWN (-1)
+
+/* A decimal number at s (as in ",S=123"), or -1 if there is none. */
+static int64_t name_number(const char *s, const char *end)
+{
+	int64_t v = 0;
+	const char *p = s;
+	for (; p < end && *p >= '0' && *p <= '9' && v < INT64_MAX / 10 - 9; p++)
+		v = v * 10 + (*p - '0');
+	return p == s ? -1 : v;
+}
+
+/*
  * The sizes and dates of a message file without parsing it, for a scan that
- * finds many new files at once (a Maildir copied in): the physical size and
- * the dates from stat(), the size with CRLF line ends (RFC822.SIZE) from the
- * name's ",W=" when its ",S=" agrees with the file (Dovecot's names), else by
- * counting the line ends not preceded by CR, as the MIME parser does. The
- * cache row is made when the message is first asked for (mbox_msg_caches()).
+ * finds many new files at once (a Maildir copied in). A name with ",S=" and
+ * ",W=" (Dovecot's; ours have ",S=" alone) gives the physical size and the size with CRLF
+ * line ends (RFC822.SIZE) without touching the file, and the dates are left
+ * DATE_UNKNOWN: 100,000 stat() calls were a third of a first SELECT's time
+ * (Dovecot does not stat either). Otherwise the size and dates come from
+ * stat(), and the CRLF size by counting the line ends not preceded by CR, as
+ * the MIME parser does. The cache row is made when the message is first asked
+ * for (mbox_msg_caches()), which also corrects a size a name got wrong.
  */
 static void file_sizes(int dfd, const char *file, const char *name, uint64_t *vsize_r,
                        uint64_t *phys_r, int64_t *mtime_r, int64_t *ctime_r)
 {
+	const char *colon = strchr(name, ':');
+	const char *bend = colon != NULL ? colon : name + strlen(name);
+	const char *sp = memmem(name, (size_t)(bend - name), ",S=", 3);
+	const char *wp = memmem(name, (size_t)(bend - name), ",W=", 3);
+	int64_t s = sp != NULL ? name_number(sp + 3, bend) : -1;
+	int64_t w = wp != NULL ? name_number(wp + 3, bend) : -1;
+	if (s >= 0 && w >= s) {
+		*phys_r = (uint64_t)s;
+		*vsize_r = (uint64_t)w;
+		*mtime_r = *ctime_r = DATE_UNKNOWN;
+		return;
+	}
 	struct stat sb;
 	*vsize_r = *phys_r = 0;
 	*mtime_r = *ctime_r = time(NULL);
@@ -1828,14 +1867,6 @@ static void file_sizes(int dfd, const char *file, const char *name, uint64_t *vs
 	*phys_r = (uint64_t)sb.st_size;
 	*mtime_r = sb.st_mtim.tv_sec;
 	*ctime_r = sb.st_ctim.tv_sec;
-	const char *colon = strchr(name, ':');
-	size_t baselen = colon != NULL ? (size_t)(colon - name) : strlen(name);
-	const char *sp = memmem(name, baselen, ",S=", 3), *wp = memmem(name, baselen, ",W=", 3);
-	if (sp != NULL && wp != NULL && strtoull(sp + 3, NULL, 10) == (uint64_t)sb.st_size) {
-		*vsize_r = strtoull(wp + 3, NULL, 10);
-		if (*vsize_r >= *phys_r)
-			return;
-	}
 	int fd = openat(dfd, file, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		*vsize_r = *phys_r;
@@ -1879,6 +1910,85 @@ static void bind_cache(sqlite3_stmt *s, int first, const struct mbox_cache *c)
 	"INSERT OR REPLACE INTO messages (folder_id, uid, basename, filename, in_new, flags, "     \
 	"keywords, modseq, size, phys_size, internaldate, savedate) VALUES "                       \
 	"(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+/* INSERT_MSG of BULK_ROWS rows (12 parameters each) */
+#define BULK_ROWS 32
+static pthread_once_t bulk_once = PTHREAD_ONCE_INIT;
+static char bulk_sql[256 + BULK_ROWS * 40];
+
+static void bulk_sql_init(void)
+{
+	const char *head = INSERT_MSG; /* "INSERT OR REPLACE INTO ..." */
+	const char *cols = strstr(head, " INTO ");
+	size_t o = (size_t)snprintf(bulk_sql, sizeof(bulk_sql), "INSERT OR IGNORE%.*s",
+	                            (int)(strstr(head, "VALUES") + 6 - cols), cols);
+	for (int r = 0; r < BULK_ROWS; r++)
+		o += (size_t)snprintf(bulk_sql + o, sizeof(bulk_sql) - o,
+		                      "%s(?,?,?,?,?,?,?,?,?,?,?,?)", r > 0 ? "," : " ");
+}
+
+static const char *bulk_insert_sql(void)
+{
+	pthread_once(&bulk_once, bulk_sql_init);
+	return bulk_sql;
+}
+
+/* A row of messages as INSERT_MSG takes it (base and file borrowed). */
+struct msgrow {
+	int64_t folder_id, uid;
+	const char *base, *file;
+	bool in_new;
+	uint32_t flags, keywords;
+	uint64_t modseq, size, phys;
+	int64_t internaldate, savedate;
+};
+
+static void bind_msgrow(sqlite3_stmt *s, int off, const struct msgrow *m)
+{
+	sqlite3_bind_int64(s, off + 1, m->folder_id);
+	sqlite3_bind_int64(s, off + 2, m->uid);
+	sqlite3_bind_text(s, off + 3, m->base, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, off + 4, m->file, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, off + 5, m->in_new);
+	sqlite3_bind_int64(s, off + 6, m->flags);
+	sqlite3_bind_int64(s, off + 7, m->keywords);
+	sqlite3_bind_int64(s, off + 8, (int64_t)m->modseq);
+	sqlite3_bind_int64(s, off + 9, (int64_t)m->size);
+	sqlite3_bind_int64(s, off + 10, (int64_t)m->phys);
+	sqlite3_bind_int64(s, off + 11, m->internaldate);
+	sqlite3_bind_int64(s, off + 12, m->savedate);
+}
+
+/*
+ * Insert n rows: with `bulk` (BULK_ROWS rows, INSERT OR IGNORE) in one
+ * statement, whose B-tree cursors stay open from one row to the next so that
+ * SQLite appends to the leaf without seeking from the root (the rows come in
+ * UID order): 45 % fewer instructions for a first scan of 100,000 files. OR
+ * IGNORE, because a statement that can abort half way needs a statement
+ * journal, a temporary file that got a copy of every page it changed (59,000
+ * pwrite()s). A row it ignored (a UID the index has: not expected) is then
+ * written by `one` (INSERT OR REPLACE), as every row without `bulk`.
+ */
+static int bulk_insert(sqlite3 *db, sqlite3_stmt *bulk, sqlite3_stmt *one,
+                       const struct msgrow *rows, size_t n)
+{
+	if (bulk != NULL) {
+		sqlite3_reset(bulk);
+		for (size_t i = 0; i < n; i++)
+			bind_msgrow(bulk, (int)i * 12, &rows[i]);
+		if (sqlite3_step(bulk) != SQLITE_DONE)
+			return -1;
+		if (sqlite3_changes(db) == (int)n)
+			return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_reset(one);
+		bind_msgrow(one, 0, &rows[i]);
+		if (sqlite3_step(one) != SQLITE_DONE)
+			return -1;
+	}
+	return 0;
+}
+
 #define INSERT_CACHE                                                                               \
 	"INSERT OR REPLACE INTO msgcache (folder_id, uid, " CACHE_COLS ") VALUES "                 \
 	"(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, "  \
@@ -1963,10 +2073,8 @@ static int cur_carry(sqlite3 *db, int64_t folder_id, int64_t rec, int64_t pre, c
 
 static void dents_free(struct dent *d, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
-		free(d[i].base);
-		free(d[i].file);
-	}
+	for (size_t i = 0; i < n; i++)
+		free(d[i].file); /* base is in the same allocation (read_dir()) */
 	free(d);
 }
 
@@ -1998,6 +2106,102 @@ static int update_folder_row(sqlite3 *db, const struct frow *r, char **error_r)
 	int rc = sqlite3_step(s);
 	unprep(s);
 	return rc == SQLITE_DONE ? 0 : fail_db(error_r, db, "folder update");
+}
+
+/*
+ * Let the page cache hold a bulk insert of n messages (~200 octets of pages
+ * each, up to 256 MiB); returns the cache size (PRAGMA cache_size) to go back
+ * to with cache_shrink(), which also frees the pages.
+ */
+static int64_t cache_grow(sqlite3 *db, size_t n)
+{
+	sqlite3_stmt *q = NULL;
+	int64_t old = 0;
+	if (sqlite3_prepare_v2(db, "PRAGMA cache_size", -1, &q, NULL) == SQLITE_OK &&
+	    sqlite3_step(q) == SQLITE_ROW)
+		old = sqlite3_column_int64(q, 0);
+	sqlite3_finalize(q);
+	int64_t want = (int64_t)(n < 1310720 ? n : 1310720) / 5 + 4096;
+	if (old == 0 || (old < 0 ? -old : old * 4) >= want)
+		return 0;
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size = -%lld", (long long)want);
+	return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? old : 0;
+}
+
+static void cache_shrink(sqlite3 *db, int64_t old)
+{
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size = %lld", (long long)old);
+	sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_db_release_memory(db);
+}
+
+/* `v` in decimal at buf (no NUL); its length */
+static size_t fmt_u32(char *buf, uint32_t v)
+{
+	char tmp[10];
+	size_t k = sizeof(tmp);
+	do {
+		tmp[--k] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	memcpy(buf, tmp + k, sizeof(tmp) - k);
+	return sizeof(tmp) - k;
+}
+
+static int u32_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* (uid, position) pairs, to find the first of equal UIDs */
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The UIDs the uidlist gives the new files fresh[0..n) (an index rebuilt, or
+ * files a crash left unindexed): uids[k] is the uidlist's UID for the name,
+ * or 0 where the file needs a new one -- a name the uidlist does not know, a
+ * UID not below uidnext, one the index already has (a copy under another
+ * name), or one an earlier file of the list took. Sorted lookups: checking
+ * each against the whole index and the list before it was quadratic (an index
+ * lost on a 100,000-message folder: minutes).
+ */
+static uint32_t *fresh_uids(struct dent **fresh, size_t n, const struct uident *ul, size_t nul,
+                            const struct ient *ix, size_t ni, uint32_t uidnext)
+{
+	uint32_t *uids = xcalloc(n, sizeof(*uids));
+	if (nul == 0)
+		return uids;
+	uint32_t *have = xmalloc((ni + 1) * sizeof(*have));
+	for (size_t q = 0; q < ni; q++)
+		have[q] = ix[q].uid;
+	if (ni > 1)
+		qsort(have, ni, sizeof(*have), u32_cmp);
+	uint64_t *taken = xmalloc(n * sizeof(*taken));
+	size_t nt = 0;
+	for (size_t k = 0; k < n; k++) {
+		struct uident key = {.base = fresh[k]->base};
+		const struct uident *hit = bsearch(&key, ul, nul, sizeof(*ul), uident_cmp);
+		if (hit == NULL || hit->uid >= uidnext || hit->uid == 0 ||
+		    (ni > 0 && bsearch(&hit->uid, have, ni, sizeof(*have), u32_cmp) != NULL))
+			continue;
+		uids[k] = hit->uid;
+		taken[nt++] = (uint64_t)hit->uid << 32 | k;
+	}
+	if (nt > 1)
+		qsort(taken, nt, sizeof(*taken), u64_cmp);
+	for (size_t q = 1; q < nt; q++)
+		if (taken[q] >> 32 == taken[q - 1] >> 32)
+			uids[(uint32_t)taken[q]] = 0; /* the earlier file keeps it */
+	free(taken);
+	free(have);
+	return uids;
 }
 
 /*
@@ -2038,6 +2242,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 	sqlite3 *db = conn_db(a->st, error_r);
 	if (db == NULL)
 		return -1;
+	index_checkpoint_defer = false;
 	char *newdir = xasprintf("%s/new", path), *curdir = xasprintf("%s/cur", path);
 	struct stat sn, sc;
 	int ret = -1;
@@ -2048,12 +2253,14 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 	struct uident *ul = NULL;
 	size_t nul = 0;
 	struct dent **fresh = NULL;
+	size_t freshcap = 0;
 	size_t nfresh = 0;
 	char *ulbuf = NULL;
 	int64_t usage_delta = 0;
 	bool changed = false;
 	sqlite3_stmt *s = NULL;
 	struct folder_lock *flock = NULL;
+	int64_t cache_kib = 0; /* the cache size to go back to, if a bulk insert grew it */
 
 	if (stat(newdir, &sn) < 0 || stat(curdir, &sc) < 0) {
 		fail(error_r, errno == ENOENT ? ENOENT : EIO, "folder %s: %s", name,
@@ -2226,7 +2433,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			continue;
 		}
 		if (c < 0) {
-			fresh = xrealloc(fresh, (nfresh + 1) * sizeof(*fresh));
+			fresh = xgrow(fresh, &freshcap, nfresh + 1, sizeof(*fresh));
 			fresh[nfresh++] = &d[i++];
 		} else if (c > 0) {
 			/* gone */
@@ -2283,31 +2490,25 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		}
 		if (next > r.uidnext)
 			r.uidnext = next;
-		qsort(fresh, nfresh, sizeof(*fresh), dent_ptr_cmp);
+		/* new UIDs in delivery order: by the time that starts the name, then by name
+		   (plain byte order: names start with fixed-width seconds and our queue ids
+		   are fixed-width and sortable; strverscmp would read "80" > "9" inside
+		   them), which is the order of d[], so fresh[] (taken from d[] in order) is
+		   sorted already */
 		uint32_t hdr_next = r.uidnext;
-		uint32_t *uids = xcalloc(nfresh, sizeof(*uids));
+		uint32_t *uids = fresh_uids(fresh, nfresh, ul, nul, ix, ni, r.uidnext);
 		size_t ulcap = 0, ullen = 0;
 		for (size_t k = 0; k < nfresh; k++) {
-			struct uident key = {.base = fresh[k]->base};
-			struct uident *hit =
-			    nul > 0 ? bsearch(&key, ul, nul, sizeof(*ul), uident_cmp) : NULL;
-			if (hit != NULL && hit->uid < r.uidnext) {
-				/* not reused if the index already has it (a copy under another
-				 * name) */
-				bool used = false;
-				for (size_t q = 0; q < ni && !used; q++)
-					used = ix[q].uid == hit->uid;
-				for (size_t q = 0; q < k && !used; q++)
-					used = uids[q] == hit->uid;
-				if (!used) {
-					uids[k] = hit->uid;
-					continue;
-				}
-			}
+			if (uids[k] != 0)
+				continue;
 			uids[k] = r.uidnext++;
-			size_t need = ullen + strlen(fresh[k]->base) + 16;
-			ulbuf = xgrow(ulbuf, &ulcap, need, 1);
-			ullen += (size_t)sprintf(ulbuf + ullen, "%u %s\n", uids[k], fresh[k]->base);
+			size_t blen = strlen(fresh[k]->base);
+			ulbuf = xgrow(ulbuf, &ulcap, ullen + blen + 13, 1);
+			ullen += fmt_u32(ulbuf + ullen, uids[k]);
+			ulbuf[ullen++] = ' ';
+			memcpy(ulbuf + ullen, fresh[k]->base, blen);
+			ullen += blen;
+			ulbuf[ullen++] = '\n';
 		}
 		if (ullen > 0 && uidlist_append(ulpath, r.uidvalidity, hdr_next, ulbuf, ullen,
 		                                &ulsize, NULL) < 0) {
@@ -2328,9 +2529,23 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		/* many new files at once (a Maildir copied in): their cache rows are made when
 		   they are first asked for, so the first SELECT does not parse them all */
 		bool lazy = nfresh > LAZY_SCAN;
+		/* the transaction's pages stay in memory until COMMIT: with the default
+		   cache (2 MB) SQLite spilled them into the WAL and read them back, 24,000
+		   pwrite()s and pread()s for 100,000 messages; given back after the sync */
+		if (lazy && cache_kib == 0)
+			cache_kib = cache_grow(db, nfresh);
 		/* files looked up in their directory, not each by its whole path */
 		int dfd_new = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		int dfd_cur = open(curdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		/* a bulk insert goes BULK_ROWS rows a statement (bulk_insert()) */
+		sqlite3_stmt *sb = lazy ? prep(db, bulk_insert_sql(), error_r) : NULL;
+		size_t nbatched = nfresh - nfresh % BULK_ROWS;
+		struct msgrow batch[BULK_ROWS];
+		if (lazy && sb == NULL) {
+			free(uids);
+			unprep(sc2);
+			goto out;
+		}
 		for (size_t k = 0; k < nfresh && !dberr; k++) {
 			int dfd = fresh[k]->in_new ? dfd_new : dfd_cur;
 			char *file = dfd >= 0
@@ -2351,26 +2566,35 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 			free(file);
 			uint32_t fl, kw;
 			parse_flags(fresh[k]->file, &fl, &kw);
-			sqlite3_reset(s);
-			sqlite3_bind_int64(s, 1, r.id);
-			sqlite3_bind_int64(s, 2, uids[k]);
-			sqlite3_bind_text(s, 3, fresh[k]->base, -1, SQLITE_STATIC);
-			sqlite3_bind_text(s, 4, fresh[k]->file, -1, SQLITE_STATIC);
-			sqlite3_bind_int(s, 5, fresh[k]->in_new);
-			sqlite3_bind_int64(s, 6, fl);
-			sqlite3_bind_int64(s, 7, kw);
-			sqlite3_bind_int64(s, 8, (int64_t)modseq);
-			sqlite3_bind_int64(s, 9, (int64_t)vsize);
-			sqlite3_bind_int64(s, 10, (int64_t)phys);
-			sqlite3_bind_int64(s, 11, mtime);
-			sqlite3_bind_int64(s, 12, ctime);
-			sqlite3_reset(sc2);
-			sqlite3_bind_int64(sc2, 1, r.id);
-			sqlite3_bind_int64(sc2, 2, uids[k]);
-			bind_cache(sc2, 3, &c);
-			if (sqlite3_step(s) != SQLITE_DONE ||
-			    (!lazy && sqlite3_step(sc2) != SQLITE_DONE))
+			struct msgrow row = {.folder_id = r.id,
+			                     .uid = uids[k],
+			                     .base = fresh[k]->base,
+			                     .file = fresh[k]->file,
+			                     .in_new = fresh[k]->in_new,
+			                     .flags = fl,
+			                     .keywords = kw,
+			                     .modseq = modseq,
+			                     .size = vsize,
+			                     .phys = phys,
+			                     .internaldate = mtime,
+			                     .savedate = ctime};
+			/* rows of a batch go into the batch statement, the rest one by one */
+			if (sb != NULL && k < nbatched) {
+				batch[k % BULK_ROWS] = row;
+				if (k % BULK_ROWS == BULK_ROWS - 1 &&
+				    bulk_insert(db, sb, s, batch, BULK_ROWS) < 0)
+					dberr = true;
+			} else if (bulk_insert(db, NULL, s, &row, 1) < 0) {
 				dberr = true;
+			}
+			if (!lazy && !dberr) {
+				sqlite3_reset(sc2);
+				sqlite3_bind_int64(sc2, 1, r.id);
+				sqlite3_bind_int64(sc2, 2, uids[k]);
+				bind_cache(sc2, 3, &c);
+				if (sqlite3_step(sc2) != SQLITE_DONE)
+					dberr = true;
+			}
 			mbox_cache_clear(&c);
 			/* delivery counted what it put into new/; a rebuild counts nothing */
 			if (!rebuild && !fresh[k]->in_new && !fresh[k]->delivered)
@@ -2381,6 +2605,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		if (dfd_cur >= 0)
 			close(dfd_cur);
 		free(uids);
+		unprep(sb);
 		unprep(sc2);
 		unprep(s);
 		s = NULL;
@@ -2394,6 +2619,11 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		r.hms = modseq;
 	r.new_mtime = mtime_to_store(ts_ns(&sn.st_mtim));
 	r.cur_mtime = mtime_to_store(ts_ns(&sc.st_mtim));
+	/* the checkpoint of a bulk insert (copying ~20 MB of WAL into index.db for
+	   100,000 messages, a tenth of a first SELECT) is left to another command's
+	   write: the SELECT that found the files (its \Recent update included, until
+	   box_refresh() ends) answers without waiting for it */
+	index_checkpoint_defer = nfresh > LAZY_SCAN;
 	if (update_folder_row(db, &r, error_r) < 0 || exec(db, "COMMIT", error_r) < 0)
 		goto out;
 	*row_r = r;
@@ -2401,6 +2631,8 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 out:
 	if (ret < 0)
 		rollback(db);
+	if (cache_kib != 0)
+		cache_shrink(db, cache_kib);
 	folder_unlock(flock);
 	unprep(s);
 	free(newdir);
@@ -2838,7 +3070,7 @@ static void box_take_row(struct mbox *box, const struct frow *r, size_t nrecent_
 	box->synced = true;
 }
 
-static int box_refresh(struct mbox *box, char **error_r)
+static int box_refresh_sync(struct mbox *box, char **error_r)
 {
 	struct frow r;
 	if (folder_sync(box->acct, box->name, box->path, box->readonly, &r, error_r) < 0)
@@ -2855,6 +3087,13 @@ static int box_refresh(struct mbox *box, char **error_r)
 	box_keywords_reload(box);
 	box_take_row(box, &r, nrecent);
 	return 0;
+}
+
+static int box_refresh(struct mbox *box, char **error_r)
+{
+	int r = box_refresh_sync(box, error_r);
+	index_checkpoint_defer = false; /* a bulk scan's (folder_sync_ex()) ends here */
+	return r;
 }
 
 /* The counts of the status, from the index (a scan of the folder's rows). */
@@ -2982,18 +3221,116 @@ void mbox_get_ids(const struct mbox *box, uint32_t *uidvalidity_r, uint32_t *uid
 	*highestmodseq_r = box->status.highestmodseq;
 }
 
-/* One row of messages (the columns of select_msgs) into *m. */
-static void msg_from_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *m)
+/* One row of messages (uid, flags, keywords, modseq, size[, internaldate, savedate]) into *m. */
+static void msg_from_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *m, bool dates)
 {
 	m->uid = (uint32_t)sqlite3_column_int64(s, 0);
 	m->flags = (uint32_t)sqlite3_column_int64(s, 1);
 	m->keywords = (uint32_t)sqlite3_column_int64(s, 2);
 	m->modseq = (uint64_t)sqlite3_column_int64(s, 3);
 	m->size = (uint64_t)sqlite3_column_int64(s, 4);
-	m->internaldate = sqlite3_column_int64(s, 5);
-	m->savedate = sqlite3_column_int64(s, 6);
+	if (dates) {
+		m->internaldate = sqlite3_column_int64(s, 5);
+		m->savedate = sqlite3_column_int64(s, 6);
+	}
 	if (!box->readonly && box_recent(box, m->uid))
 		m->flags |= MBOX_F_RECENT;
+}
+
+/* A record whose dates a bulk scan left for later (file_sizes()), as found by a query. */
+struct late_date {
+	size_t i; /* into the records */
+	char *file;
+	bool in_new;
+};
+
+/*
+ * The dates of msgs[late[k].i] that are DATE_UNKNOWN, from stat() of the
+ * files (INTERNALDATE the mtime, the save date the ctime, as a scan would
+ * have taken them), then kept in the index in one transaction (best effort;
+ * not on a thread that must not wait). A file not found (renamed or removed
+ * behind our back) gives now for this time, and is not kept.
+ */
+static void resolve_dates(struct mbox *box, sqlite3 *db, struct mbox_msg *msgs,
+                          struct late_date *late, size_t nlate)
+{
+	int dfd[2] = {-1, -1};
+	bool *keep = xcalloc(nlate + 1, sizeof(*keep));
+	size_t nkeep = 0;
+	time_t now = time(NULL);
+	for (size_t k = 0; k < nlate; k++) {
+		int w = late[k].in_new ? 1 : 0;
+		if (dfd[w] < 0) {
+			char *d = xasprintf("%s/%s", box->path, w ? "new" : "cur");
+			dfd[w] = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			free(d);
+		}
+		struct mbox_msg *m = &msgs[late[k].i];
+		struct stat sb;
+		if (dfd[w] < 0 || fstatat(dfd[w], late[k].file, &sb, 0) < 0) {
+			if (m->internaldate == DATE_UNKNOWN)
+				m->internaldate = now;
+			if (m->savedate == DATE_UNKNOWN)
+				m->savedate = now;
+			continue;
+		}
+		if (m->internaldate == DATE_UNKNOWN)
+			m->internaldate = sb.st_mtim.tv_sec;
+		if (m->savedate == DATE_UNKNOWN)
+			m->savedate = sb.st_ctim.tv_sec;
+		keep[k] = true;
+		nkeep++;
+	}
+	for (int w = 0; w < 2; w++)
+		if (dfd[w] >= 0)
+			close(dfd[w]);
+	if (nkeep > 0 && !thread_nowait && exec(db, "BEGIN IMMEDIATE", NULL) == 0) {
+		/* only what is still unknown: a concurrent resolver or change wins */
+		sqlite3_stmt *u =
+		    prep(db,
+		         "UPDATE messages SET internaldate = CASE internaldate WHEN -1 THEN ?3 "
+		         "ELSE internaldate END, savedate = CASE savedate WHEN -1 THEN ?4 ELSE "
+		         "savedate END WHERE folder_id = ?1 AND uid = ?2",
+		         NULL);
+		bool ok = u != NULL;
+		for (size_t k = 0; ok && k < nlate; k++) {
+			if (!keep[k])
+				continue;
+			const struct mbox_msg *m = &msgs[late[k].i];
+			sqlite3_reset(u);
+			sqlite3_bind_int64(u, 1, box->folder_id);
+			sqlite3_bind_int64(u, 2, m->uid);
+			sqlite3_bind_int64(u, 3, m->internaldate);
+			sqlite3_bind_int64(u, 4, m->savedate);
+			ok = sqlite3_step(u) == SQLITE_DONE;
+		}
+		unprep(u);
+		if (!ok || exec(db, "COMMIT", NULL) < 0)
+			rollback(db);
+	}
+	free(keep);
+}
+
+static void late_dates_free(struct late_date *late, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		free(late[k].file);
+	free(late);
+}
+
+/* A row of mbox_messages_get()'s query into msgs[i]; its file noted if a date is unknown. */
+static void take_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *msgs, size_t i,
+                     struct late_date **late, size_t *nlate, size_t *cap)
+{
+	struct mbox_msg *m = &msgs[i];
+	msg_from_row(box, s, m, true);
+	if (m->internaldate != DATE_UNKNOWN && m->savedate != DATE_UNKNOWN)
+		return;
+	*late = xgrow(*late, cap, *nlate + 1, sizeof(**late));
+	(*late)[*nlate].i = i;
+	(*late)[*nlate].file = col_dup(s, 7);
+	(*late)[*nlate].in_new = sqlite3_column_int(s, 8) != 0;
+	(*nlate)++;
 }
 
 static int select_msgs(struct mbox *box, const char *where, uint64_t since,
@@ -3004,7 +3341,7 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 	sqlite3 *db = conn_db(box->acct->st, error_r);
 	if (db == NULL)
 		return -1;
-	char *sql = xasprintf("SELECT uid, flags, keywords, modseq, size, internaldate, savedate "
+	char *sql = xasprintf("SELECT uid, flags, keywords, modseq, size "
 	                      "FROM messages WHERE folder_id = ?1 %s ORDER BY uid",
 	                      where);
 	sqlite3_stmt *s = prep(db, sql, error_r);
@@ -3019,7 +3356,8 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 	int rc;
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
 		v = xgrow(v, &cap, n + 1, sizeof(*v));
-		msg_from_row(box, s, &v[n++]);
+		memset(&v[n], 0, sizeof(v[n]));
+		msg_from_row(box, s, &v[n++], false);
 	}
 	unprep(s);
 	if (rc != SQLITE_DONE) {
@@ -3039,9 +3377,9 @@ int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char 
 int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct mbox_msg *msgs_r,
                       char **error_r)
 {
-	memset(msgs_r, 0, n * sizeof(*msgs_r));
 	if (n == 0)
 		return 0;
+	memset(msgs_r, 0, n * sizeof(*msgs_r));
 	sqlite3 *db = conn_db(box->acct->st, error_r);
 	if (db == NULL)
 		return -1;
@@ -3051,14 +3389,17 @@ int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct m
 	bool range = span <= 4 * (uint64_t)n;
 	sqlite3_stmt *s = prep(db,
 	                       range ? "SELECT uid, flags, keywords, modseq, size, internaldate, "
-	                               "savedate FROM messages WHERE folder_id = ?1 AND uid >= ?2 "
-	                               "AND uid <= ?3 ORDER BY uid"
+	                               "savedate, filename, in_new FROM messages WHERE folder_id = "
+	                               "?1 AND uid >= ?2 AND uid <= ?3 ORDER BY uid"
 	                             : "SELECT uid, flags, keywords, modseq, size, internaldate, "
-	                               "savedate FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	                               "savedate, filename, in_new FROM messages WHERE folder_id = "
+	                               "?1 AND uid = ?2",
 	                       error_r);
 	if (s == NULL)
 		return -1;
 	int rc = SQLITE_DONE;
+	struct late_date *late = NULL;
+	size_t nlate = 0, latecap = 0;
 	sqlite3_bind_int64(s, 1, box->folder_id);
 	if (range) {
 		sqlite3_bind_int64(s, 2, uids[0]);
@@ -3069,24 +3410,27 @@ int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct m
 			while (i < n && uids[i] < uid)
 				i++;
 			if (i < n && uids[i] == uid)
-				msg_from_row(box, s, &msgs_r[i++]);
+				take_row(box, s, msgs_r, i++, &late, &nlate, &latecap);
 		}
-		if (rc == SQLITE_ROW)
-			rc = SQLITE_DONE;
 	} else {
 		for (size_t i = 0; i < n && (rc == SQLITE_DONE || rc == SQLITE_ROW); i++) {
 			sqlite3_reset(s);
 			sqlite3_bind_int64(s, 2, uids[i]);
 			rc = sqlite3_step(s);
 			if (rc == SQLITE_ROW)
-				msg_from_row(box, s, &msgs_r[i]);
+				take_row(box, s, msgs_r, i, &late, &nlate, &latecap);
 		}
-		if (rc == SQLITE_ROW)
-			rc = SQLITE_DONE;
 	}
+	if (rc == SQLITE_ROW)
+		rc = SQLITE_DONE;
 	unprep(s);
-	if (rc != SQLITE_DONE)
+	if (rc != SQLITE_DONE) {
+		late_dates_free(late, nlate);
 		return fail_db(error_r, db, "messages");
+	}
+	if (nlate > 0)
+		resolve_dates(box, db, msgs_r, late, nlate);
+	late_dates_free(late, nlate);
 	return 0;
 }
 
@@ -3208,8 +3552,8 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 		goto out;
 	int64_t cur_pre = dir_mtime(box->path, "cur");
 	sel = prep(db,
-	           "SELECT filename, in_new, flags, keywords, modseq, size, internaldate, "
-	           "savedate, basename FROM messages WHERE folder_id = ?1 AND uid = ?2",
+	           "SELECT filename, in_new, flags, keywords, modseq, size, 0, 0, basename "
+	           "FROM messages WHERE folder_id = ?1 AND uid = ?2",
 	           error_r);
 	upd = prep(db,
 	           "UPDATE messages SET filename = ?3, in_new = 0, flags = ?4, keywords = ?5, "
@@ -3278,8 +3622,7 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 		m->keywords = nk;
 		m->modseq = modseq;
 		m->size = (uint64_t)sqlite3_column_int64(sel, 5);
-		m->internaldate = sqlite3_column_int64(sel, 6);
-		m->savedate = sqlite3_column_int64(sel, 7);
+		m->internaldate = m->savedate = 0; /* as mbox_changes() (mailbox.h) */
 	}
 	unprep(sel);
 	unprep(upd);
@@ -4310,12 +4653,13 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 	};
 	char sql[640];
 	size_t o = (size_t)snprintf(sql, sizeof(sql), "SELECT uid");
+	bool want[ARRAY_SIZE(cols)];
 	for (size_t k = 0; k < ARRAY_SIZE(cols); k++) {
-		bool want =
+		want[k] =
 		    (fields & cols[k].bit) != 0 || (hd && cols[k].bit != MBOX_CACHE_ENVELOPE &&
 		                                    cols[k].bit != MBOX_CACHE_BODYSTRUCTURE);
-		o +=
-		    (size_t)snprintf(sql + o, sizeof(sql) - o, ", %s", want ? cols[k].col : "NULL");
+		o += (size_t)snprintf(sql + o, sizeof(sql) - o, ", %s",
+		                      want[k] ? cols[k].col : "NULL");
 	}
 	snprintf(sql + o, sizeof(sql) - o,
 	         ", %s FROM msgcache WHERE folder_id = ?1 AND uid >= ?2 AND uid <= ?3 ORDER BY uid",
@@ -4341,8 +4685,10 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 		              &c->in_reply_to, &c->references,    &c->sort_from,
 		              &c->sort_to,     &c->sort_cc,       &c->display_from,
 		              &c->display_to};
+		/* only the columns asked for: sqlite3_column_type() of the 16 columns of a
+		   SORT (DATE) was a tenth of its time */
 		for (size_t k = 0; k < ARRAY_SIZE(v); k++)
-			if (sqlite3_column_type(s, (int)k + 1) != SQLITE_NULL)
+			if (want[k] && sqlite3_column_type(s, (int)k + 1) != SQLITE_NULL)
 				*v[k] = col_dup(s, (int)k + 1);
 		c->date = sqlite3_column_int64(s, (int)ARRAY_SIZE(v) + 1);
 		c->date_tz = sqlite3_column_int(s, (int)ARRAY_SIZE(v) + 2);
@@ -4548,15 +4894,25 @@ int mbox_expire(struct mbox_store *st, int64_t account_id, const char *address, 
 		}
 		struct mbox_msg *msgs;
 		size_t n;
+		/* the save dates: mbox_messages_get() (mbox_messages() has no dates) */
 		if (mbox_messages(box, &msgs, &n, error_r) < 0) {
 			mbox_close(&box);
 			ret = -1;
 			break;
 		}
 		uint32_t *old = xcalloc(n + 1, sizeof(*old));
+		for (size_t k = 0; k < n; k++)
+			old[k] = msgs[k].uid;
+		if (mbox_messages_get(box, old, n, msgs, error_r) < 0) {
+			free(msgs);
+			free(old);
+			mbox_close(&box);
+			ret = -1;
+			break;
+		}
 		size_t nold = 0;
 		for (size_t k = 0; k < n; k++)
-			if (msgs[k].savedate < (int64_t)now - (int64_t)age)
+			if (msgs[k].uid != 0 && msgs[k].savedate < (int64_t)now - (int64_t)age)
 				old[nold++] = msgs[k].uid;
 		free(msgs);
 		size_t nexp = 0;

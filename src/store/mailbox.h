@@ -197,7 +197,11 @@ void mbox_get_status(struct mbox *box, struct mbox_status *st_r);
 void mbox_get_ids(const struct mbox *box, uint32_t *uidvalidity_r, uint32_t *uidnext_r,
                   uint64_t *highestmodseq_r);
 
-/* Every message, ascending UID (allocated array). */
+/*
+ * Every message, ascending UID (allocated array), without the dates
+ * (internaldate and savedate 0: what SELECT needs; a folder copied in has
+ * them read from its files only when asked for, by mbox_messages_get()).
+ */
 int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char **error_r);
 
 /*
@@ -212,7 +216,8 @@ int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct m
 /*
  * What changed since MODSEQ `since`: messages with modseq > since (new or
  * with changed flags), ascending UID, and the UIDs expunged with a modseq
- * > since, ascending. Does not sync (call mbox_sync first).
+ * > since, ascending. Does not sync (call mbox_sync first). No dates, as
+ * mbox_messages().
  */
 int mbox_changes(struct mbox *box, uint64_t since, struct mbox_msg **changed_r,
 		 size_t *nchanged_r, uint32_t **expunged_r, size_t *nexpunged_r, char **error_r);
@@ -230,7 +235,8 @@ enum mbox_store_mode { MBOX_STORE_SET, MBOX_STORE_ADD, MBOX_STORE_REMOVE };
  * that no longer exist are ignored). `unchanged_since` (CONDSTORE; 0 =
  * no condition): a message whose modseq is greater is left alone and its
  * UID listed in *failed_r. The new records of the messages that changed
- * are returned in *changed_r (messages already in the requested state
+ * (without dates, as mbox_messages()) are returned in *changed_r (messages
+ * already in the requested state
  * are not changed and not returned). Allocated arrays; may be NULL when
  * the caller does not want them.
  */

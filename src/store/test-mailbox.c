@@ -186,9 +186,15 @@ static void test_basics(void **state)
 	size_t n;
 	OK(mbox_messages(box, &m, &n, &error_));
 	assert_int_equal(n, 3);
+	uint32_t three[3];
 	for (size_t i = 0; i < n; i++) {
 		assert_int_equal(m[i].uid, i + 1);
 		assert_int_equal(m[i].flags, MBOX_F_RECENT);
+		assert_int_equal(m[i].internaldate, 0); /* no dates here: mbox_messages_get() */
+		three[i] = m[i].uid;
+	}
+	OK(mbox_messages_get(box, three, 3, m, &error_));
+	for (size_t i = 0; i < n; i++) {
 		/* INTERNALDATE: the file's mtime, as Dovecot */
 		assert_true(m[i].internaldate > time(NULL) - 60);
 		assert_true(m[i].savedate > time(NULL) - 60);
@@ -470,7 +476,10 @@ static void test_append_copy(void **state)
 	OK(mbox_messages(box, &m, &n, &error_));
 	assert_int_equal(m[0].flags & ~MBOX_F_RECENT, MBOX_F_SEEN);
 	assert_int_equal(m[0].keywords, 3);
-	assert_int_equal(m[0].internaldate, 1600000000);
+	uint32_t first = m[0].uid;
+	struct mbox_msg rec;
+	OK(mbox_messages_get(box, &first, 1, &rec, &error_));
+	assert_int_equal(rec.internaldate, 1600000000);
 	assert_int_equal(m[0].size, strlen(text));
 	assert_int_equal(m[1].size, 22 + 3); /* RFC822.SIZE counts CRLF */
 	free(m);
@@ -1185,6 +1194,89 @@ static void test_large_folder(void **state)
 	user_free(&u);
 }
 
+/*
+ * A Maildir copied in (more than LAZY_SCAN files, Dovecot's names with ",S="
+ * and ",W="): the first scan takes sizes from the names and no dates; the
+ * dates come from the files when first asked for, and are kept. An index
+ * lost after the uidlist was written (a kill during that scan) gives the
+ * same UIDs back.
+ */
+static void test_bulk_import(void **state)
+{
+	struct user u;
+	user_make(&u, "import@example.test", 0);
+	enum { N = 600 };
+	char *cur = xasprintf("%s/cur", u.maildir);
+	for (int i = 0; i < N; i++) {
+		char msg[128];
+		int len = snprintf(msg, sizeof(msg), "Subject: imported %d\n\nline\n", i);
+		/* RFC822.SIZE counts CRLF: 3 bare LFs */
+		char *p = xasprintf("%s/%d.M%dP1.old,S=%d,W=%d:2,%s", cur, 1500000000 + i, i, len,
+		                    len + 3, i % 3 == 0 ? "S" : "");
+		write_text(p, msg);
+		struct timespec t[2] = {{.tv_sec = 1500000000 + i}, {.tv_sec = 1500000000 + i}};
+		assert_int_equal(utimensat(AT_FDCWD, p, t, 0), 0);
+		free(p);
+	}
+	struct mbox *box;
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	struct mbox_msg *m;
+	size_t n;
+	OK(mbox_messages(box, &m, &n, &error_));
+	assert_int_equal(n, N);
+	uint32_t *uids = xcalloc(N, sizeof(*uids));
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(m[i].uid, i + 1); /* in the order of the names */
+		assert_int_equal(m[i].flags & MBOX_F_SEEN, i % 3 == 0 ? MBOX_F_SEEN : 0);
+		assert_int_equal(m[i].internaldate, 0);
+		uids[i] = m[i].uid;
+	}
+	/* a file renamed by another program before its dates were read */
+	int len1 = snprintf(NULL, 0, "Subject: imported %d\n\nline\n", 1);
+	char *from = xasprintf("%s/1500000001.M1P1.old,S=%d,W=%d:2,", cur, len1, len1 + 3);
+	char *to = xasprintf("%s/1500000001.M1P1.old,S=%d,W=%d:2,F", cur, len1, len1 + 3);
+	assert_int_equal(rename(from, to), 0);
+	sleep(1); /* out of the directory's mtime tick */
+	OK(mbox_sync(box, &error_));
+	OK(mbox_messages_get(box, uids, N, m, &error_));
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(m[i].uid, i + 1);
+		assert_int_equal(m[i].internaldate, 1500000000 + i);
+		assert_true(m[i].savedate > time(NULL) - 60); /* the files' ctime */
+		int len = snprintf(NULL, 0, "Subject: imported %d\n\nline\n", i);
+		assert_int_equal(m[i].size, len + 3);
+	}
+	assert_int_equal(m[1].flags & MBOX_F_FLAGGED, MBOX_F_FLAGGED);
+	/* kept: a later change of the file's mtime is not seen */
+	struct timespec t[2] = {{.tv_sec = 1}, {.tv_sec = 1}};
+	assert_int_equal(utimensat(AT_FDCWD, to, t, 0), 0);
+	OK(mbox_messages_get(box, uids, 2, m, &error_));
+	assert_int_equal(m[1].internaldate, 1500000001);
+	free(from);
+	free(to);
+	free(m);
+	mbox_close(&box);
+	/* the index lost: every file gets its UID back from the uidlist */
+	reopen_store_without_index();
+	mbox_account_close(&u.acct);
+	char *error = NULL;
+	u.acct = mbox_account_open(st, u.id, u.address, u.maildir, 0, &error);
+	assert_non_null(u.acct);
+	OK(mbox_open(u.acct, "INBOX", false, &box, &error_));
+	OK(mbox_messages(box, &m, &n, &error_));
+	assert_int_equal(n, N);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(m[i].uid, i + 1);
+	free(m);
+	struct mbox_status s;
+	mbox_get_status(box, &s);
+	assert_int_equal(s.uidnext, N + 1);
+	mbox_close(&box);
+	free(uids);
+	free(cur);
+	user_free(&u);
+}
+
 static void test_date(void **state)
 {
 	int64_t t;
@@ -1244,6 +1336,7 @@ int main(void)
 	    cmocka_unit_test(test_retention),     cmocka_unit_test(test_watch_two_sessions),
 	    cmocka_unit_test(test_dovecot_copy),  cmocka_unit_test(test_threads),
 	    cmocka_unit_test(test_large_folder),  cmocka_unit_test(test_own_changes),
+	    cmocka_unit_test(test_bulk_import),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
