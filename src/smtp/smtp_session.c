@@ -214,6 +214,7 @@ static void flush(struct smtp_session *s)
 	    bufferevent_get_underlying(s->bev) == NULL &&
 	    bufferevent_openssl_get_ssl(s->bev) == NULL) {
 		evutil_socket_t fd = bufferevent_getfd(s->bev);
+		log_flush(); /* the lines before the replies they describe (log_defer()) */
 		if (fd >= 0 && evbuffer_write(s->replies, fd) < 0) {
 			/* EAGAIN, or an error the bufferevent reports through on_event */
 		}
