@@ -225,7 +225,10 @@ static const char schema[] =
     "  folder_id INTEGER NOT NULL,"
     "  uid INTEGER NOT NULL,"
     "  modseq INTEGER NOT NULL,"
-    "  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;";
+    "  PRIMARY KEY (folder_id, uid)) WITHOUT ROWID;"
+    /* mbox_changes() (every sync after a change, QRESYNC): the records since a MODSEQ,
+       not all of a folder's, which only grow */
+    "CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (folder_id, modseq);";
 
 static const char drop_all[] = "DROP TABLE IF EXISTS folders; DROP TABLE IF EXISTS messages;"
                                "DROP TABLE IF EXISTS msgcache; DROP TABLE IF EXISTS expunged;";
@@ -2008,17 +2011,25 @@ static bool mtime_settled(int64_t mtime_ns)
 	return ts_ns(&now) - mtime_ns >= tick;
 }
 
-/* What a scan records: the mtime it saw, or -1 (scan again) while its tick may go on. */
+/*
+ * What a scan records: the mtime it saw, or -mtime while its tick may go on.
+ * Like our own change (mtime_vouches()), the index is in step with what the
+ * scan read; only another program's change later in the same tick could hide
+ * behind it, and the first sync once the tick is over scans again to see.
+ * (Recording "scan again at once" instead made every sync of a busy folder a
+ * scan: each one ran within 100 ms of the last change and could vouch for
+ * nothing.)
+ */
 static int64_t mtime_to_store(int64_t mtime_ns)
 {
-	return mtime_settled(mtime_ns) ? mtime_ns : -1;
+	return mtime_settled(mtime_ns) ? mtime_ns : -mtime_ns;
 }
 
 /*
  * Does the recorded mtime `rec` vouch for a directory whose mtime is `m`?
  * rec > 0: a scan saw the directory at rec, in a settled tick. rec < -1: our
- * own change (store, expunge, append under the index write lock) left it at
- * -rec with the index in step; trusted while that tick lasts, since only
+ * own change (store, expunge, append under the folder lock) or a scan left it
+ * at -rec with the index in step; trusted while that tick lasts, since only
  * another program's change in the very same tick can hide behind it; once the
  * tick is over the next sync scans once to make sure (and records a settled
  * mtime). Own changes made one after another thus cost no scan at all.
@@ -3525,42 +3536,70 @@ static int folder_bump(sqlite3 *db, int64_t folder_id, uint64_t *modseq_r, int64
 	return 0;
 }
 
+/*
+ * A read transaction of this thread's connection, for a batch of lookups that
+ * should see one snapshot and pay for one start (a statement outside any
+ * transaction starts its own, and re-reads its pages whenever another
+ * connection wrote meanwhile). Not the index write lock: writers go on.
+ */
+static bool read_begin(sqlite3 *db)
+{
+	return sqlite3_get_autocommit(db) &&
+	       sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK;
+}
+
+static void read_end(sqlite3 *db, bool began)
+{
+	if (began && !sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+}
+
+/* A STORE's change to one message, made on disk before its row is updated. */
+struct flag_change {
+	uint32_t uid, flags, keywords;
+	uint64_t size;
+	char *file; /* the new cur/ file name */
+};
+
+/*
+ * Two steps, so that the renames do not hold the index write lock (one for
+ * the whole server), only the folder's: (1) the rows are read and the files
+ * renamed to their new flags; (2) one short transaction gives the changes a
+ * MODSEQ and updates the rows. Under the folder lock no other change of ours
+ * touches these messages in between. A reader that meets a renamed file under
+ * its old row name finds it again (mbox_msg_open()); a crash between the steps
+ * leaves files whose names carry the new flags, which the next scan of cur/
+ * (its mtime changed) puts in the rows -- as if the change had been
+ * committed, unanswered.
+ */
 int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store_mode mode,
                uint32_t flags, uint32_t keywords, uint64_t unchanged_since,
                struct mbox_msg **changed_r, size_t *nchanged_r, uint32_t **failed_r,
                size_t *nfailed_r, char **error_r)
 {
+	struct flag_change *fc = NULL;
 	struct mbox_msg *ch = NULL;
 	uint32_t *fl = NULL;
-	size_t nch = 0, chcap = 0, nfl = 0, flcap = 0;
+	size_t nfc = 0, fccap = 0, nfl = 0, flcap = 0;
 	flags &= ~(uint32_t)MBOX_F_RECENT;
+	if (thread_nowait) /* it changes files before it may wait for the index */
+		return fail(error_r, EWOULDBLOCK, "index: store needs a thread that may wait");
 	sqlite3 *db = conn_db(box->acct->st, error_r);
 	if (db == NULL)
 		return -1;
 	struct folder_lock *flock = folder_lock(box->path);
 	if (flock == NULL)
 		return fail(error_r, EWOULDBLOCK, "folder %s: busy", box->name);
-	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0) {
-		folder_unlock(flock);
-		return -1;
-	}
-	uint64_t modseq;
-	int64_t cur_rec;
 	sqlite3_stmt *sel = NULL, *upd = NULL;
-	int ret = -1;
-	if (folder_bump(db, box->folder_id, &modseq, &cur_rec, error_r) < 0)
-		goto out;
+	int ret = -1, rename_errno = 0;
 	int64_t cur_pre = dir_mtime(box->path, "cur");
 	sel = prep(db,
-	           "SELECT filename, in_new, flags, keywords, modseq, size, 0, 0, basename "
+	           "SELECT filename, in_new, flags, keywords, modseq, size, basename "
 	           "FROM messages WHERE folder_id = ?1 AND uid = ?2",
 	           error_r);
-	upd = prep(db,
-	           "UPDATE messages SET filename = ?3, in_new = 0, flags = ?4, keywords = ?5, "
-	           "modseq = ?6 WHERE folder_id = ?1 AND uid = ?2",
-	           error_r);
-	if (sel == NULL || upd == NULL)
+	if (sel == NULL)
 		goto out;
+	bool rd = read_begin(db);
 	for (size_t i = 0; i < n; i++) {
 		sqlite3_reset(sel);
 		sqlite3_bind_int64(sel, 1, box->folder_id);
@@ -3585,7 +3624,7 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 			continue;
 		const char *ofile = (const char *)sqlite3_column_text(sel, 0);
 		bool in_new = sqlite3_column_int(sel, 1) != 0;
-		char *nfile = make_filename((const char *)sqlite3_column_text(sel, 8), nf, nk);
+		char *nfile = make_filename((const char *)sqlite3_column_text(sel, 6), nf, nk);
 		char *from = xasprintf("%s/%s/%s", box->path, in_new ? "new" : "cur", ofile);
 		char *to = xasprintf("%s/cur/%s", box->path, nfile);
 		int r = rename(from, to);
@@ -3599,51 +3638,79 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 				cur_pre = 0;
 				continue;
 			}
-			fail(error_r, EIO, "rename: %s", strerror(saved));
-			goto out;
+			rename_errno = saved;
+			break;
 		}
+		fc = xgrow(fc, &fccap, nfc + 1, sizeof(*fc));
+		fc[nfc++] = (struct flag_change){.uid = uids[i],
+		                                 .flags = nf,
+		                                 .keywords = nk,
+		                                 .size = (uint64_t)sqlite3_column_int64(sel, 5),
+		                                 .file = nfile};
+	}
+	read_end(db, rd);
+	unprep(sel);
+	sel = NULL;
+	if (nfc == 0) {
+		/* nothing changed: leave HIGHESTMODSEQ alone */
+		ret = rename_errno != 0 ? fail(error_r, EIO, "rename: %s", strerror(rename_errno))
+		                        : 0;
+		goto out;
+	}
+	/* the files renamed before a rename failed still get their rows */
+	uint64_t modseq;
+	int64_t cur_rec;
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0 ||
+	    folder_bump(db, box->folder_id, &modseq, &cur_rec, error_r) < 0)
+		goto out_txn;
+	upd = prep(db,
+	           "UPDATE messages SET filename = ?3, in_new = 0, flags = ?4, keywords = ?5, "
+	           "modseq = ?6 WHERE folder_id = ?1 AND uid = ?2",
+	           error_r);
+	if (upd == NULL)
+		goto out_txn;
+	ch = xcalloc(nfc, sizeof(*ch));
+	for (size_t i = 0; i < nfc; i++) {
 		sqlite3_reset(upd);
 		sqlite3_bind_int64(upd, 1, box->folder_id);
-		sqlite3_bind_int64(upd, 2, uids[i]);
-		sqlite3_bind_text(upd, 3, nfile, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(upd, 4, nf);
-		sqlite3_bind_int64(upd, 5, nk);
+		sqlite3_bind_int64(upd, 2, fc[i].uid);
+		sqlite3_bind_text(upd, 3, fc[i].file, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(upd, 4, fc[i].flags);
+		sqlite3_bind_int64(upd, 5, fc[i].keywords);
 		sqlite3_bind_int64(upd, 6, (int64_t)modseq);
-		int rc = sqlite3_step(upd);
-		free(nfile);
-		if (rc != SQLITE_DONE) {
+		if (sqlite3_step(upd) != SQLITE_DONE) {
 			fail_db(error_r, db, "store");
-			goto out;
+			goto out_txn;
 		}
-		ch = xgrow(ch, &chcap, nch + 1, sizeof(*ch));
-		struct mbox_msg *m = &ch[nch++];
-		m->uid = uids[i];
-		m->flags = nf | (box_recent(box, uids[i]) && !box->readonly ? MBOX_F_RECENT : 0);
-		m->keywords = nk;
+		struct mbox_msg *m = &ch[i];
+		m->uid = fc[i].uid;
+		m->flags = fc[i].flags |
+		           (box_recent(box, fc[i].uid) && !box->readonly ? MBOX_F_RECENT : 0);
+		m->keywords = fc[i].keywords;
 		m->modseq = modseq;
-		m->size = (uint64_t)sqlite3_column_int64(sel, 5);
+		m->size = fc[i].size;
 		m->internaldate = m->savedate = 0; /* as mbox_changes() (mailbox.h) */
 	}
-	unprep(sel);
 	unprep(upd);
-	sel = upd = NULL;
-	if (nch > 0 && cur_carry(db, box->folder_id, cur_rec, cur_pre, box->path, error_r) < 0)
-		goto out;
-	/* nothing changed: leave HIGHESTMODSEQ alone */
-	if (exec(db, nch > 0 ? "COMMIT" : "ROLLBACK", error_r) < 0)
-		goto out;
-	if (nch > 0) {
-		box->status.highestmodseq = modseq;
-		box->synced = false; /* counts changed: recomputed by the next sync */
-		mbox_notify(box->acct->maildir, box->name);
-	}
-	ret = 0;
+	upd = NULL;
+	if (cur_carry(db, box->folder_id, cur_rec, cur_pre, box->path, error_r) < 0 ||
+	    exec(db, "COMMIT", error_r) < 0)
+		goto out_txn;
+	box->status.highestmodseq = modseq;
+	box->synced = false; /* counts changed: recomputed by the next sync */
+	mbox_notify(box->acct->maildir, box->name);
+	ret = rename_errno != 0 ? fail(error_r, EIO, "rename: %s", strerror(rename_errno)) : 0;
+	goto out;
+out_txn:
+	unprep(upd);
+	upd = NULL;
+	rollback(db);
 out:
 	unprep(sel);
-	unprep(upd);
-	if (ret < 0)
-		rollback(db);
 	folder_unlock(flock);
+	for (size_t i = 0; i < nfc; i++)
+		free(fc[i].file);
+	free(fc);
 	if (ret < 0) {
 		free(ch);
 		free(fl);
@@ -3654,7 +3721,7 @@ out:
 	else
 		free(ch);
 	if (nchanged_r != NULL)
-		*nchanged_r = nch;
+		*nchanged_r = nfc;
 	if (failed_r != NULL)
 		*failed_r = fl;
 	else
@@ -3712,29 +3779,31 @@ out:
 	unprep(s);
 }
 
-/* Remove messages: those in uids (if not NULL) and, if require_deleted, flagged \Deleted. */
+/*
+ * Remove messages: those in uids (if not NULL) and, if require_deleted,
+ * flagged \Deleted. Two steps, as mbox_store(): the rows are read and the
+ * files unlinked under the folder lock alone (an unlink frees the file's
+ * blocks: slow, and no business of the other folders waiting for the index
+ * write lock), then one short transaction removes the rows and records the
+ * expunges. A crash between the steps leaves rows without files, which the
+ * next scan of cur/ (its mtime changed) expunges: the expunge completes.
+ */
 static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool require_deleted,
                         uint32_t **expunged_r, size_t *n_r, char **error_r)
 {
 	uint32_t *out = NULL;
 	size_t nout = 0, cap = 0;
 	int64_t freed = 0;
-	int ret = -1;
+	int ret = -1, unlink_errno = 0;
+	if (thread_nowait) /* it changes files before it may wait for the index */
+		return fail(error_r, EWOULDBLOCK, "index: expunge needs a thread that may wait");
 	sqlite3 *db = conn_db(box->acct->st, error_r);
 	if (db == NULL)
 		return -1;
 	struct folder_lock *flock = folder_lock(box->path);
 	if (flock == NULL)
 		return fail(error_r, EWOULDBLOCK, "folder %s: busy", box->name);
-	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0) {
-		folder_unlock(flock);
-		return -1;
-	}
-	uint64_t modseq;
-	int64_t cur_rec;
 	sqlite3_stmt *sel = NULL, *del = NULL, *ins = NULL;
-	if (folder_bump(db, box->folder_id, &modseq, &cur_rec, error_r) < 0)
-		goto out;
 	int64_t cur_pre = dir_mtime(box->path, "cur");
 	sel = prep(db,
 	           require_deleted ? "SELECT uid, filename, in_new, phys_size FROM messages WHERE "
@@ -3742,12 +3811,9 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 	                           : "SELECT uid, filename, in_new, phys_size FROM messages WHERE "
 	                             "folder_id = ?1 ORDER BY uid",
 	           error_r);
-	del = prep(db, "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
-	ins =
-	    prep(db, "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?1, ?2, ?3)",
-	         error_r);
-	if (sel == NULL || del == NULL || ins == NULL)
+	if (sel == NULL)
 		goto out;
+	bool rd = read_begin(db);
 	sqlite3_bind_int64(sel, 1, box->folder_id);
 	while (sqlite3_step(sel) == SQLITE_ROW) {
 		uint32_t uid = (uint32_t)sqlite3_column_int64(sel, 0);
@@ -3760,57 +3826,89 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 		int saved = errno;
 		free(file);
 		if (r < 0 && saved != ENOENT) {
-			fail(error_r, EIO, "unlink: %s", strerror(saved));
-			goto out;
+			unlink_errno = saved;
+			break;
 		}
 		if (r < 0)
 			cur_pre = 0; /* gone behind our back: the next sync scans */
 		freed += sqlite3_column_int64(sel, 3);
-		sqlite3_reset(del);
-		sqlite3_bind_int64(del, 1, box->folder_id);
-		sqlite3_bind_int64(del, 2, uid);
-		sqlite3_reset(ins);
-		sqlite3_bind_int64(ins, 1, box->folder_id);
-		sqlite3_bind_int64(ins, 2, uid);
-		sqlite3_bind_int64(ins, 3, (int64_t)modseq);
-		if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(ins) != SQLITE_DONE) {
-			fail_db(error_r, db, "expunge");
-			goto out;
-		}
 		out = xgrow(out, &cap, nout + 1, sizeof(*out));
 		out[nout++] = uid;
 	}
-	if (nout > 0 && cur_carry(db, box->folder_id, cur_rec, cur_pre, box->path, error_r) < 0)
-		goto out;
-	if (exec(db, nout > 0 ? "COMMIT" : "ROLLBACK", error_r) < 0)
-		goto out;
-	ret = 0;
-out:
+	read_end(db, rd);
 	unprep(sel);
+	sel = NULL;
+	if (nout == 0) {
+		ret = unlink_errno != 0 ? fail(error_r, EIO, "unlink: %s", strerror(unlink_errno))
+		                        : 0;
+		goto out;
+	}
+	/* the files unlinked before an unlink failed still lose their rows */
+	uint64_t modseq;
+	int64_t cur_rec;
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0 ||
+	    folder_bump(db, box->folder_id, &modseq, &cur_rec, error_r) < 0)
+		goto out_txn;
+	del = prep(db, "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
+	ins =
+	    prep(db, "INSERT OR REPLACE INTO expunged (folder_id, uid, modseq) VALUES (?1, ?2, ?3)",
+	         error_r);
+	if (del == NULL || ins == NULL)
+		goto out_txn;
+	for (size_t i = 0; i < nout; i++) {
+		sqlite3_reset(del);
+		sqlite3_bind_int64(del, 1, box->folder_id);
+		sqlite3_bind_int64(del, 2, out[i]);
+		sqlite3_reset(ins);
+		sqlite3_bind_int64(ins, 1, box->folder_id);
+		sqlite3_bind_int64(ins, 2, out[i]);
+		sqlite3_bind_int64(ins, 3, (int64_t)modseq);
+		if (sqlite3_step(del) != SQLITE_DONE || sqlite3_step(ins) != SQLITE_DONE) {
+			fail_db(error_r, db, "expunge");
+			goto out_txn;
+		}
+	}
 	unprep(del);
 	unprep(ins);
-	if (ret < 0) {
-		/* files already unlinked are found missing by the next sync */
-		rollback(db);
-		folder_unlock(flock);
-		free(out);
-		return -1;
-	}
-	if (nout > 0) {
-		usage_add(box->acct, -freed);
-		box->status.highestmodseq = modseq;
-		box->synced = false;
-		uidlist_compact(box, db);
-	}
+	del = ins = NULL;
+	if (cur_carry(db, box->folder_id, cur_rec, cur_pre, box->path, error_r) < 0 ||
+	    exec(db, "COMMIT", error_r) < 0)
+		goto out_txn;
+	usage_add(box->acct, -freed);
+	box->status.highestmodseq = modseq;
+	box->synced = false;
+	uidlist_compact(box, db);
 	folder_unlock(flock);
-	if (nout > 0)
-		mbox_notify(box->acct->maildir, box->name);
+	mbox_notify(box->acct->maildir, box->name);
+	if (unlink_errno != 0) {
+		/* the messages before it are gone; the client hears of them at the next sync */
+		free(out);
+		return fail(error_r, EIO, "unlink: %s", strerror(unlink_errno));
+	}
 	if (expunged_r != NULL)
 		*expunged_r = out;
 	else
 		free(out);
 	if (n_r != NULL)
 		*n_r = nout;
+	return 0;
+out_txn:
+	/* files already unlinked are found missing by the next sync */
+	unprep(del);
+	unprep(ins);
+	rollback(db);
+out:
+	unprep(sel);
+	folder_unlock(flock);
+	if (ret < 0) {
+		free(out);
+		return -1;
+	}
+	free(out);
+	if (expunged_r != NULL)
+		*expunged_r = NULL;
+	if (n_r != NULL)
+		*n_r = 0;
 	return 0;
 }
 

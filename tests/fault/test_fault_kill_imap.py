@@ -1,10 +1,12 @@
-"""
+r"""
 kill -9 of the server during mailbox traffic (issue 6 item 2): SMTP delivers into INBOX while an
-IMAP client APPENDs to a folder and another reads, flags and expunges. The server is killed three
-times at moments when all of that is in flight. After each restart:
+IMAP client APPENDs to a folder, another reads and flags, and a third appends to Drafts, flags
+\Deleted and expunges. The server is killed three times at moments when all of that is in
+flight. After each restart:
   - UIDVALIDITY is unchanged and UIDs never go backwards (UIDNEXT is above every UID seen);
   - every acknowledged APPEND is there exactly once, under the UID its APPENDUID named;
   - every acknowledged SMTP message is in INBOX exactly once;
+  - an acknowledged EXPUNGE stays done (nothing expunged comes back);
   - the index agrees with the files (IMAP lists exactly the messages the Maildir holds).
 """
 import imaplib
@@ -17,7 +19,7 @@ from conftest import DOMAIN, PASSWORD, RawSMTP, make_message, tls_client_context
 
 USER = "a@" + DOMAIN
 ROUNDS = 20 if os.environ.get("POSTERN_SOAK") else 3  # make soak: many more kills
-TOKEN_RE = re.compile(rb"Subject: (k[ai]-\d+-\d+)")
+TOKEN_RE = re.compile(rb"Subject: (k[aie]-\d+-\d+)")
 
 
 def tokens(msgs):
@@ -47,6 +49,7 @@ class Traffic:
         self.max_uid = {}       # folder -> highest UID seen
         self.uidvalidity = {}
         self.counter = 0
+        self.expunged = set()   # tokens whose EXPUNGE was acknowledged
 
     def seen(self, folder, uid, validity=None):
         with self.lock:
@@ -95,6 +98,36 @@ class Traffic:
         except (OSError, EOFError, imaplib.IMAP4.error, imaplib.IMAP4.abort):
             return
 
+    def expunger(self):
+        """APPEND to Drafts, STORE \\Deleted, EXPUNGE: the two-step expunge (files, then rows)."""
+        i = 0
+        try:
+            c = connect(self.p)
+            c.select("Drafts")
+            while not self.stop.is_set():
+                token = "ke-%d-%d" % (self.rnd, i)
+                i += 1
+                msg = ("From: me@example.test\r\nSubject: %s\r\n\r\ndraft %d\r\n"
+                       % (token, i)).encode()
+                typ, data = c.append("Drafts", None, None, msg)
+                if typ != "OK":
+                    return
+                uid = int(re.search(rb"APPENDUID \d+ (\d+)", data[0]).group(1))
+                self.seen("Drafts", uid)
+                if i % 2:
+                    continue  # every other draft stays
+                c.noop()
+                typ, _ = c.uid("STORE", str(uid), "+FLAGS.SILENT", r"(\Deleted)")
+                if typ != "OK":
+                    return
+                typ, _ = c.expunge()
+                if typ != "OK":
+                    return
+                with self.lock:
+                    self.expunged.add(token)
+        except (OSError, EOFError, imaplib.IMAP4.error, imaplib.IMAP4.abort, AttributeError):
+            return
+
     def reader(self):
         try:
             c = connect(self.p)
@@ -113,7 +146,7 @@ class Traffic:
 
 def check(p, t):
     c = connect(p)
-    for folder in ("INBOX", "Archive"):
+    for folder in ("INBOX", "Archive", "Drafts"):
         typ, data = c.select(folder)
         assert typ == "OK", (folder, data)
         validity = int(c.response("UIDVALIDITY")[1][0])
@@ -137,6 +170,9 @@ def check(p, t):
         if folder == "INBOX":
             missing = t.smtp_acked - set(files)
             assert not missing, "lost acknowledged SMTP messages: %s" % sorted(missing)[:5]
+        elif folder == "Drafts":
+            back = t.expunged & set(files)
+            assert not back, "expunged messages came back: %s" % sorted(back)[:5]
         else:
             for token, uid in t.appended.items():
                 assert token in listed, "lost an acknowledged APPEND: %s" % token
@@ -158,8 +194,9 @@ def test_kill9_during_mailbox_traffic(postern_factory):
                 for f, u in prev.max_uid.items():
                     t.max_uid[f] = max(t.max_uid.get(f, 0), u)
                 t.uidvalidity.update(prev.uidvalidity)
+                t.expunged |= prev.expunged
         threads = [threading.Thread(target=f, daemon=True)
-                   for f in (t.smtp, t.smtp, t.append, t.reader)]
+                   for f in (t.smtp, t.smtp, t.append, t.reader, t.expunger)]
         for th in threads:
             th.start()
         deadline = time.monotonic() + 60
@@ -180,5 +217,6 @@ def test_kill9_during_mailbox_traffic(postern_factory):
         p.wait_for_delivery(USER, len(t.smtp_acked), timeout=30)
         check(p, t)
         history.append(t)
-    print("rounds %d: smtp acked %d, appends acked %d" % (
-        ROUNDS, len(history[-1].smtp_acked), len(history[-1].appended)))
+    print("rounds %d: smtp acked %d, appends acked %d, expunges acked %d" % (
+        ROUNDS, len(history[-1].smtp_acked), len(history[-1].appended),
+        len(history[-1].expunged)))
