@@ -3554,6 +3554,15 @@ static void read_end(sqlite3 *db, bool began)
 		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
 }
 
+/* The second step of a change: the index write lock, and the change's MODSEQ. */
+static int change_begin(sqlite3 *db, struct mbox *box, uint64_t *modseq_r, int64_t *cur_rec_r,
+                        char **error_r)
+{
+	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+		return -1;
+	return folder_bump(db, box->folder_id, modseq_r, cur_rec_r, error_r);
+}
+
 /* A STORE's change to one message, made on disk before its row is updated. */
 struct flag_change {
 	uint32_t uid, flags, keywords;
@@ -3660,8 +3669,7 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 	/* the files renamed before a rename failed still get their rows */
 	uint64_t modseq;
 	int64_t cur_rec;
-	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0 ||
-	    folder_bump(db, box->folder_id, &modseq, &cur_rec, error_r) < 0)
+	if (change_begin(db, box, &modseq, &cur_rec, error_r) < 0)
 		goto out_txn;
 	upd = prep(db,
 	           "UPDATE messages SET filename = ?3, in_new = 0, flags = ?4, keywords = ?5, "
@@ -3846,8 +3854,7 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 	/* the files unlinked before an unlink failed still lose their rows */
 	uint64_t modseq;
 	int64_t cur_rec;
-	if (exec(db, "BEGIN IMMEDIATE", error_r) < 0 ||
-	    folder_bump(db, box->folder_id, &modseq, &cur_rec, error_r) < 0)
+	if (change_begin(db, box, &modseq, &cur_rec, error_r) < 0)
 		goto out_txn;
 	del = prep(db, "DELETE FROM messages WHERE folder_id = ?1 AND uid = ?2", error_r);
 	ins =

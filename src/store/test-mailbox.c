@@ -1012,6 +1012,22 @@ static uint32_t flags_of(struct mbox *box, uint32_t uid)
 	return f;
 }
 
+/* Another program adds a flag letter to the name of the cur/ file whose name holds needle. */
+static void foreign_flag(const char *curdir, const char *needle, char letter)
+{
+	char *f = find_file(curdir, needle);
+	assert_non_null(f);
+	const char *fl = strstr(f, ":2,");
+	assert_non_null(fl);
+	assert_null(strchr(fl, letter));
+	char *from = xasprintf("%s/%s", curdir, f);
+	char *to = xasprintf("%s/%s%c", curdir, f, letter);
+	assert_int_equal(rename(from, to), 0);
+	free(from);
+	free(to);
+	free(f);
+}
+
 /*
  * Our own changes keep the index in step with cur/ without a scan; another
  * program's change made right after one of ours (in the same clock tick, where
@@ -1036,17 +1052,7 @@ static void test_own_changes(void **state)
 		/* another program sets \Seen on the next message, at once */
 		char needle[16];
 		snprintf(needle, sizeof(needle), "Q%u.", theirs);
-		char *f = find_file(curdir, needle);
-		assert_non_null(f);
-		const char *fl = strstr(f, ":2,");
-		assert_non_null(fl);
-		assert_null(strchr(fl, 'S'));
-		char *from = xasprintf("%s/%s", curdir, f);
-		char *to = xasprintf("%s/%sS", curdir, f);
-		assert_int_equal(rename(from, to), 0);
-		free(from);
-		free(to);
-		free(f);
+		foreign_flag(curdir, needle, 'S');
 		/* ours shows at once; theirs at the latest once the tick is surely over */
 		OK(mbox_sync(box, &error_));
 		assert_int_equal(flags_of(box, mine) & MBOX_F_FLAGGED,
@@ -1117,14 +1123,7 @@ static void test_scan_in_tick(void **state)
 		/* another program sets \Seen: our next sync scans, in the tick of that change */
 		char needle[16];
 		snprintf(needle, sizeof(needle), "Q%u.", uid);
-		char *f = find_file(curdir, needle);
-		assert_non_null(f);
-		char *from = xasprintf("%s/%s", curdir, f);
-		char *to = xasprintf("%s/%sS", curdir, f);
-		assert_int_equal(rename(from, to), 0);
-		free(from);
-		free(to);
-		free(f);
+		foreign_flag(curdir, needle, 'S');
 		OK(mbox_sync(box, &error_));
 		assert_true(flags_of(box, uid) & MBOX_F_SEEN);
 		struct stat sb;
@@ -1135,14 +1134,7 @@ static void test_scan_in_tick(void **state)
 		assert_true(rec == -m || rec == m);
 		if (uid == 3) {
 			/* and another change at once, possibly in the very same tick */
-			f = find_file(curdir, "Q1.");
-			assert_non_null(f);
-			from = xasprintf("%s/%s", curdir, f);
-			to = xasprintf("%s/%sF", curdir, f);
-			assert_int_equal(rename(from, to), 0);
-			free(from);
-			free(to);
-			free(f);
+			foreign_flag(curdir, "Q1.", 'F');
 		}
 	}
 	sleep_ms(150);
