@@ -3550,8 +3550,9 @@ static bool read_begin(sqlite3 *db)
 
 static void read_end(sqlite3 *db, bool began)
 {
-	if (began && !sqlite3_get_autocommit(db))
-		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+	if (began && !sqlite3_get_autocommit(db) &&
+	    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 /* The second step of a change: the index write lock, and the change's MODSEQ. */
@@ -3657,9 +3658,9 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 		                                 .size = (uint64_t)sqlite3_column_int64(sel, 5),
 		                                 .file = nfile};
 	}
-	read_end(db, rd);
-	unprep(sel);
+	unprep(sel); /* reset: no statement of the read transaction still running */
 	sel = NULL;
+	read_end(db, rd);
 	if (nfc == 0) {
 		/* nothing changed: leave HIGHESTMODSEQ alone */
 		ret = rename_errno != 0 ? fail(error_r, EIO, "rename: %s", strerror(rename_errno))
@@ -3843,9 +3844,9 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 		out = xgrow(out, &cap, nout + 1, sizeof(*out));
 		out[nout++] = uid;
 	}
-	read_end(db, rd);
-	unprep(sel);
+	unprep(sel); /* reset: no statement of the read transaction still running */
 	sel = NULL;
+	read_end(db, rd);
 	if (nout == 0) {
 		ret = unlink_errno != 0 ? fail(error_r, EIO, "unlink: %s", strerror(unlink_errno))
 		                        : 0;
