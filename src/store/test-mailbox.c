@@ -795,19 +795,26 @@ static void test_quota(void **state)
 	user_free(&u);
 }
 
-static void age_messages(const char *folder_like, int64_t savedate)
+/* The test's index database, opened as another program would (close with sqlite3_close()). */
+static sqlite3 *index_db(void)
 {
 	sqlite3 *db;
 	char *p = xasprintf("%s/index.db", tmpdir);
 	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
+	free(p);
 	sqlite3_busy_timeout(db, 5000);
+	return db;
+}
+
+static void age_messages(const char *folder_like, int64_t savedate)
+{
+	sqlite3 *db = index_db();
 	char *sql = sqlite3_mprintf("UPDATE messages SET savedate = %lld WHERE folder_id IN "
 	                            "(SELECT id FROM folders WHERE name = %Q)",
 	                            (long long)savedate, folder_like);
 	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_free(sql);
 	sqlite3_close(db);
-	free(p);
 }
 
 static void test_retention(void **state)
@@ -1084,10 +1091,7 @@ static void test_own_changes(void **state)
 /* folders.cur_mtime of an account's INBOX, as the index has it */
 static int64_t cur_mtime_of(int64_t account_id)
 {
-	sqlite3 *db;
-	char *p = xasprintf("%s/index.db", tmpdir);
-	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
-	sqlite3_busy_timeout(db, 5000);
+	sqlite3 *db = index_db();
 	sqlite3_stmt *s;
 	assert_int_equal(sqlite3_prepare_v2(db,
 	                                    "SELECT cur_mtime FROM folders WHERE account_id = ?1 "
@@ -1099,7 +1103,6 @@ static int64_t cur_mtime_of(int64_t account_id)
 	int64_t v = sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
 	sqlite3_close(db);
-	free(p);
 	return v;
 }
 

@@ -125,7 +125,7 @@ class Traffic:
                     return
                 with self.lock:
                     self.expunged.add(token)
-        except (OSError, EOFError, imaplib.IMAP4.error, imaplib.IMAP4.abort, AttributeError):
+        except (OSError, EOFError, imaplib.IMAP4.error, imaplib.IMAP4.abort):
             return
 
     def reader(self):
