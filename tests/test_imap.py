@@ -7,6 +7,7 @@ IDLE pushed by SMTP delivery, two sessions on one mailbox, bad input.
 import imaplib
 import os
 import re
+import shutil
 import socket
 import ssl
 import time
@@ -550,9 +551,9 @@ def test_uids_survive_index_loss(postern_factory):
     c.store("2", "+FLAGS", r"(\Seen $Label1)")
     c.logout()
     p.stop()
-    for f in os.listdir(p.data_dir):
-        if f.startswith("index.db"):
-            os.unlink(os.path.join(p.data_dir, f))
+    idx = os.path.join(p.data_dir, "index")  # every account's index file
+    assert os.listdir(idx)
+    shutil.rmtree(idx)
     p.proc = None
     p.start()
     c = imaps(p)

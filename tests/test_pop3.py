@@ -675,10 +675,10 @@ def test_uidl_survives_index_loss(tmp_path_factory):
         c.quit()
         p.stop()
         removed = 0
-        for name in os.listdir(p.data_dir):
-            if name.startswith("index.db"):
-                os.unlink(os.path.join(p.data_dir, name))
-                removed += 1
+        idx = os.path.join(p.data_dir, "index")  # every account's index file
+        for name in os.listdir(idx):
+            os.unlink(os.path.join(idx, name))
+            removed += 1
         assert removed >= 1
         start_pop(p)
         c = login(p, "a@" + DOMAIN)

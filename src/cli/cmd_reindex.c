@@ -68,13 +68,11 @@ static int run_reindex(struct cli *cli, const struct cli_cmd *cmd, int argc, cha
 		if (reindex_one(cli, dir, st, pos[i]) != CLI_EXIT_OK)
 			ret = CLI_EXIT_FAIL;
 	mbox_store_free(&st);
-	static const char *const files[] = {"index.db", "index.db-wal", "index.db-shm"};
-	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-		char *p = xasprintf("%s/%s", cli->cfg->data_dir, files[i]);
-		if (access(p, F_OK) == 0)
-			cli_chown(cli, p, false);
-		free(p);
-	}
+	/* the index files this run made, for the server's user */
+	char *idx = xasprintf("%s/index", cli->cfg->data_dir);
+	if (access(idx, F_OK) == 0)
+		cli_chown(cli, idx, true);
+	free(idx);
 	cli_directory_close(cli, &dir);
 	return ret;
 }

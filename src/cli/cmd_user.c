@@ -155,13 +155,11 @@ static int run_del(struct cli *cli, const struct cli_cmd *cmd, int argc, char **
 				 error != NULL ? error : "?");
 		free(error);
 		mbox_store_free(&st);
-		static const char *const files[] = {"index.db", "index.db-wal", "index.db-shm"};
-		for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-			char *p = xasprintf("%s/%s", cli->cfg->data_dir, files[i]);
-			if (access(p, F_OK) == 0)
-				cli_chown(cli, p, false);
-			free(p);
-		}
+		/* the index files this run made, for the server's user */
+		char *idx = xasprintf("%s/index", cli->cfg->data_dir);
+		if (access(idx, F_OK) == 0)
+			cli_chown(cli, idx, true);
+		free(idx);
 	}
 	if (ret == CLI_EXIT_OK)
 		printf("deleted user %s\n", pos[0]);

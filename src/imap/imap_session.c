@@ -378,6 +378,7 @@ static void job_run_here(struct imap_job *j)
 	mbox_thread_nowait(true);
 	j->exec(j);
 	mbox_thread_nowait(false);
+	mbox_thread_release(); /* the index connection, for the workers */
 	s->synced_before = false;
 	if (j->again) {
 		/* it would have had to wait for another thread: nothing was done */
@@ -1002,7 +1003,10 @@ static bool runs_here(struct imap_session *s, const struct command *cmd, bool ui
 	} else if (cmd->exec != imap_cmd_noop) {
 		return false;
 	}
-	return mbox_sync_probe(s->view.box);
+	if (mbox_sync_probe(s->view.box))
+		return true; /* job_run_here() follows, on the connection the probe took */
+	mbox_thread_release();
+	return false;
 }
 
 static unsigned state_bit(enum imap_state st)

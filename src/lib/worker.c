@@ -38,6 +38,13 @@ struct worker_pool {
 	unsigned nthreads;
 };
 
+static void (*after_job)(void);
+
+void worker_set_after_job(void (*fn)(void))
+{
+	after_job = fn;
+}
+
 static void *worker_main(void *p)
 {
 	struct worker_pool *pool = p;
@@ -57,6 +64,8 @@ static void *worker_main(void *p)
 		pthread_mutex_unlock(&pool->lock);
 
 		j->work(j->arg);
+		if (after_job != NULL)
+			after_job();
 
 		j->next = NULL;
 		pthread_mutex_lock(&pool->done_lock);

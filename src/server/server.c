@@ -668,6 +668,7 @@ int server_run(struct config *cfg)
 	/* SMTP AUTH hashing and every IMAP/POP3 command run on this pool; IMAP jobs
 	   wait on fsyncs (APPEND) and on the index write lock, so more threads than
 	   cores keep readers going while some wait (4 made the IMAP mix queue here) */
+	worker_set_after_job(mbox_thread_release); /* index connections back to their pool */
 	srv->smtp.workers = worker_pool_new(srv->smtp.base, 16);
 	/* FCrDNS of clients on the loop, cancellable: a dead DNS server delays nothing */
 	struct dns_options dopts = {.resolver = cfg->dns_resolver, .timeout_ms = 5000};

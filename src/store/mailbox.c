@@ -125,7 +125,23 @@ static int fail_db(char **error_r, sqlite3 *db, const char *what)
 	return fail(error_r, EIO, "index: %s: %s", what, sqlite3_errmsg(db));
 }
 
-/* ---- the index: one connection per thread ---- */
+/* ---- the index: a file per account, its connections pooled ---- */
+
+/*
+ * Each account has its own index file, DATA_DIR/index/ID.db: a write to one
+ * account's index neither waits for another account's writers nor empties
+ * the page cache of connections reading another account (SQLite drops a
+ * connection's cached pages whenever any other connection has written to the
+ * file).
+ *
+ * Connections are pooled per file. A thread takes one for an account the
+ * first time it needs it (conn_db()) and keeps it until mbox_thread_release(),
+ * which the worker threads call after each job and the IMAP loop after each
+ * command it ran itself; it then goes back to the pool, idle, for whichever
+ * thread needs that account next. So an account busy on one thread at a time
+ * uses one connection whose cache its own writes keep valid. The pool keeps
+ * at most IDLE_MAX idle connections, the least recently used closed first.
+ */
 
 /* Statements are prepared once per connection and kept (prep() / unprep(),
    store/stmtcache.h): parsing the SQL was a sixth of the CPU of an IMAP command. */
@@ -134,35 +150,180 @@ static _Thread_local bool thread_nowait;
 
 /* how long a writer waits for another process (the command line) to finish */
 #define BUSY_TIMEOUT_MS 10000
+/* idle connections kept open across all accounts */
+#define IDLE_MAX 64
+/* connections a thread holds before it gives back the idle ones (a command-line
+   run over many accounts, which never calls mbox_thread_release()) */
+#define BOUND_MAX 8
+
+/* One index file: its write lock and checkpoint flag. Lives as long as the process. */
+struct ifile {
+	char *data_dir;
+	int64_t account_id;
+	pthread_mutex_t write_mu;
+	atomic_bool checkpoint_due;
+	struct ifile *next;
+};
 
 struct conn {
-	char *data_dir;
+	struct ifile *f;
 	sqlite3 *db;
 	/* statements run once per message by FETCH, SEARCH and SORT: prepared once */
 	sqlite3_stmt *cache_sel;
 	struct stmt_cache stmts;
-	bool nowait; /* busy timeout 0 (set while the thread must not wait) */
+	bool nowait;              /* busy timeout 0 (set while the thread must not wait) */
+	struct conn *prev, *next; /* in the idle list, most recently used first */
 };
 
+#define IFILE_BUCKETS 256
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct ifile *ifiles[IFILE_BUCKETS];
+static struct conn *idle_head, *idle_tail;
+static size_t nidle;
+/* serialises moving rows out of the server-wide index of older versions */
+static pthread_mutex_t legacy_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* the connections this thread holds */
+struct tconns {
+	struct conn **v;
+	size_t n, cap;
+};
 static pthread_key_t conn_key;
 static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
 
-static void conn_free(void *p)
+static void conn_close(struct conn *c)
 {
-	struct conn *c = p;
 	if (c == NULL)
 		return;
 	sqlite3_finalize(c->cache_sel);
 	stmt_cache_clear(&c->stmts);
 	sqlite3_close_v2(c->db);
-	free(c->data_dir);
 	free(c);
+}
+
+static void idle_unlink(struct conn *c)
+{
+	if (c->prev != NULL)
+		c->prev->next = c->next;
+	else
+		idle_head = c->next;
+	if (c->next != NULL)
+		c->next->prev = c->prev;
+	else
+		idle_tail = c->prev;
+	c->prev = c->next = NULL;
+	nidle--;
+}
+
+/* No transaction open and no statement stepping: the connection may change threads. */
+static bool conn_quiet(struct conn *c)
+{
+	if (c->cache_sel != NULL)
+		sqlite3_reset(c->cache_sel);
+	if (!sqlite3_get_autocommit(c->db))
+		return false;
+	for (sqlite3_stmt *s = sqlite3_next_stmt(c->db, NULL); s != NULL;
+	     s = sqlite3_next_stmt(c->db, s))
+		if (sqlite3_stmt_busy(s))
+			return false;
+	return true;
+}
+
+/* Into the idle pool (closing the least recently used beyond IDLE_MAX). */
+static void conn_put(struct conn *c)
+{
+	struct conn *evict = NULL;
+	pthread_mutex_lock(&pool_mu);
+	c->prev = NULL;
+	c->next = idle_head;
+	if (idle_head != NULL)
+		idle_head->prev = c;
+	idle_head = c;
+	if (idle_tail == NULL)
+		idle_tail = c;
+	nidle++;
+	if (nidle > IDLE_MAX) {
+		evict = idle_tail;
+		idle_unlink(evict);
+	}
+	pthread_mutex_unlock(&pool_mu);
+	conn_close(evict);
+}
+
+/* Give back the quiet ones of this thread's connections (all: keep = NULL). */
+static void tconns_release(struct tconns *t, const struct conn *keep)
+{
+	size_t j = 0;
+	for (size_t i = 0; i < t->n; i++) {
+		struct conn *c = t->v[i];
+		if (c != keep && conn_quiet(c))
+			conn_put(c);
+		else
+			t->v[j++] = c;
+	}
+	t->n = j;
+}
+
+static void tconns_free(void *p)
+{
+	struct tconns *t = p;
+	if (t == NULL)
+		return;
+	for (size_t i = 0; i < t->n; i++) {
+		if (conn_quiet(t->v[i]))
+			conn_put(t->v[i]);
+		else
+			conn_close(t->v[i]);
+	}
+	free(t->v);
+	free(t);
 }
 
 static void conn_key_init(void)
 {
-	if (pthread_key_create(&conn_key, conn_free) != 0)
+	if (pthread_key_create(&conn_key, tconns_free) != 0)
 		fatal("pthread_key_create failed");
+}
+
+static struct tconns *tconns_get(void)
+{
+	pthread_once(&conn_once, conn_key_init);
+	struct tconns *t = pthread_getspecific(conn_key);
+	if (t == NULL) {
+		t = xcalloc(1, sizeof(*t));
+		pthread_setspecific(conn_key, t);
+	}
+	return t;
+}
+
+void mbox_thread_release(void)
+{
+	pthread_once(&conn_once, conn_key_init);
+	struct tconns *t = pthread_getspecific(conn_key);
+	if (t != NULL)
+		tconns_release(t, NULL);
+}
+
+static struct ifile *ifile_get(const char *data_dir, int64_t account_id)
+{
+	uint32_t h = (uint32_t)account_id * 2654435761u;
+	for (const char *p = data_dir; *p != '\0'; p++)
+		h = h * 31 + (unsigned char)*p;
+	struct ifile **b = &ifiles[h % IFILE_BUCKETS];
+	pthread_mutex_lock(&pool_mu);
+	struct ifile *f = *b;
+	while (f != NULL && (f->account_id != account_id || strcmp(f->data_dir, data_dir) != 0))
+		f = f->next;
+	if (f == NULL) {
+		f = xcalloc(1, sizeof(*f));
+		f->data_dir = xstrdup(data_dir);
+		f->account_id = account_id;
+		pthread_mutex_init(&f->write_mu, NULL);
+		f->next = *b;
+		*b = f;
+	}
+	pthread_mutex_unlock(&pool_mu);
+	return f;
 }
 
 /*
@@ -230,26 +391,92 @@ static const char schema[] =
        not all of a folder's, which only grow */
     "CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (folder_id, modseq);";
 
-static const char drop_all[] = "DROP TABLE IF EXISTS folders; DROP TABLE IF EXISTS messages;"
-                               "DROP TABLE IF EXISTS msgcache; DROP TABLE IF EXISTS expunged;";
+/* qualified: an unqualified DROP would find the attached legacy index's tables */
+static const char drop_all[] =
+    "DROP TABLE IF EXISTS main.folders; DROP TABLE IF EXISTS main.messages;"
+    "DROP TABLE IF EXISTS main.msgcache; DROP TABLE IF EXISTS main.expunged;";
 
-static int schema_setup(sqlite3 *db)
+/* In the schema's transaction of a new index file: the account's rows from the
+   server-wide index.db of earlier versions, attached as "legacy". */
+static int legacy_copy(sqlite3 *db, int64_t account_id)
+{
+	sqlite3_stmt *s = NULL;
+	int version = -1;
+	if (sqlite3_prepare_v2(db, "PRAGMA legacy.user_version", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		version = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	if (version != SCHEMA_VERSION)
+		return 0; /* of another schema: it would have been rebuilt anyway */
+	char sql[1024];
+	long long id = (long long)account_id;
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO main.folders SELECT * FROM legacy.folders WHERE account_id = %lld;"
+	         "INSERT INTO main.messages SELECT * FROM legacy.messages WHERE folder_id IN "
+	         "(SELECT id FROM legacy.folders WHERE account_id = %lld);"
+	         "INSERT INTO main.msgcache SELECT * FROM legacy.msgcache WHERE folder_id IN "
+	         "(SELECT id FROM legacy.folders WHERE account_id = %lld);"
+	         "INSERT INTO main.expunged SELECT * FROM legacy.expunged WHERE folder_id IN "
+	         "(SELECT id FROM legacy.folders WHERE account_id = %lld);",
+	         id, id, id, id);
+	return sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK ? 1 : -1;
+}
+
+/* After legacy_copy() committed: the rows leave index.db, and index.db goes once empty. */
+static void legacy_forget(sqlite3 *db, const char *data_dir, int64_t account_id)
+{
+	char sql[1024];
+	long long id = (long long)account_id;
+	snprintf(sql, sizeof(sql),
+	         "BEGIN IMMEDIATE;"
+	         "DELETE FROM legacy.messages WHERE folder_id IN "
+	         "(SELECT id FROM legacy.folders WHERE account_id = %lld);"
+	         "DELETE FROM legacy.expunged WHERE folder_id IN "
+	         "(SELECT id FROM legacy.folders WHERE account_id = %lld);"
+	         "DELETE FROM legacy.folders WHERE account_id = %lld; COMMIT",
+	         id, id, id);
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) {
+		/* left behind, harmless: this account's file is never filled from it again */
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		return;
+	}
+	sqlite3_stmt *s = NULL;
+	bool empty = sqlite3_prepare_v2(db, "SELECT 1 FROM legacy.folders LIMIT 1", -1, &s, NULL) ==
+	                 SQLITE_OK &&
+	             sqlite3_step(s) == SQLITE_DONE;
+	sqlite3_finalize(s);
+	if (sqlite3_exec(db, "DETACH legacy", NULL, NULL, NULL) != SQLITE_OK || !empty)
+		return;
+	static const char *const suffix[] = {"", "-wal", "-shm"};
+	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+		char *p = xasprintf("%s/index.db%s", data_dir, suffix[i]);
+		unlink(p);
+		free(p);
+	}
+	log_info("event=mailbox_index_split data_dir=%s", data_dir);
+}
+
+/* The schema, in a new file (or one of another version: dropped and made anew);
+   1 if rows were taken from the legacy index, 0 if not, -1 on error. */
+static int schema_setup(sqlite3 *db, int64_t account_id, bool legacy)
 {
 	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 		return -1;
 	sqlite3_stmt *s = NULL;
 	int version = -1;
-	if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(db, "PRAGMA main.user_version", -1, &s, NULL) == SQLITE_OK &&
 	    sqlite3_step(s) == SQLITE_ROW)
 		version = sqlite3_column_int(s, 0);
 	sqlite3_finalize(s);
 	char sql[64];
-	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", SCHEMA_VERSION);
+	snprintf(sql, sizeof(sql), "PRAGMA main.user_version = %d", SCHEMA_VERSION);
+	int copied = 0;
 	if (version < 0 ||
 	    (version != SCHEMA_VERSION &&
 	     (sqlite3_exec(db, drop_all, NULL, NULL, NULL) != SQLITE_OK ||
 	      sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)) ||
 	    sqlite3_exec(db, schema, NULL, NULL, NULL) != SQLITE_OK ||
+	    (version != SCHEMA_VERSION && legacy && (copied = legacy_copy(db, account_id)) < 0) ||
 	    sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
 		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
 		return -1;
@@ -257,7 +484,7 @@ static int schema_setup(sqlite3 *db)
 	if (version != SCHEMA_VERSION && version > 0)
 		log_info("event=mailbox_index_rebuilt reason=schema_version old=%d new=%d", version,
 		         SCHEMA_VERSION);
-	return 0;
+	return copied;
 }
 
 #define CACHE_COLS                                                                                 \
@@ -266,66 +493,122 @@ static int schema_setup(sqlite3 *db)
 
 static int index_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 
-static sqlite3 *index_open(const char *data_dir, char **error_r)
+static int user_version(sqlite3 *db)
 {
-	char *path = xasprintf("%s/index.db", data_dir);
+	sqlite3_stmt *s = NULL;
+	int version = -1;
+	if (sqlite3_prepare_v2(db, "PRAGMA main.user_version", -1, &s, NULL) == SQLITE_OK &&
+	    sqlite3_step(s) == SQLITE_ROW)
+		version = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return version;
+}
+
+static sqlite3 *index_open(struct ifile *f, char **error_r)
+{
+	char *path = xasprintf("%s/index/%lld.db", f->data_dir, (long long)f->account_id);
 	sqlite3 *db = NULL;
 	int rc = sqlite3_open_v2(
 	    path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
-	free(path);
 	if (rc != SQLITE_OK) {
-		fail(error_r, EIO, "index: cannot open %s/index.db: %s", data_dir,
+		fail(error_r, EIO, "index: cannot open %s: %s", path,
 		     db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		sqlite3_close_v2(db);
+		free(path);
 		return NULL;
 	}
-	sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
-	sqlite3_wal_hook(db, index_wal_hook, NULL);
-	if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL, NULL,
-	                 NULL) != SQLITE_OK ||
-	    schema_setup(db) < 0) {
-		fail_db(error_r, db, "schema");
+	sqlite3_busy_timeout(db, thread_nowait ? 0 : BUSY_TIMEOUT_MS);
+	sqlite3_wal_hook(db, index_wal_hook, f);
+	bool ok = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL,
+	                       NULL, NULL) == SQLITE_OK;
+	if (ok && user_version(db) != SCHEMA_VERSION) {
+		/* a new file: made under legacy_mu, taking the account's rows from the
+		   server-wide index.db of earlier versions if there is one */
+		pthread_mutex_lock(&legacy_mu);
+		char *old = xasprintf("%s/index.db", f->data_dir);
+		bool legacy = false;
+		if (access(old, F_OK) == 0) {
+			sqlite3_stmt *s = NULL;
+			legacy = sqlite3_prepare_v2(db, "ATTACH ?1 AS legacy", -1, &s, NULL) ==
+			             SQLITE_OK &&
+			         sqlite3_bind_text(s, 1, old, -1, SQLITE_STATIC) == SQLITE_OK &&
+			         sqlite3_step(s) == SQLITE_DONE;
+			sqlite3_finalize(s);
+		}
+		int copied = schema_setup(db, f->account_id, legacy);
+		ok = copied >= 0;
+		if (copied > 0)
+			legacy_forget(db, f->data_dir, f->account_id);
+		else if (legacy)
+			sqlite3_exec(db, "DETACH legacy", NULL, NULL, NULL);
+		free(old);
+		pthread_mutex_unlock(&legacy_mu);
+	}
+	if (!ok) {
+		if (thread_nowait && sqlite3_errcode(db) == SQLITE_BUSY)
+			fail(error_r, EWOULDBLOCK, "index: busy");
+		else
+			fail(error_r, EIO, "index: %s: %s", path, sqlite3_errmsg(db));
 		sqlite3_close_v2(db);
+		free(path);
 		return NULL;
 	}
+	free(path);
 	return db;
 }
 
-static sqlite3 *conn_db(struct mbox_store *st, char **error_r)
+/*
+ * This thread's connection to the index of the account: one it holds already,
+ * else an idle one from the pool, else a new one.
+ */
+static sqlite3 *conn_db(struct mbox_store *st, int64_t account_id, char **error_r)
 {
-	pthread_once(&conn_once, conn_key_init);
-	struct conn *c = pthread_getspecific(conn_key);
-	if (c != NULL && strcmp(c->data_dir, st->data_dir) == 0) {
-		if (c->nowait != thread_nowait) {
-			/* a thread that must not wait gets SQLITE_BUSY at once, even from a
-			   write that takes no transaction of ours */
+	struct tconns *t = tconns_get();
+	struct conn *c = NULL;
+	for (size_t i = 0; i < t->n && c == NULL; i++)
+		if (t->v[i]->f->account_id == account_id &&
+		    strcmp(t->v[i]->f->data_dir, st->data_dir) == 0)
+			c = t->v[i];
+	if (c == NULL) {
+		struct ifile *f = ifile_get(st->data_dir, account_id);
+		pthread_mutex_lock(&pool_mu);
+		for (struct conn *i = idle_head; i != NULL && c == NULL; i = i->next)
+			if (i->f == f)
+				c = i;
+		if (c != NULL)
+			idle_unlink(c);
+		pthread_mutex_unlock(&pool_mu);
+		if (c == NULL) {
+			sqlite3 *db = index_open(f, error_r);
+			if (db == NULL)
+				return NULL;
+			c = xcalloc(1, sizeof(*c));
+			c->f = f;
+			c->db = db;
 			c->nowait = thread_nowait;
-			sqlite3_busy_timeout(c->db, thread_nowait ? 0 : BUSY_TIMEOUT_MS);
 		}
-		return c->db;
+		if (t->n >= BOUND_MAX)
+			tconns_release(t, NULL);
+		t->v = xgrow(t->v, &t->cap, t->n + 1, sizeof(*t->v));
+		t->v[t->n++] = c;
 	}
-	if (c != NULL) {
-		pthread_setspecific(conn_key, NULL);
-		conn_free(c);
+	if (c->nowait != thread_nowait) {
+		/* a thread that must not wait gets SQLITE_BUSY at once, even from a
+		   write that takes no transaction of ours */
+		c->nowait = thread_nowait;
+		sqlite3_busy_timeout(c->db, thread_nowait ? 0 : BUSY_TIMEOUT_MS);
 	}
-	sqlite3 *db = index_open(st->data_dir, error_r);
-	if (db == NULL)
-		return NULL;
-	c = xcalloc(1, sizeof(*c));
-	c->data_dir = xstrdup(st->data_dir);
-	c->db = db;
-	c->nowait = thread_nowait;
-	if (thread_nowait)
-		sqlite3_busy_timeout(db, 0);
-	pthread_setspecific(conn_key, c);
-	return db;
+	return c->db;
 }
 
 static struct conn *conn_of(sqlite3 *db)
 {
 	pthread_once(&conn_once, conn_key_init);
-	struct conn *c = pthread_getspecific(conn_key);
-	return c != NULL && c->db == db ? c : NULL;
+	struct tconns *t = pthread_getspecific(conn_key);
+	for (size_t i = 0; t != NULL && i < t->n; i++)
+		if (t->v[i]->db == db)
+			return t->v[i];
+	return NULL;
 }
 
 /* A prepared statement for `sql`, from the connection's cache; give it back with unprep(). */
@@ -354,55 +637,57 @@ static void unprep(sqlite3_stmt *s)
 }
 
 /*
- * The index has one write lock. Our own threads queue for it on a mutex,
- * taken by BEGIN and given back once the transaction has ended (COMMIT,
- * ROLLBACK, or a failed BEGIN): a thread waiting in SQLite's busy handler
- * would sleep in steps of up to 100 ms instead of being woken when the lock
- * is free. Other processes (the CLI) still meet SQLite's busy timeout.
+ * Each index file has one write lock. Our own threads queue for it on the
+ * file's mutex, taken by BEGIN and given back once the transaction has ended
+ * (COMMIT, ROLLBACK, or a failed BEGIN): a thread waiting in SQLite's busy
+ * handler would sleep in steps of up to 100 ms instead of being woken when
+ * the lock is free. Other processes (the CLI) still meet SQLite's busy timeout.
  */
-static pthread_mutex_t index_write_mu = PTHREAD_MUTEX_INITIALIZER;
-static _Thread_local bool index_write_held;
-static atomic_bool index_checkpoint_due;
+static _Thread_local pthread_mutex_t *index_write_held;
 /* this thread's commit leaves a due checkpoint to the next writer (a bulk scan's) */
 static _Thread_local bool index_checkpoint_defer;
 
 /*
  * Instead of SQLite's automatic checkpoint (run by the committing thread while
- * it still holds index_write_mu, fsyncs included, stalling every writer), a
+ * it still holds the write lock, fsyncs included, stalling every writer), a
  * commit that leaves 1,000 pages or more in the WAL marks a checkpoint due, and
- * the next thread to let go of the write lock runs it (PASSIVE: writers go on
- * meanwhile) -- unless it is a thread that must not wait on the disk.
+ * the next thread to let go of the file's write lock runs it (PASSIVE: writers
+ * go on meanwhile) -- unless it is a thread that must not wait on the disk.
  */
 static int index_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
-	(void)arg;
+	struct ifile *f = arg;
 	(void)db;
 	(void)name;
 	if (pages >= 1000)
-		atomic_store(&index_checkpoint_due, true);
+		atomic_store(&f->checkpoint_due, true);
 	return SQLITE_OK;
 }
 
 static void index_write_release(sqlite3 *db)
 {
-	if (index_write_held && sqlite3_get_autocommit(db)) {
-		index_write_held = false;
-		pthread_mutex_unlock(&index_write_mu);
+	if (index_write_held != NULL && sqlite3_get_autocommit(db)) {
+		pthread_mutex_unlock(index_write_held);
+		index_write_held = NULL;
 	}
-	if (!index_write_held && !thread_nowait && !index_checkpoint_defer &&
-	    atomic_load(&index_checkpoint_due) && atomic_exchange(&index_checkpoint_due, false))
+	struct conn *c = conn_of(db);
+	if (c != NULL && index_write_held == NULL && !thread_nowait && !index_checkpoint_defer &&
+	    atomic_load(&c->f->checkpoint_due) && atomic_exchange(&c->f->checkpoint_due, false))
 		sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }
 
 static int exec(sqlite3 *db, const char *sql, char **error_r)
 {
 	bool begin = strncmp(sql, "BEGIN", 5) == 0;
-	if (begin && !index_write_held) {
-		if (!thread_nowait)
-			pthread_mutex_lock(&index_write_mu);
-		else if (pthread_mutex_trylock(&index_write_mu) != 0)
-			return fail(error_r, EWOULDBLOCK, "index: busy");
-		index_write_held = true;
+	if (begin && index_write_held == NULL) {
+		struct conn *c = conn_of(db);
+		if (c != NULL) {
+			if (!thread_nowait)
+				pthread_mutex_lock(&c->f->write_mu);
+			else if (pthread_mutex_trylock(&c->f->write_mu) != 0)
+				return fail(error_r, EWOULDBLOCK, "index: busy");
+			index_write_held = &c->f->write_mu;
+		}
 	}
 	int rc;
 	bool txn = strcmp(sql, "BEGIN IMMEDIATE") == 0 || strcmp(sql, "COMMIT") == 0 ||
@@ -798,10 +1083,16 @@ struct mbox_store *mbox_store_new(const char *data_dir, const char *folders, cha
 		mbox_store_free(&st);
 		return NULL;
 	}
-	if (conn_db(st, error_r) == NULL) {
+	/* the accounts' index files */
+	char *dir = xasprintf("%s/index", data_dir);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		fail(error_r, errno == ENOSPC ? ENOSPC : EIO, "index: cannot create %s: %s", dir,
+		     strerror(errno));
+		free(dir);
 		mbox_store_free(&st);
 		return NULL;
 	}
+	free(dir);
 	/* accounts created from now on (and Maildirs recreated by delivery) get these folders */
 	folders_to_maildir(st->std, st->nstd);
 	return st;
@@ -812,12 +1103,34 @@ void mbox_store_free(struct mbox_store **stp)
 	struct mbox_store *st = *stp;
 	if (st == NULL)
 		return;
-	/* this thread's connection (other threads close theirs when they exit) */
+	/* this thread's connections to the store's files, and the idle ones (other
+	   threads give theirs back when they exit) */
 	pthread_once(&conn_once, conn_key_init);
-	struct conn *c = pthread_getspecific(conn_key);
-	if (c != NULL && strcmp(c->data_dir, st->data_dir) == 0) {
-		pthread_setspecific(conn_key, NULL);
-		conn_free(c);
+	struct tconns *t = pthread_getspecific(conn_key);
+	size_t j = 0;
+	for (size_t i = 0; t != NULL && i < t->n; i++) {
+		if (strcmp(t->v[i]->f->data_dir, st->data_dir) == 0)
+			conn_close(t->v[i]);
+		else
+			t->v[j++] = t->v[i];
+	}
+	if (t != NULL)
+		t->n = j;
+	struct conn *gone = NULL;
+	pthread_mutex_lock(&pool_mu);
+	for (struct conn *c = idle_head, *next; c != NULL; c = next) {
+		next = c->next;
+		if (strcmp(c->f->data_dir, st->data_dir) == 0) {
+			idle_unlink(c);
+			c->next = gone;
+			gone = c;
+		}
+	}
+	pthread_mutex_unlock(&pool_mu);
+	while (gone != NULL) {
+		struct conn *next = gone->next;
+		conn_close(gone);
+		gone = next;
 	}
 	for (size_t i = 0; i < st->nstd; i++)
 		free(st->std[i].name);
@@ -2250,7 +2563,7 @@ static int uidlist_from_index(sqlite3 *db, const char *path, const struct frow *
 static int folder_sync_ex(struct mbox_account *a, const char *name, const char *path, bool readonly,
                           bool reindex, struct frow *row_r, char **error_r)
 {
-	sqlite3 *db = conn_db(a->st, error_r);
+	sqlite3 *db = conn_db(a->st, a->id, error_r);
 	if (db == NULL)
 		return -1;
 	index_checkpoint_defer = false;
@@ -2897,7 +3210,8 @@ int mbox_folder_delete(struct mbox_account *acct, const char *name, char **error
 	struct frow r;
 	/* sync first so that the bytes of every message are known for the quota */
 	if (folder_sync(acct, canon, p, true, &r, error_r) < 0 ||
-	    (db = conn_db(acct->st, error_r)) == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
+	    (db = conn_db(acct->st, acct->id, error_r)) == NULL ||
+	    exec(db, "BEGIN IMMEDIATE", error_r) < 0)
 		goto out;
 	int64_t phys;
 	if (forget_folder(db, acct->id, canon, &phys, error_r) < 0)
@@ -2997,7 +3311,7 @@ int mbox_folder_status(struct mbox_account *acct, const char *name, struct mbox_
 	int ret = -1;
 	sqlite3 *db;
 	if (folder_sync(acct, canon, p, false, &r, error_r) == 0 &&
-	    (db = conn_db(acct->st, error_r)) != NULL)
+	    (db = conn_db(acct->st, acct->id, error_r)) != NULL)
 		ret = status_query(db, &r, st_r, error_r);
 	free(p);
 	free(canon);
@@ -3086,7 +3400,7 @@ static int box_refresh_sync(struct mbox *box, char **error_r)
 	struct frow r;
 	if (folder_sync(box->acct, box->name, box->path, box->readonly, &r, error_r) < 0)
 		return -1;
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	if (db == NULL)
 		return -1;
 	if (box->folder_id != 0 && r.id != box->folder_id)
@@ -3110,7 +3424,7 @@ static int box_refresh(struct mbox *box, char **error_r)
 /* The counts of the status, from the index (a scan of the folder's rows). */
 static int box_counts(struct mbox *box, char **error_r)
 {
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	if (db == NULL)
 		return -1;
 	struct frow r = {.id = box->folder_id,
@@ -3186,7 +3500,7 @@ bool mbox_sync_probe(struct mbox *box)
 {
 	if (!box->synced || box->folder_id == 0)
 		return false;
-	sqlite3 *db = conn_db(box->acct->st, NULL);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, NULL);
 	if (db == NULL)
 		return false;
 	char *newdir = xasprintf("%s/new", box->path), *curdir = xasprintf("%s/cur", box->path);
@@ -3349,7 +3663,7 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 {
 	*msgs_r = NULL;
 	*n_r = 0;
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	if (db == NULL)
 		return -1;
 	char *sql = xasprintf("SELECT uid, flags, keywords, modseq, size "
@@ -3391,7 +3705,7 @@ int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct m
 	if (n == 0)
 		return 0;
 	memset(msgs_r, 0, n * sizeof(*msgs_r));
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	if (db == NULL)
 		return -1;
 	/* a dense set (FETCH 1:*, SORT of a whole folder) in one range scan, a sparse
@@ -3452,7 +3766,7 @@ int mbox_changes(struct mbox *box, uint64_t since, struct mbox_msg **changed_r, 
 	*nexpunged_r = 0;
 	if (select_msgs(box, "AND modseq > ?2", since, changed_r, nchanged_r, error_r) < 0)
 		return -1;
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	sqlite3_stmt *s = db != NULL ? prep(db,
 	                                    "SELECT uid FROM expunged WHERE folder_id = ?1 "
 	                                    "AND modseq > ?2 ORDER BY uid",
@@ -3485,7 +3799,7 @@ const char *const *mbox_keywords(struct mbox *box, size_t *n_r)
 
 int mbox_keyword_index(struct mbox *box, const char *name, bool create)
 {
-	sqlite3 *db = conn_db(box->acct->st, NULL);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, NULL);
 	if (db == NULL) {
 		errno = EIO;
 		return -1;
@@ -3594,7 +3908,7 @@ int mbox_store(struct mbox *box, const uint32_t *uids, size_t n, enum mbox_store
 	flags &= ~(uint32_t)MBOX_F_RECENT;
 	if (thread_nowait) /* it changes files before it may wait for the index */
 		return fail(error_r, EWOULDBLOCK, "index: store needs a thread that may wait");
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	if (db == NULL)
 		return -1;
 	struct folder_lock *flock = folder_lock(box->path);
@@ -3806,7 +4120,7 @@ static int expunge_uids(struct mbox *box, const uint32_t *uids, size_t n, bool r
 	int ret = -1, unlink_errno = 0;
 	if (thread_nowait) /* it changes files before it may wait for the index */
 		return fail(error_r, EWOULDBLOCK, "index: expunge needs a thread that may wait");
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	if (db == NULL)
 		return -1;
 	struct folder_lock *flock = folder_lock(box->path);
@@ -3989,7 +4303,7 @@ static int index_new(struct mbox_account *a, const char *canon, const char *path
 	struct frow r;
 	if (folder_sync(a, canon, path, false, &r, error_r) < 0)
 		return -1;
-	sqlite3 *db = conn_db(a->st, error_r);
+	sqlite3 *db = conn_db(a->st, a->id, error_r);
 	if (db == NULL)
 		return -1;
 	struct folder_lock *flock = folder_lock(path);
@@ -4211,7 +4525,7 @@ int mbox_append(struct mbox_account *acct, const char *folder, const struct mbox
 	struct newmsg *m = xcalloc(n + 1, sizeof(*m));
 	size_t nm = 0;
 	int ret = -1;
-	sqlite3 *db = conn_db(acct->st, error_r);
+	sqlite3 *db = conn_db(acct->st, acct->id, error_r);
 	if (db == NULL)
 		goto out;
 	if (!folder_exists(acct, canon)) {
@@ -4355,7 +4669,7 @@ int mbox_copy(struct mbox *box, const uint32_t *uids, size_t n, const char *dest
 	int ret = -1;
 	bool indexed = false;
 	sqlite3_stmt *s = NULL;
-	sqlite3 *db = conn_db(a->st, error_r);
+	sqlite3 *db = conn_db(a->st, a->id, error_r);
 	if (db == NULL)
 		goto out;
 	if (!folder_exists(a, canon)) {
@@ -4530,7 +4844,7 @@ int mbox_folder_rename(struct mbox_account *acct, const char *from, const char *
 		if (taken)
 			goto out;
 	}
-	db = conn_db(acct->st, error_r);
+	db = conn_db(acct->st, acct->id, error_r);
 	if (db == NULL || exec(db, "BEGIN IMMEDIATE", error_r) < 0)
 		goto out;
 	sqlite3_stmt *s =
@@ -4584,7 +4898,7 @@ out:
 
 int mbox_msg_open(struct mbox *box, uint32_t uid, int *fd_r, char **error_r)
 {
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	if (db == NULL)
 		return -1;
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -4687,10 +5001,10 @@ static void cache_store(sqlite3 *db, int64_t folder_id, const uint32_t *uids,
 int mbox_msg_cache(struct mbox *box, uint32_t uid, struct mbox_cache *c, char **error_r)
 {
 	memset(c, 0, sizeof(*c));
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	if (db == NULL)
 		return -1;
-	struct conn *cn = pthread_getspecific(conn_key);
+	struct conn *cn = conn_of(db);
 	if (cn->cache_sel == NULL &&
 	    sqlite3_prepare_v3(db,
 	                       "SELECT " CACHE_COLS " FROM msgcache WHERE folder_id = ?1 AND "
@@ -4731,7 +5045,7 @@ int mbox_msg_caches(struct mbox *box, const uint32_t *uids, size_t n, unsigned f
 	memset(caches_r, 0, n * sizeof(*caches_r));
 	if (n == 0)
 		return 0;
-	sqlite3 *db = conn_db(box->acct->st, error_r);
+	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	if (db == NULL)
 		return -1;
 	bool hd = fields & MBOX_CACHE_HEADERS;
@@ -4852,7 +5166,17 @@ static int forget_account(sqlite3 *db, int64_t account_id, char **error_r)
 
 int mbox_forget(struct mbox_store *st, int64_t account_id, char **error_r)
 {
-	sqlite3 *db = conn_db(st, error_r);
+	/* nothing indexed: no file of its own, and no index.db it would be taken from
+	   (the file stays otherwise: the server may have it open, and emptied it is
+	   what a new account of the same id starts from) */
+	char *own = xasprintf("%s/index/%lld.db", st->data_dir, (long long)account_id);
+	char *legacy = xasprintf("%s/index.db", st->data_dir);
+	bool none = access(own, F_OK) < 0 && access(legacy, F_OK) < 0;
+	free(own);
+	free(legacy);
+	if (none)
+		return 0;
+	sqlite3 *db = conn_db(st, account_id, error_r);
 	if (db == NULL)
 		return -1;
 	return forget_account(db, account_id, error_r);
@@ -4889,7 +5213,7 @@ static int usage_recount(struct mbox_account *a, sqlite3 *db, char **error_r)
 int mbox_reindex(struct mbox_store *st, int64_t account_id, const char *address,
                  const char *maildir, char **error_r)
 {
-	sqlite3 *db = conn_db(st, error_r);
+	sqlite3 *db = conn_db(st, account_id, error_r);
 	if (db == NULL)
 		return -1;
 	struct mbox_account a = {

@@ -10,11 +10,11 @@
  *   - each folder's "postern-uidlist" file is the truth for UIDVALIDITY,
  *     UIDNEXT and the UID of each message (by file base name, the part
  *     before ":2,"), so UIDs survive the loss of the index;
- *   - the index (SQLite, DATA_DIR/index.db, one for the server) caches per
- *     message: UID, base name, flags, keywords, MODSEQ, size, INTERNALDATE,
+ *   - the index (SQLite, DATA_DIR/index/ACCOUNT-ID.db, one per account)
+ *     caches per message: UID, base name, flags, keywords, MODSEQ, size, INTERNALDATE,
  *     save date, ENVELOPE, BODYSTRUCTURE and the header values SORT and
  *     SEARCH use; and per folder HIGHESTMODSEQ and the expunged UIDs with
- *     their MODSEQ (for QRESYNC). Deleting index.db loses nothing but
+ *     their MODSEQ (for QRESYNC). Deleting an index file loses nothing but
  *     MODSEQs (rebuilt as 1) and the expunge history.
  *
  * Synchronisation with the files happens in mbox_sync() (and in every call
@@ -64,9 +64,12 @@ struct mbox;
 /* ---- the store (one per process) ---- */
 
 /*
- * `data_dir` holds index.db; `folders` is the [mailbox] folders knob
- * ("Name=special, ..."), the folders every account gets. NULL with
- * *error_r if the index cannot be opened or `folders` is malformed.
+ * `data_dir` holds the index files (index/, made here); `folders` is the
+ * [mailbox] folders knob ("Name=special, ..."), the folders every account
+ * gets. NULL with *error_r if index/ cannot be made or `folders` is malformed.
+ * An account's index file is made when first used; if DATA_DIR/index.db (the
+ * one index of earlier versions) is there, the account's rows move from it,
+ * MODSEQs and expunge history with them, and it is removed once empty.
  */
 struct mbox_store *mbox_store_new(const char *data_dir, const char *folders, char **error_r);
 
@@ -189,6 +192,13 @@ bool mbox_sync_probe(struct mbox *box);
  * Callers keep writes off this thread; this covers the races.
  */
 void mbox_thread_nowait(bool on);
+/*
+ * The calling thread is done with the store for now (a worker between jobs,
+ * the event loop after a command it ran): the index connections it took go
+ * back to the pool for other threads. Optional (a thread that never calls it
+ * keeps a few), never in the middle of a call into the store.
+ */
+void mbox_thread_release(void);
 /* State as of the last sync or change made through `box`. */
 void mbox_get_status(struct mbox *box, struct mbox_status *st_r);
 

@@ -152,12 +152,19 @@ static char *find_file(const char *path, const char *needle)
 static void reopen_store_without_index(void)
 {
 	mbox_store_free(&st);
-	static const char *const files[] = {"index.db", "index.db-wal", "index.db-shm"};
-	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
-		char *p = xasprintf("%s/%s", tmpdir, files[i]);
+	/* every account's index file */
+	char *idx = xasprintf("%s/index", tmpdir);
+	DIR *d = opendir(idx);
+	assert_non_null(d);
+	for (struct dirent *de; (de = readdir(d)) != NULL;) {
+		if (de->d_name[0] == '.')
+			continue;
+		char *p = xasprintf("%s/%s", idx, de->d_name);
 		unlink(p);
 		free(p);
 	}
+	closedir(d);
+	free(idx);
 	char *error = NULL;
 	st = mbox_store_new(tmpdir, folders, &error);
 	if (st == NULL)
@@ -795,20 +802,20 @@ static void test_quota(void **state)
 	user_free(&u);
 }
 
-/* The test's index database, opened as another program would (close with sqlite3_close()). */
-static sqlite3 *index_db(void)
+/* An account's index database, opened as another program would (close with sqlite3_close()). */
+static sqlite3 *index_db(int64_t account_id)
 {
 	sqlite3 *db;
-	char *p = xasprintf("%s/index.db", tmpdir);
+	char *p = xasprintf("%s/index/%lld.db", tmpdir, (long long)account_id);
 	assert_int_equal(sqlite3_open(p, &db), SQLITE_OK);
 	free(p);
 	sqlite3_busy_timeout(db, 5000);
 	return db;
 }
 
-static void age_messages(const char *folder_like, int64_t savedate)
+static void age_messages(int64_t account_id, const char *folder_like, int64_t savedate)
 {
-	sqlite3 *db = index_db();
+	sqlite3 *db = index_db(account_id);
 	char *sql = sqlite3_mprintf("UPDATE messages SET savedate = %lld WHERE folder_id IN "
 	                            "(SELECT id FROM folders WHERE name = %Q)",
 	                            (long long)savedate, folder_like);
@@ -830,7 +837,7 @@ static void test_retention(void **state)
 	}
 	time_t now = time(NULL);
 	for (size_t i = 0; i < ARRAY_SIZE(fs); i++)
-		age_messages(fs[i], now - 40 * 86400);
+		age_messages(u.id, fs[i], now - 40 * 86400);
 	/* one fresh message in Trash */
 	OK(mbox_append(u.acct, "Trash", &ap, 1, &uv, &uid, &error_));
 	size_t deleted;
@@ -1091,7 +1098,7 @@ static void test_own_changes(void **state)
 /* folders.cur_mtime of an account's INBOX, as the index has it */
 static int64_t cur_mtime_of(int64_t account_id)
 {
-	sqlite3 *db = index_db();
+	sqlite3 *db = index_db(account_id);
 	sqlite3_stmt *s;
 	assert_int_equal(sqlite3_prepare_v2(db,
 	                                    "SELECT cur_mtime FROM folders WHERE account_id = ?1 "
@@ -1405,6 +1412,100 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* An account's INBOX: HIGHESTMODSEQ, and the flags of UID 1. */
+static uint64_t inbox_hms(struct user *u, uint32_t *flags1_r)
+{
+	struct mbox *box;
+	OK(mbox_open(u->acct, "INBOX", false, &box, &error_));
+	uint32_t uv, next;
+	uint64_t hms;
+	mbox_get_ids(box, &uv, &next, &hms);
+	*flags1_r = flags_of(box, 1);
+	mbox_close(&box);
+	return hms;
+}
+
+static void exec_sql(sqlite3 *db, const char *sql)
+{
+	char *err = NULL;
+	if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", sql, err);
+}
+
+/*
+ * The one index.db of earlier versions: an account's rows move from it into
+ * the account's own file the first time the account is used, MODSEQs and
+ * flags with them, and index.db goes once the last account has moved.
+ */
+static void test_legacy_index(void **state)
+{
+	struct user a, b;
+	user_make(&a, "legacy-a@example.test", 0);
+	user_make(&b, "legacy-b@example.test", 0);
+	deliver(&a, 3, 1);
+	deliver(&b, 2, 1);
+	struct user *us[] = {&a, &b};
+	uint64_t hms[2];
+	uint32_t f1[2];
+	for (size_t i = 0; i < 2; i++) {
+		struct mbox *box;
+		OK(mbox_open(us[i]->acct, "INBOX", false, &box, &error_));
+		uint32_t one = 1;
+		for (int k = 0; k < 3; k++) /* MODSEQs a rebuild would not have */
+			OK(mbox_store(box, &one, 1, k % 2 ? MBOX_STORE_REMOVE : MBOX_STORE_ADD,
+			              MBOX_F_FLAGGED, 0, 0, NULL, NULL, NULL, NULL, &error_));
+		mbox_close(&box);
+		hms[i] = inbox_hms(us[i], &f1[i]);
+		assert_true(hms[i] > 3);
+		assert_int_equal(f1[i] & MBOX_F_FLAGGED, MBOX_F_FLAGGED);
+		mbox_account_close(&us[i]->acct);
+	}
+	mbox_store_free(&st);
+
+	/* the legacy file: a's rows as they are, b's with folder ids moved clear of a's */
+	char *pa = xasprintf("%s/index/%lld.db", tmpdir, (long long)a.id);
+	char *pb = xasprintf("%s/index/%lld.db", tmpdir, (long long)b.id);
+	char *legacy = xasprintf("%s/index.db", tmpdir);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(pb, &db), SQLITE_OK);
+	exec_sql(db, "UPDATE folders SET id = id + 1000; UPDATE messages SET folder_id = "
+	             "folder_id + 1000; UPDATE msgcache SET folder_id = folder_id + 1000; "
+	             "UPDATE expunged SET folder_id = folder_id + 1000; "
+	             "PRAGMA wal_checkpoint(TRUNCATE)");
+	sqlite3_close(db);
+	assert_int_equal(sqlite3_open(pa, &db), SQLITE_OK);
+	exec_sql(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+	sqlite3_close(db);
+	assert_int_equal(rename(pa, legacy), 0);
+	assert_int_equal(sqlite3_open(legacy, &db), SQLITE_OK);
+	char *sql = sqlite3_mprintf("ATTACH %Q AS b; INSERT INTO folders SELECT * FROM b.folders; "
+	                            "INSERT INTO messages SELECT * FROM b.messages; "
+	                            "INSERT INTO msgcache SELECT * FROM b.msgcache; "
+	                            "INSERT INTO expunged SELECT * FROM b.expunged; DETACH b",
+	                            pb);
+	exec_sql(db, sql);
+	sqlite3_free(sql);
+	sqlite3_close(db);
+	reopen_store_without_index();
+
+	for (size_t i = 0; i < 2; i++) {
+		char *error = NULL;
+		us[i]->acct =
+		    mbox_account_open(st, us[i]->id, us[i]->address, us[i]->maildir, 0, &error);
+		assert_non_null(us[i]->acct);
+		uint32_t flags;
+		assert_int_equal(inbox_hms(us[i], &flags), hms[i]);
+		assert_int_equal(flags, f1[i]);
+		/* index.db stays while b's rows are in it */
+		assert_int_equal(access(legacy, F_OK) == 0, i == 0);
+	}
+	free(pa);
+	free(pb);
+	free(legacy);
+	user_free(&a);
+	user_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1415,6 +1516,7 @@ int main(void)
 	    cmocka_unit_test(test_dovecot_copy),  cmocka_unit_test(test_threads),
 	    cmocka_unit_test(test_large_folder),  cmocka_unit_test(test_own_changes),
 	    cmocka_unit_test(test_scan_in_tick),  cmocka_unit_test(test_bulk_import),
+	    cmocka_unit_test(test_legacy_index),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
