@@ -1,7 +1,7 @@
 /*
  * The mailbox store (see mailbox.h for the contract): Maildir++ folders,
- * their "postern-uidlist" / "postern-keywords" files, and the index in
- * DATA_DIR/index.db.
+ * their "postern-uidlist" / "postern-keywords" files, and the index, a
+ * SQLite file per account: DATA_DIR/index/ACCOUNT-ID.db.
  *
  * On-disk files per folder (the folder's Maildir directory):
  *   postern-uidlist   "V1 UIDVALIDITY UIDNEXT\n" then "UID BASENAME\n" lines,
@@ -20,8 +20,8 @@
  * trusted (a change in the same clock tick would go unseen) and is scanned
  * again next time. Our own changes to cur/ record its mtime after them as
  * "carried" (see mtime_vouches()), so they cost no scan. A scan or change
- * holds the folder's lock (folder_lock()), then the index write lock (BEGIN
- * IMMEDIATE) for short transactions, which also serialise UID allocation
+ * holds the folder's lock (folder_lock()), then the account's index write lock
+ * (BEGIN IMMEDIATE) for short transactions, which also serialise UID allocation
  * between threads and processes.
  *
  * Quota: delivery counts what it writes into new/; the store counts what it
@@ -215,18 +215,13 @@ static void idle_unlink(struct conn *c)
 	nidle--;
 }
 
-/* No transaction open and no statement stepping: the connection may change threads. */
+/* No transaction open, not even the read transaction of a statement still
+   stepping: the connection may change threads. */
 static bool conn_quiet(struct conn *c)
 {
 	if (c->cache_sel != NULL)
 		sqlite3_reset(c->cache_sel);
-	if (!sqlite3_get_autocommit(c->db))
-		return false;
-	for (sqlite3_stmt *s = sqlite3_next_stmt(c->db, NULL); s != NULL;
-	     s = sqlite3_next_stmt(c->db, s))
-		if (sqlite3_stmt_busy(s))
-			return false;
-	return true;
+	return sqlite3_txn_state(c->db, NULL) == SQLITE_TXN_NONE;
 }
 
 /* Into the idle pool (closing the least recently used beyond IDLE_MAX). */
@@ -3658,7 +3653,7 @@ static void take_row(const struct mbox *box, sqlite3_stmt *s, struct mbox_msg *m
 	(*nlate)++;
 }
 
-static int select_msgs(struct mbox *box, const char *where, uint64_t since,
+static int select_msgs(struct mbox *box, const char *indexed, const char *where, uint64_t since,
                        struct mbox_msg **msgs_r, size_t *n_r, char **error_r)
 {
 	*msgs_r = NULL;
@@ -3667,8 +3662,8 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 	if (db == NULL)
 		return -1;
 	char *sql = xasprintf("SELECT uid, flags, keywords, modseq, size "
-	                      "FROM messages WHERE folder_id = ?1 %s ORDER BY uid",
-	                      where);
+	                      "FROM messages %s WHERE folder_id = ?1 %s ORDER BY uid",
+	                      indexed, where);
 	sqlite3_stmt *s = prep(db, sql, error_r);
 	free(sql);
 	if (s == NULL)
@@ -3696,7 +3691,7 @@ static int select_msgs(struct mbox *box, const char *where, uint64_t since,
 
 int mbox_messages(struct mbox *box, struct mbox_msg **msgs_r, size_t *n_r, char **error_r)
 {
-	return select_msgs(box, "", 0, msgs_r, n_r, error_r);
+	return select_msgs(box, "", "", 0, msgs_r, n_r, error_r);
 }
 
 int mbox_messages_get(struct mbox *box, const uint32_t *uids, size_t n, struct mbox_msg *msgs_r,
@@ -3764,12 +3759,17 @@ int mbox_changes(struct mbox *box, uint64_t since, struct mbox_msg **changed_r, 
 {
 	*expunged_r = NULL;
 	*nexpunged_r = 0;
-	if (select_msgs(box, "AND modseq > ?2", since, changed_r, nchanged_r, error_r) < 0)
+	/* Through the MODSEQ indexes: without them SQLite's planner walks every row of
+	   the folder in UID order (no sort needed) to keep the few above `since`; that
+	   walk was an eighth of the server's CPU in the IMAP mix, where every command
+	   after a change syncs. Since 0 is every message: the UID-ordered scan. */
+	if (select_msgs(box, since > 0 ? "INDEXED BY messages_modseq" : "", "AND modseq > ?2", since,
+	                changed_r, nchanged_r, error_r) < 0)
 		return -1;
 	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	sqlite3_stmt *s = db != NULL ? prep(db,
-	                                    "SELECT uid FROM expunged WHERE folder_id = ?1 "
-	                                    "AND modseq > ?2 ORDER BY uid",
+	                                    "SELECT uid FROM expunged INDEXED BY expunged_modseq "
+	                                    "WHERE folder_id = ?1 AND modseq > ?2 ORDER BY uid",
 	                                    error_r)
 	                             : NULL;
 	if (s == NULL) {
