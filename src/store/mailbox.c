@@ -245,13 +245,13 @@ static void conn_put(struct conn *c)
 	conn_close(evict);
 }
 
-/* Give back the quiet ones of this thread's connections (all: keep = NULL). */
-static void tconns_release(struct tconns *t, const struct conn *keep)
+/* Give back the quiet ones of this thread's connections. */
+static void tconns_release(struct tconns *t)
 {
 	size_t j = 0;
 	for (size_t i = 0; i < t->n; i++) {
 		struct conn *c = t->v[i];
-		if (c != keep && conn_quiet(c))
+		if (conn_quiet(c))
 			conn_put(c);
 		else
 			t->v[j++] = c;
@@ -296,7 +296,7 @@ void mbox_thread_release(void)
 	pthread_once(&conn_once, conn_key_init);
 	struct tconns *t = pthread_getspecific(conn_key);
 	if (t != NULL)
-		tconns_release(t, NULL);
+		tconns_release(t);
 }
 
 static struct ifile *ifile_get(const char *data_dir, int64_t account_id)
@@ -583,7 +583,7 @@ static sqlite3 *conn_db(struct mbox_store *st, int64_t account_id, char **error_
 			c->nowait = thread_nowait;
 		}
 		if (t->n >= BOUND_MAX)
-			tconns_release(t, NULL);
+			tconns_release(t);
 		t->v = xgrow(t->v, &t->cap, t->n + 1, sizeof(*t->v));
 		t->v[t->n++] = c;
 	}
