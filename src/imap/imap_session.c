@@ -377,8 +377,8 @@ static void job_run_here(struct imap_job *j)
 	s->synced_before = true;
 	mbox_thread_nowait(true);
 	j->exec(j);
-	mbox_thread_nowait(false);
 	mbox_thread_release(); /* the index connection, for the workers */
+	mbox_thread_nowait(false);
 	s->synced_before = false;
 	if (j->again) {
 		/* it would have had to wait for another thread: nothing was done */
@@ -1003,10 +1003,12 @@ static bool runs_here(struct imap_session *s, const struct command *cmd, bool ui
 	} else if (cmd->exec != imap_cmd_noop) {
 		return false;
 	}
-	if (mbox_sync_probe(s->view.box))
-		return true; /* job_run_here() follows, on the connection the probe took */
-	mbox_thread_release();
-	return false;
+	mbox_thread_nowait(true);
+	bool quiet = mbox_sync_probe(s->view.box);
+	if (!quiet)
+		mbox_thread_release(); /* job_run_here() follows on the connection the probe took */
+	mbox_thread_nowait(false);
+	return quiet;
 }
 
 static unsigned state_bit(enum imap_state st)

@@ -224,7 +224,9 @@ static bool conn_quiet(struct conn *c)
 	return sqlite3_txn_state(c->db, NULL) == SQLITE_TXN_NONE;
 }
 
-/* Into the idle pool (closing the least recently used beyond IDLE_MAX). */
+/* Into the idle pool, closing the least recently used beyond IDLE_MAX -- but not
+   on a thread that must not wait: closing the last connection to a file
+   checkpoints it, fsyncs included (the next thread that may wait closes them). */
 static void conn_put(struct conn *c)
 {
 	struct conn *evict = NULL;
@@ -237,12 +239,18 @@ static void conn_put(struct conn *c)
 	if (idle_tail == NULL)
 		idle_tail = c;
 	nidle++;
-	if (nidle > IDLE_MAX) {
-		evict = idle_tail;
-		idle_unlink(evict);
+	while (!thread_nowait && nidle > IDLE_MAX) {
+		struct conn *t = idle_tail;
+		idle_unlink(t);
+		t->next = evict;
+		evict = t;
 	}
 	pthread_mutex_unlock(&pool_mu);
-	conn_close(evict);
+	while (evict != NULL) {
+		struct conn *next = evict->next;
+		conn_close(evict);
+		evict = next;
+	}
 }
 
 /* Give back the quiet ones of this thread's connections. */

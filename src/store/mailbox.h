@@ -196,7 +196,9 @@ void mbox_thread_nowait(bool on);
  * The calling thread is done with the store for now (a worker between jobs,
  * the event loop after a command it ran): the index connections it took go
  * back to the pool for other threads. Optional (a thread that never calls it
- * keeps a few), never in the middle of a call into the store.
+ * keeps a few), never in the middle of a call into the store. On a thread
+ * marked by mbox_thread_nowait() it closes nothing (the pool's surplus is
+ * closed by the next thread that may wait).
  */
 void mbox_thread_release(void);
 /* State as of the last sync or change made through `box`. */
