@@ -598,6 +598,41 @@ def test_starttls_plaintext_injection_discarded(server, raw_factory):
     assert lines[-1].startswith("c OK")
 
 
+def test_index_of_earlier_version_moves(postern_factory):
+    """An index.db left by an earlier version, one file for every account: the account's rows
+    move into the account's own file when it is first used (MODSEQs kept, so CONDSTORE clients
+    see nothing changed), and index.db goes once empty."""
+    p = postern_factory()
+    deliver(p, 3)
+    wait_inbox(p, 3)
+    c = imaps(p)
+    c.select("INBOX")
+    c.store("1", "+FLAGS", r"(\Flagged)")
+    c.store("1", "-FLAGS", r"(\Flagged)")
+    c.store("1", "+FLAGS", r"(\Flagged)")
+    before = c.status("INBOX", "(HIGHESTMODSEQ UIDVALIDITY MESSAGES)")[1][0]
+    c.logout()
+    p.stop()
+    idx = os.path.join(p.data_dir, "index")
+    files = sorted(os.listdir(idx))
+    dbs = [f for f in files if f.endswith(".db")]
+    assert len(dbs) == 1, files  # the one account used
+    for f in files:  # as an earlier version kept it (a WAL left behind included)
+        if f.startswith(dbs[0]):
+            os.rename(os.path.join(idx, f), os.path.join(p.data_dir, "index" + f[len(dbs[0]) - 3:]))
+    assert os.path.exists(os.path.join(p.data_dir, "index.db"))
+    p.proc = None
+    p.start()
+    c = imaps(p)
+    assert c.status("INBOX", "(HIGHESTMODSEQ UIDVALIDITY MESSAGES)")[1][0] == before
+    c.select("INBOX")
+    _, data = c.fetch("1", "(FLAGS)")
+    assert b"\\Flagged" in data[0]
+    c.logout()
+    assert not any(f.startswith("index.db") for f in os.listdir(p.data_dir))
+    assert os.path.exists(os.path.join(idx, dbs[0]))
+
+
 def login_raw(server, user, raw_factory):
     r = raw_factory()
     r.line()
