@@ -224,6 +224,16 @@ static bool conn_quiet(struct conn *c)
 	return sqlite3_txn_state(c->db, NULL) == SQLITE_TXN_NONE;
 }
 
+/* Close a chain of connections (linked through `next`). */
+static void conns_close(struct conn *c)
+{
+	while (c != NULL) {
+		struct conn *next = c->next;
+		conn_close(c);
+		c = next;
+	}
+}
+
 /* Into the idle pool, closing the least recently used beyond IDLE_MAX -- but not
    on a thread that must not wait: closing the last connection to a file
    checkpoints it, fsyncs included (the next thread that may wait closes them). */
@@ -246,11 +256,7 @@ static void conn_put(struct conn *c)
 		evict = t;
 	}
 	pthread_mutex_unlock(&pool_mu);
-	while (evict != NULL) {
-		struct conn *next = evict->next;
-		conn_close(evict);
-		evict = next;
-	}
+	conns_close(evict);
 }
 
 /* Give back the quiet ones of this thread's connections. */
@@ -399,17 +405,24 @@ static const char drop_all[] =
     "DROP TABLE IF EXISTS main.folders; DROP TABLE IF EXISTS main.messages;"
     "DROP TABLE IF EXISTS main.msgcache; DROP TABLE IF EXISTS main.expunged;";
 
+/* PRAGMA user_version of the database `name` ("main", "legacy"); -1 on error. */
+static int user_version(sqlite3 *db, const char *name)
+{
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA %s.user_version", name);
+	sqlite3_stmt *s = NULL;
+	int version = -1;
+	if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+		version = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return version;
+}
+
 /* In the schema's transaction of a new index file: the account's rows from the
    server-wide index.db of earlier versions, attached as "legacy". */
 static int legacy_copy(sqlite3 *db, int64_t account_id)
 {
-	sqlite3_stmt *s = NULL;
-	int version = -1;
-	if (sqlite3_prepare_v2(db, "PRAGMA legacy.user_version", -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW)
-		version = sqlite3_column_int(s, 0);
-	sqlite3_finalize(s);
-	if (version != SCHEMA_VERSION)
+	if (user_version(db, "legacy") != SCHEMA_VERSION)
 		return 0; /* of another schema: it would have been rebuilt anyway */
 	char sql[1024];
 	long long id = (long long)account_id;
@@ -465,12 +478,7 @@ static int schema_setup(sqlite3 *db, int64_t account_id, bool legacy)
 {
 	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 		return -1;
-	sqlite3_stmt *s = NULL;
-	int version = -1;
-	if (sqlite3_prepare_v2(db, "PRAGMA main.user_version", -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW)
-		version = sqlite3_column_int(s, 0);
-	sqlite3_finalize(s);
+	int version = user_version(db, "main");
 	char sql[64];
 	snprintf(sql, sizeof(sql), "PRAGMA main.user_version = %d", SCHEMA_VERSION);
 	int copied = 0;
@@ -496,17 +504,6 @@ static int schema_setup(sqlite3 *db, int64_t account_id, bool legacy)
 
 static int index_wal_hook(void *arg, sqlite3 *db, const char *name, int pages);
 
-static int user_version(sqlite3 *db)
-{
-	sqlite3_stmt *s = NULL;
-	int version = -1;
-	if (sqlite3_prepare_v2(db, "PRAGMA main.user_version", -1, &s, NULL) == SQLITE_OK &&
-	    sqlite3_step(s) == SQLITE_ROW)
-		version = sqlite3_column_int(s, 0);
-	sqlite3_finalize(s);
-	return version;
-}
-
 static sqlite3 *index_open(struct ifile *f, char **error_r)
 {
 	char *path = xasprintf("%s/index/%lld.db", f->data_dir, (long long)f->account_id);
@@ -524,7 +521,7 @@ static sqlite3 *index_open(struct ifile *f, char **error_r)
 	sqlite3_wal_hook(db, index_wal_hook, f);
 	bool ok = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL,
 	                       NULL, NULL) == SQLITE_OK;
-	if (ok && user_version(db) != SCHEMA_VERSION) {
+	if (ok && user_version(db, "main") != SCHEMA_VERSION) {
 		/* a new file: made under legacy_mu, taking the account's rows from the
 		   server-wide index.db of earlier versions if there is one */
 		pthread_mutex_lock(&legacy_mu);
@@ -1130,11 +1127,7 @@ void mbox_store_free(struct mbox_store **stp)
 		}
 	}
 	pthread_mutex_unlock(&pool_mu);
-	while (gone != NULL) {
-		struct conn *next = gone->next;
-		conn_close(gone);
-		gone = next;
-	}
+	conns_close(gone);
 	for (size_t i = 0; i < st->nstd; i++)
 		free(st->std[i].name);
 	free(st->std);
@@ -3771,8 +3764,8 @@ int mbox_changes(struct mbox *box, uint64_t since, struct mbox_msg **changed_r, 
 	   the folder in UID order (no sort needed) to keep the few above `since`; that
 	   walk was an eighth of the server's CPU in the IMAP mix, where every command
 	   after a change syncs. Since 0 is every message: the UID-ordered scan. */
-	if (select_msgs(box, since > 0 ? "INDEXED BY messages_modseq" : "", "AND modseq > ?2", since,
-	                changed_r, nchanged_r, error_r) < 0)
+	if (select_msgs(box, since > 0 ? "INDEXED BY messages_modseq" : "", "AND modseq > ?2",
+	                since, changed_r, nchanged_r, error_r) < 0)
 		return -1;
 	sqlite3 *db = conn_db(box->acct->st, box->acct->id, error_r);
 	sqlite3_stmt *s = db != NULL ? prep(db,
