@@ -1003,10 +1003,12 @@ static bool runs_here(struct imap_session *s, const struct command *cmd, bool ui
 	} else if (cmd->exec != imap_cmd_noop) {
 		return false;
 	}
+	/* quiet: job_run_here() follows, on the index connection the probe took;
+	   else a worker runs the command, and the connection goes back for it */
 	mbox_thread_nowait(true);
 	bool quiet = mbox_sync_probe(s->view.box);
 	if (!quiet)
-		mbox_thread_release(); /* job_run_here() follows on the connection the probe took */
+		mbox_thread_release();
 	mbox_thread_nowait(false);
 	return quiet;
 }
