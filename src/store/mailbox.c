@@ -517,7 +517,7 @@ static sqlite3 *index_open(struct ifile *f, char **error_r)
 		free(path);
 		return NULL;
 	}
-	sqlite3_busy_timeout(db, thread_nowait ? 0 : BUSY_TIMEOUT_MS);
+	sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
 	sqlite3_wal_hook(db, index_wal_hook, f);
 	bool ok = sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", NULL,
 	                       NULL, NULL) == SQLITE_OK;
@@ -545,10 +545,7 @@ static sqlite3 *index_open(struct ifile *f, char **error_r)
 		pthread_mutex_unlock(&legacy_mu);
 	}
 	if (!ok) {
-		if (thread_nowait && sqlite3_errcode(db) == SQLITE_BUSY)
-			fail(error_r, EWOULDBLOCK, "index: busy");
-		else
-			fail(error_r, EIO, "index: %s: %s", path, sqlite3_errmsg(db));
+		fail(error_r, EIO, "index: %s: %s", path, sqlite3_errmsg(db));
 		sqlite3_close_v2(db);
 		free(path);
 		return NULL;
@@ -559,7 +556,8 @@ static sqlite3 *index_open(struct ifile *f, char **error_r)
 
 /*
  * This thread's connection to the index of the account: one it holds already,
- * else an idle one from the pool, else a new one.
+ * else an idle one from the pool, else a new one (not on a thread that must
+ * not wait: EWOULDBLOCK, and the caller runs again on a worker).
  */
 static sqlite3 *conn_db(struct mbox_store *st, int64_t account_id, char **error_r)
 {
@@ -578,6 +576,12 @@ static sqlite3 *conn_db(struct mbox_store *st, int64_t account_id, char **error_
 		if (c != NULL)
 			idle_unlink(c);
 		pthread_mutex_unlock(&pool_mu);
+		if (c == NULL && thread_nowait) {
+			/* opening a file (making it, moving rows out of index.db under
+			   legacy_mu) is disk work: for a thread that may wait */
+			fail(error_r, EWOULDBLOCK, "index: no idle connection");
+			return NULL;
+		}
 		if (c == NULL) {
 			sqlite3 *db = index_open(f, error_r);
 			if (db == NULL)
@@ -2939,7 +2943,7 @@ static int folder_sync_ex(struct mbox_account *a, const char *name, const char *
 		r.hms = modseq;
 	r.new_mtime = mtime_to_store(ts_ns(&sn.st_mtim));
 	r.cur_mtime = mtime_to_store(ts_ns(&sc.st_mtim));
-	/* the checkpoint of a bulk insert (copying ~20 MB of WAL into index.db for
+	/* the checkpoint of a bulk insert (copying ~20 MB of WAL into the index file for
 	   100,000 messages, a tenth of a first SELECT) is left to another command's
 	   write: the SELECT that found the files (its \Recent update included, until
 	   box_refresh() ends) answers without waiting for it */
@@ -3888,7 +3892,7 @@ struct flag_change {
 
 /*
  * Two steps, so that the renames do not hold the index write lock (one for
- * the whole server), only the folder's: (1) the rows are read and the files
+ * the account's every folder), only the folder's: (1) the rows are read and the files
  * renamed to their new flags; (2) one short transaction gives the changes a
  * MODSEQ and updates the rows. Under the folder lock no other change of ours
  * touches these messages in between. A reader that meets a renamed file under
@@ -4288,7 +4292,7 @@ static void newmsgs_free(struct newmsg *m, size_t n, const char *path, bool unli
  * The files are in dest tmp/ (and fsync'd): give them UIDs, move them into
  * cur/ and index them, under the folder's lock, so that no scan of ours sees
  * them in cur/ without their rows. Three steps, so that the fsyncs do not
- * hold the index write lock (one for the whole server) for other folders:
+ * hold the index write lock (one for the account's every folder) for other folders:
  * (1) a short transaction raises UIDNEXT past the new UIDs; (2) outside it,
  * the uidlist lines are appended and fsync'd (a UID is never handed out before
  * its line is on disk), the files renamed into cur/ and cur/ fsync'd; (3) a

@@ -36,8 +36,9 @@
  * the struct mbox objects opened from it are used by one thread at a time
  * (the IMAP session runs one command at a time); different accounts and
  * different sessions of the same account may run in parallel on different
- * threads: the index uses one SQLite connection per thread, and changes
- * to one folder are serialised by the index's write transaction.
+ * threads: a thread uses one SQLite connection per account's index file
+ * at a time, taken from a pool, and changes to one folder are serialised by
+ * the folder lock and the index's write transaction.
  *
  * Errors: functions returning int give 0 on success, -1 with *error_r set
  * to an allocated human-readable text and errno set to one of:
