@@ -32,7 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from conftest import (DOMAIN, PASSWORD, is_asan, make_message, recv_line, rss_kib,
                       tls_client_context)
 
-N = 300
+# sessions measured; the slope is taken over the second half. 600, not 300: with the index
+# connections pooled and handed between worker threads, ASan's RSS moves in steps of a MiB or
+# more (its size-class regions), and over 150 sessions one step was 7 KiB a session (a TLS slope
+# of 10-61 KiB across runs of the same build, against 16.7 in release); over 300 it is half
+N = 600
 # warm-up sessions, opened 32 at a time: every one of the server's 16 worker threads then has
 # its index and directory connections open (~10 MiB in all, a fixed cost that would otherwise
 # land in the measurement when a worker first serves a session)
